@@ -1,0 +1,142 @@
+"""The web terminal portal: create_app() builds the Flask app from config and blueprints."""
+
+from __future__ import annotations
+
+import logging
+import os
+from importlib import metadata
+
+from flask import Flask
+
+__all__ = ["create_app", "__version__"]
+
+try:
+    __version__ = metadata.version("webterm-portal")
+except metadata.PackageNotFoundError:  # running from a tree that was not pip-installed
+    __version__ = "0.1.0"
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def create_app(config: dict | None = None) -> Flask:
+    instance = (
+        (config or {}).get("PORTAL_INSTANCE_PATH")
+        or os.environ.get("PORTAL_INSTANCE_PATH")
+        or os.path.join(os.getcwd(), "instance")
+    )
+    instance = os.path.abspath(instance)
+    os.makedirs(instance, exist_ok=True)
+    app = Flask(
+        __name__,
+        instance_path=instance,
+        template_folder=os.path.join(ROOT, "templates"),
+        static_folder=os.path.join(ROOT, "static"),
+    )
+    from portal.config import load_config
+
+    app.config.update(load_config(instance))
+    if config:
+        app.config.update(config)
+    app.config["PORTAL_VERSION"] = __version__
+
+    if not app.debug and not app.testing:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+
+    if app.config["PORTAL_TRUSTED_PROXIES"]:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        n = int(app.config["PORTAL_TRUSTED_PROXIES"])
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)
+
+    from portal import web
+    from portal.extensions import csrf, db, limiter, login_manager, sock
+
+    db.init_app(app)
+    csrf.init_app(app)
+    login_manager.init_app(app)
+    login_manager.login_view = "accounts.login"
+    login_manager.session_protection = "basic"
+    limiter.init_app(app)
+    sock.init_app(app)
+    web.init_app(app)
+
+    from portal.accounts import oauth
+
+    oauth.configure(app)
+
+    @login_manager.user_loader
+    def _load_user(ident: str):
+        from portal.accounts.models import User
+
+        try:
+            uid, ver = (int(x) for x in ident.split(":", 1))
+        except ValueError:
+            return None
+        user = db.session.get(User, uid)
+        if user is None or not user.is_active or user.token_version != ver:
+            return None
+        return user
+
+    # Every <int:...> in a route is a database id: bounded, so a huge number is a 404, never an
+    # overflow deep in the database driver.
+    from werkzeug.routing import IntegerConverter
+
+    class IdConverter(IntegerConverter):
+        def __init__(self, map, *args, **kwargs):
+            kwargs.setdefault("max", 2**31 - 1)
+            super().__init__(map, *args, **kwargs)
+
+    app.url_map.converters["int"] = IdConverter
+    _register_blueprints(app)
+    _register_template_helpers(app)
+
+    from portal import cli
+
+    cli.init_app(app)
+    return app
+
+
+def _register_blueprints(app: Flask) -> None:
+    import importlib
+
+    from portal.accounts.api import bp as accounts_api
+    from portal.accounts.views import bp as accounts_views
+    from portal.health import bp as health
+
+    for bp in (health, accounts_api, accounts_views):
+        app.register_blueprint(bp)
+    # Feature packages register themselves when present: portal.<feature>.register(app).
+    for feature in ("dashboard", "machines", "terminal", "community"):
+        try:
+            module = importlib.import_module(f"portal.{feature}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"portal.{feature}":
+                raise
+            continue
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(app)
+
+
+def _register_template_helpers(app: Flask) -> None:
+    from flask_wtf.csrf import generate_csrf
+
+    from portal.db import iso
+
+    @app.context_processor
+    def _globals():
+        return {
+            "csrf_token": generate_csrf,
+            "portal_version": __version__,
+            "url_endpoints": app.view_functions,
+        }
+
+    @app.template_filter("iso")
+    def _iso(value):
+        return iso(value) or ""
+
+    @app.template_filter("when")
+    def _when(value):
+        return value.strftime("%Y-%m-%d %H:%M UTC") if value else "never"

@@ -1,0 +1,1 @@
+"""Accounts: users, passwords, tokens (JWT, refresh, API keys), OAuth sign-in, admin of users."""

@@ -1,0 +1,134 @@
+"""Engine, sessions and the declarative base. Services flush; the request boundary commits."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+from sqlalchemy import DateTime, MetaData, create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, scoped_session, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on every engine (SQLite stores naive values)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.UTC)
+        value = value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+def iso(value: dt.datetime | None) -> str | None:
+    """ISO 8601 UTC with a Z, as the API promises."""
+    if value is None:
+        return None
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+_WRITE_SQL = re.compile(r"\s*(INSERT|UPDATE|DELETE|REPLACE|CREATE|DROP|ALTER)\b", re.I)
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    kwargs: dict = {"pool_pre_ping": True, "future": True}
+    if url.startswith("sqlite"):
+        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+    else:
+        kwargs.update(pool_size=10, max_overflow=20, pool_recycle=1800)
+    engine = create_engine(url, **kwargs)
+    if engine.dialect.name == "sqlite":
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):
+            # The driver's own implicit BEGIN is turned off; see _begin_immediate_on_write.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @event.listens_for(engine, "before_cursor_execute")
+        def _begin_immediate_on_write(conn, cursor, statement, params, context, executemany):
+            # SQLite cannot upgrade a read snapshot to a write once another connection has
+            # committed ("database is locked" at once, no busy wait). So reads run outside a
+            # transaction and the first write of a unit of work takes the write lock up front:
+            # writers then queue on busy_timeout instead of failing, readers never block.
+            dbapi_conn = conn.connection.dbapi_connection
+            if not dbapi_conn.in_transaction and _WRITE_SQL.match(statement):
+                dbapi_conn.execute("BEGIN IMMEDIATE")
+
+    return engine
+
+
+class Database:
+    """One engine per app; `session` is a thread-local scoped session."""
+
+    def __init__(self) -> None:
+        self.engine: Engine | None = None
+        self.session = scoped_session(sessionmaker(expire_on_commit=False))
+
+    def init_app(self, app) -> None:
+        # One portal app per process: a new app (tests make many) replaces the old engine.
+        if self.engine is not None:
+            self.session.remove()
+            self.engine.dispose()
+        self.engine = make_engine(app.config["DATABASE_URL"])
+        self.session.configure(bind=self.engine)
+        app.extensions["portal_db"] = self
+
+        @app.after_request
+        def _commit(response):
+            # One commit per request; a failed request (>= 400) changes nothing.
+            try:
+                if response.status_code < 400:
+                    self.session.commit()
+                else:
+                    self.session.rollback()
+            except Exception:
+                self.session.rollback()
+                raise
+            return response
+
+        @app.teardown_appcontext
+        def _remove(exc):
+            if exc is not None:
+                self.session.rollback()
+            self.session.remove()
+
+    def new_session(self):
+        """A session outside the request cycle (threads, CLI); caller commits and closes."""
+        return sessionmaker(bind=self.engine, expire_on_commit=False)()

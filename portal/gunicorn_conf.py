@@ -1,0 +1,35 @@
+"""Gunicorn settings for long-lived WebSockets (see docs/terminal.md, "Worker model").
+
+One worker process holds every live terminal: re-attaching (`?session=`) must reach the
+process that owns the SSH channel, and one process means no sticky routing is needed.
+`gthread` with many threads: each open terminal holds one request thread for its socket,
+so `threads` bounds the number of terminals (plus page requests) one instance serves.
+Measured with bench/bench_terminal.py; results in docs/benchmarks.md.
+"""
+
+import os
+
+bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"  # noqa: S104
+workers = int(os.environ.get("PORTAL_WORKERS", "1"))
+worker_class = os.environ.get("PORTAL_WORKER_CLASS", "gthread")
+threads = int(os.environ.get("PORTAL_THREADS", "1024"))
+worker_connections = int(os.environ.get("PORTAL_WORKER_CONNECTIONS", "2000"))
+backlog = 2048
+timeout = 60  # worker heartbeat, not a per-request limit: WebSockets stay open for hours
+graceful_timeout = 15
+keepalive = 30
+max_requests = 0  # never recycle a worker that holds live terminals
+preload_app = False
+accesslog = "-" if os.environ.get("PORTAL_ACCESS_LOG", "1") == "1" else None
+# Query strings may carry ?token= (WebXTerm clients): never log them.
+access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss'
+
+
+def worker_exit(server, worker):
+    """Close live terminals with a reason (and mark them closed) before the worker goes."""
+    app = getattr(worker, "wsgi", None)
+    for hook in getattr(app, "extensions", {}).get("portal_shutdown", []):
+        try:
+            hook()
+        except Exception:  # noqa: S110 - best effort on the way out
+            pass

@@ -1,0 +1,211 @@
+"""JSON face of machines: /api/machines... (API.md). Every rule is in services."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, g, jsonify, request
+
+from portal.db import iso
+from portal.extensions import limiter
+from portal.machines import services
+from portal.validation import get_str
+from portal.web import api_login_required, json_body, page_args
+
+bp = Blueprint("machines_api", __name__)
+
+
+def base_url() -> str:
+    return (current_app.config.get("PORTAL_BASE_URL") or request.host_url).rstrip("/")
+
+
+def _logs_body(rows, next_cursor) -> dict:
+    return {"logs": [r.to_dict() for r in rows], "next_cursor": next_cursor}
+
+
+@bp.get("/api/machines")
+@api_login_required
+def list_machines():
+    limit, offset = page_args()
+    args = request.args
+    rows, total = services.list_machines(
+        g.user,
+        q=get_str(args, "q", required=False, max_len=100),
+        tag=get_str(args, "tag", required=False, max_len=32),
+        status=get_str(args, "status", required=False, max_len=16),
+        limit=limit,
+        offset=offset,
+    )
+    return jsonify({"machines": [m.to_dict(g.user) for m in rows], "total": total})
+
+
+@bp.post("/api/machines")
+@api_login_required
+def create():
+    data = json_body()
+    machine, token = services.create_machine(g.user, data)
+    body = {"machine": machine.to_dict(g.user)}
+    if machine.public_key and (token or machine.auth_method == "portal_key"):
+        # This machine's own public key: the line for its authorized_keys (nothing shared).
+        body["public_key"] = machine.public_key
+    if token:
+        body["registration_token"] = token
+        body["registration_expires_at"] = iso(services.token_expiry(token))
+        body["enroll_command"] = services.enroll_command(base_url(), token)
+    return jsonify(body), 201
+
+
+@bp.post("/api/machines/scan-host-key")
+@limiter.limit("30 per minute")
+@api_login_required
+def scan_host_key():
+    """+ The trust step: the host keys a server presents now (nothing stored)."""
+    keys = services.scan_host_keys(g.user, json_body())
+    return jsonify({"host_keys": [{"key": k, "fingerprint": fp} for k, fp in keys]})
+
+
+@bp.get("/api/machines/by-id/<int:machine_id>")
+@api_login_required
+def by_id(machine_id: int):
+    machine = services.get_machine_by_id(g.user, machine_id)
+    return jsonify({"machine": machine.to_dict(g.user)})
+
+
+@bp.get("/api/machines/<agent_id>")
+@api_login_required
+def detail(agent_id: str):
+    machine = services.get_machine(g.user, agent_id)
+    return jsonify({"machine": machine.to_dict(g.user)})
+
+
+@bp.route("/api/machines/<agent_id>", methods=["PATCH", "PUT"])
+@api_login_required
+def update(agent_id: str):
+    machine = services.get_machine(g.user, agent_id, need="admin")
+    services.update_machine(g.user, machine, json_body())
+    return jsonify({"machine": machine.to_dict(g.user)})
+
+
+@bp.delete("/api/machines/<agent_id>")
+@api_login_required
+def delete(agent_id: str):
+    machine = services.get_machine(g.user, agent_id, need="admin")
+    services.delete_machine(g.user, machine)
+    return Response(status=204)
+
+
+@bp.post("/api/machines/<agent_id>/command")
+@api_login_required
+def command(agent_id: str):
+    machine = services.get_machine(g.user, agent_id, need="operator")
+    result, entry = services.run_command(g.user, machine, json_body(), source="api")
+    return jsonify(services.result_dict(result, entry))
+
+
+@bp.post("/api/machines/broadcast")
+@api_login_required
+def broadcast():
+    """+ `{command, agent_ids? | tag?, timeout?}` -> `{results: [...]}` (run in parallel)."""
+    results = services.broadcast(g.user, json_body())
+    return jsonify({"results": results, "total": len(results)})
+
+
+@bp.get("/api/machines/<agent_id>/logs")
+@api_login_required
+def logs(agent_id: str):
+    machine = services.get_machine(g.user, agent_id)
+    return jsonify(_logs_body(*services.list_logs(machine, request.args)))
+
+
+@bp.get("/api/machines/<agent_id>/logs/search")
+@api_login_required
+def logs_search(agent_id: str):
+    machine = services.get_machine(g.user, agent_id)
+    return jsonify(_logs_body(*services.search_logs(machine, request.args)))
+
+
+@bp.get("/api/machines/<agent_id>/access/users")
+@api_login_required
+def access_users(agent_id: str):
+    machine = services.get_machine(g.user, agent_id, need="admin")
+    users = [{**u, "granted_at": iso(u["granted_at"])} for u in services.list_access(machine)]
+    return jsonify({"users": users})
+
+
+@bp.post("/api/machines/<agent_id>/access/grant")
+@api_login_required
+def access_grant(agent_id: str):
+    machine = services.get_machine(g.user, agent_id, need="admin")
+    row = services.grant(g.user, machine, json_body())
+    return jsonify(
+        {
+            "user_id": row.user_id,
+            "username": row.user.username,
+            "role": row.role,
+            "granted_at": iso(row.granted_at),
+        }
+    )
+
+
+@bp.post("/api/machines/<agent_id>/access/revoke")
+@api_login_required
+def access_revoke(agent_id: str):
+    machine = services.get_machine(g.user, agent_id, need="admin")
+    user = services.revoke(g.user, machine, json_body())
+    return jsonify({"user_id": user.id, "revoked": True})
+
+
+@bp.post("/api/machines/<agent_id>/check")
+@api_login_required
+def check(agent_id: str):
+    """+ Check the connection again (operator), e.g. after installing the machine's public key.
+    200 `{ok, machine}` either way; `machine.status_message` says what failed."""
+    machine = services.get_machine(g.user, agent_id, need="operator")
+    ok = services.check_connection(g.user, machine)
+    return jsonify({"ok": ok, "machine": machine.to_dict(g.user)})
+
+
+@bp.post("/api/machines/<agent_id>/host-key")
+@api_login_required
+def retrust(agent_id: str):
+    """+ Re-pin the host key (admin): `{host_key: line | "SHA256:..."}` or `{trust_host_key: true}`."""
+    machine = services.get_machine(g.user, agent_id, need="admin")
+    services.retrust_host_key(g.user, machine, json_body())
+    return jsonify({"machine": machine.to_dict(g.user)})
+
+
+@bp.post("/api/machines/<agent_id>/enroll-token")
+@api_login_required
+def enroll_token(agent_id: str):
+    """+ A new enrollment token for a pending machine (admin); older ones stop working."""
+    machine = services.get_machine(g.user, agent_id, need="admin")
+    token = services.new_registration_token(g.user, machine)
+    return jsonify(
+        {
+            "registration_token": token,
+            "registration_expires_at": iso(services.token_expiry(token)),
+            "enroll_command": services.enroll_command(base_url(), token),
+        }
+    )
+
+
+# ---------------------------------------------------------------- public: enrollment
+
+
+@bp.get("/api/machines/enroll.sh")
+@limiter.limit("60 per minute")
+def enroll_sh():
+    token = request.args.get("token", "")
+    try:
+        script = services.enroll_script(token, base_url())
+    except services.PortalError as err:
+        body = f'echo "portal: {err.message}" >&2\nexit 1\n'
+        return Response(body, status=err.status, mimetype="text/plain")
+    resp = Response(script, mimetype="text/x-shellscript")
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+@bp.post("/api/machines/register")
+@limiter.limit("30 per minute")
+def register():
+    machine = services.register(json_body(), request.remote_addr)
+    return jsonify({"machine": machine.to_dict(None)})

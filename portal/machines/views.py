@@ -1,0 +1,425 @@
+"""HTML face of machines (HTMX): list, add (direct / enrollment), detail, broadcast."""
+
+from __future__ import annotations
+
+import json
+
+from flask import (
+    Blueprint,
+    Response,
+    flash,
+    g,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
+
+from portal.errors import PortalError
+from portal.extensions import db, limiter
+from portal.machines import services
+from portal.machines.api import base_url
+from portal.machines.models import AUTH_METHODS, STATUSES
+from portal.validation import get_str
+from portal.web import is_htmx, login_required
+
+bp = Blueprint("machines", __name__)
+
+
+def _form_status(err: PortalError) -> int:
+    return 422 if err.status in (400, 422) else err.status
+
+
+def _hx_redirect(url: str):
+    if is_htmx():
+        resp = Response(status=204)
+        resp.headers["HX-Redirect"] = url
+        return resp
+    return redirect(url, 303)
+
+
+# ---------------------------------------------------------------- list
+
+
+@bp.get("/machines")
+@login_required
+def index():
+    args = request.args
+    q = get_str(args, "q", required=False, max_len=100) or ""
+    tag = get_str(args, "tag", required=False, max_len=32) or ""
+    status = args.get("status") if args.get("status") in STATUSES else ""
+    rows, total = services.list_machines(g.user, q=q, tag=tag, status=status, limit=200)
+    ctx = {
+        "machines": rows,
+        "total": total,
+        "q": q,
+        "tag": tag,
+        "status": status,
+        "statuses": STATUSES,
+        "tags": services.all_tags(g.user),
+        "role_of": services.role_of,
+    }
+    if is_htmx() and request.headers.get("HX-Target") == "machines-table":
+        return render_template("machines/_table.html", **ctx)
+    return render_template("machines/index.html", **ctx)
+
+
+# ---------------------------------------------------------------- add
+
+
+def _new_ctx(**extra):
+    rows, _ = services.list_machines(g.user, limit=200)
+    gateways = [m for m in rows if m.status != "pending" and services.can(g.user, m, "operator")]
+    ctx = {
+        "errors": {},
+        "form": {},
+        "auth_methods": AUTH_METHODS,
+        "gateways": gateways,
+        "mode": "direct",
+    }
+    ctx.update(extra)
+    return ctx
+
+
+@bp.route("/machines/new", methods=["GET", "POST"])
+@login_required
+def new():
+    if request.method == "GET":
+        return render_template(
+            "machines/new.html", **_new_ctx(mode=request.args.get("mode", "direct"))
+        )
+    data = request.form.to_dict()
+    data["trust_host_key"] = False  # the page pins only the key lines the user confirmed
+    confirmed = "\n".join(request.form.getlist("host_key_confirmed"))
+    if not (data.get("host_key") or "").strip() and confirmed:
+        if not data.get("host_key_ack"):
+            msg = "tick the box to confirm you compared the fingerprints"
+            ctx = _new_ctx(errors={"host_key": msg}, form=data)
+            return render_template("machines/new.html", **ctx), 422
+        data["host_key"] = confirmed
+    try:
+        machine, _ = services.create_machine(g.user, data)
+    except PortalError as err:
+        db.session.rollback()
+        errors = {err.field or "_form": err.message}
+        return render_template(
+            "machines/new.html", **_new_ctx(errors=errors, form=data)
+        ), _form_status(err)
+    if machine.status == "online":
+        flash(f"{machine.name} added and reachable.", "success")
+    elif machine.auth_method == "portal_key":
+        flash(
+            f"{machine.name} added. Put its public key (below) in ~/.ssh/authorized_keys of "
+            f"{machine.username} on the machine, then use “Check connection again”.",
+            "info",
+        )
+    else:
+        flash(
+            f"{machine.name} added, but the first connection failed: {machine.status_message}",
+            "error",
+        )
+    return _hx_redirect(url_for("machines.detail", agent_id=machine.agent_id))
+
+
+@bp.post("/machines/scan-host-key")
+@limiter.limit("30 per minute")
+@login_required
+def scan():
+    """The trust step: show the fingerprints a host presents; the user confirms them."""
+    try:
+        keys = services.scan_host_keys(g.user, request.form.to_dict())
+        error = None
+    except PortalError as err:
+        keys, error = [], err.message
+    return render_template("machines/_hostkey_scan.html", keys=keys, error=error)
+
+
+@bp.post("/machines/enroll")
+@login_required
+def enroll():
+    data = {"name": request.form.get("name", ""), "tags": request.form.get("tags", "")}
+    try:
+        machine, token = services.create_machine(g.user, data)
+    except PortalError as err:
+        db.session.rollback()
+        errors = {err.field or "_form": err.message}
+        ctx = _new_ctx(errors=errors, form=data, mode="enroll")
+        return render_template("machines/new.html", **ctx), _form_status(err)
+    return render_template(
+        "machines/enrolled.html",
+        machine=machine,
+        command=services.enroll_command(base_url(), token),
+        expires_at=services.token_expiry(token),
+    )
+
+
+# ---------------------------------------------------------------- detail
+
+
+def _detail_ctx(machine, **extra):
+    role = services.role_of(g.user, machine)
+    logs, next_cursor = services.list_logs(machine, {"limit": 20})
+    ctx = {
+        "m": machine,
+        "role": role,
+        "can_operate": services.RANK[role] >= services.RANK["operator"],
+        "is_admin": role == "admin",
+        "recent": services.recent_commands(g.user, machine),
+        "logs": logs,
+        "next_cursor": next_cursor,
+        "q": "",
+        "access": services.list_access(machine) if role == "admin" else [],
+        "errors": {},
+        "result": None,
+        "edit_form": {"name": machine.name, "tags": ", ".join(machine.tag_list)},
+    }
+    ctx.update(extra)
+    return ctx
+
+
+@bp.get("/machines/<agent_id>")
+@login_required
+def detail(agent_id: str):
+    machine = services.get_machine(g.user, agent_id)
+    return render_template("machines/detail.html", **_detail_ctx(machine))
+
+
+@bp.post("/machines/<agent_id>/edit")
+@login_required
+def edit(agent_id: str):
+    machine = services.get_machine(g.user, agent_id, need="admin")
+    data = {"name": request.form.get("name", ""), "tags": request.form.get("tags", "")}
+    try:
+        services.update_machine(g.user, machine, data)
+    except PortalError as err:
+        db.session.rollback()
+        machine = services.get_machine(g.user, agent_id, need="admin")
+        ctx = _detail_ctx(machine, errors={err.field or "name": err.message}, edit_form=data)
+        return render_template("machines/detail.html", **ctx), _form_status(err)
+    flash("Saved.", "success")
+    return _hx_redirect(url_for("machines.detail", agent_id=machine.agent_id))
+
+
+@bp.post("/machines/<agent_id>/run")
+@login_required
+def run(agent_id: str):
+    machine = services.get_machine(g.user, agent_id, need="operator")
+    data = {"command": request.form.get("command", ""), "timeout": request.form.get("timeout")}
+    result = entry = error = None
+    try:
+        result, entry = services.run_command(g.user, machine, data, source="page")
+    except PortalError as err:
+        error = err
+    recent = services.recent_commands(g.user, machine)
+    # Errors come back as 200 so htmx swaps the message in place (nothing was changed:
+    # the service records failures in its own transaction).
+    status = 200
+    if error is not None:
+        db.session.rollback()
+        status = 422 if error.status < 500 else 200
+    resp = make_response(
+        render_template(
+            "machines/_command_result.html",
+            m=machine,
+            result=result,
+            entry=entry,
+            error=error,
+            command=data["command"],
+            recent=recent,
+            oob=True,
+        ),
+        status,
+    )
+    resp.headers["HX-Trigger"] = "logs-changed"  # the log table on the page reloads itself
+    return resp
+
+
+@bp.get("/machines/<agent_id>/logs")
+@login_required
+def logs(agent_id: str):
+    machine = services.get_machine(g.user, agent_id)
+    q = get_str(request.args, "q", required=False, max_len=200) or ""
+    error = None
+    try:
+        rows, next_cursor = services.search_logs(machine, request.args)
+    except PortalError as err:
+        rows, next_cursor, error = [], None, err.message
+    template = "machines/_log_rows.html" if request.args.get("cursor") else "machines/_logs.html"
+    return render_template(
+        template,
+        m=machine,
+        logs=rows,
+        next_cursor=next_cursor,
+        q=q,
+        error=error,
+        filters=request.args,
+    )
+
+
+@bp.post("/machines/<agent_id>/access")
+@login_required
+def access(agent_id: str):
+    machine = services.get_machine(g.user, agent_id, need="admin")
+    action = request.form.get("action", "grant")
+    error = None
+    try:
+        if action == "revoke":
+            user = services.revoke(g.user, machine, {"user": request.form.get("user", "")})
+            message = f"{user.username} no longer has access."
+        else:
+            row = services.grant(
+                g.user,
+                machine,
+                {"user": request.form.get("user", ""), "role": request.form.get("role")},
+            )
+            message = f"{row.user.username} is now {row.role}."
+    except PortalError as err:
+        db.session.rollback()
+        error, message = err.message, None
+    return render_template(
+        "machines/_access.html",
+        m=machine,
+        access=services.list_access(machine),
+        error=error,
+        message=message,
+    )
+
+
+@bp.post("/machines/<agent_id>/host-key/scan")
+@login_required
+def hostkey_scan(agent_id: str):
+    machine = services.get_machine(g.user, agent_id, need="admin")
+    try:
+        keys = services.scan_machine_host_keys(g.user, machine)
+        error = None
+    except PortalError as err:
+        keys, error = [], err.message
+    return render_template("machines/_hostkey_retrust.html", m=machine, keys=keys, error=error)
+
+
+@bp.post("/machines/<agent_id>/check")
+@login_required
+def check(agent_id: str):
+    """“Check connection again” (operator), e.g. after installing the machine's public key."""
+    machine = services.get_machine(g.user, agent_id, need="operator")
+    try:
+        ok = services.check_connection(g.user, machine)
+    except PortalError as err:
+        db.session.rollback()
+        flash(err.message, "error")
+        return _hx_redirect(url_for("machines.detail", agent_id=agent_id))
+    if ok:
+        flash(f"{machine.name} is reachable.", "success")
+    else:
+        flash(f"The connection check failed: {machine.status_message}", "error")
+    return _hx_redirect(url_for("machines.detail", agent_id=machine.agent_id))
+
+
+@bp.post("/machines/<agent_id>/host-key")
+@login_required
+def hostkey_trust(agent_id: str):
+    machine = services.get_machine(g.user, agent_id, need="admin")
+    if not request.form.get("host_key_ack"):
+        return render_template(
+            "machines/_hostkey_retrust.html",
+            m=machine,
+            keys=[],
+            error="tick the box to confirm you checked the new fingerprint",
+        )
+    try:
+        services.retrust_host_key(g.user, machine, {"host_key": request.form.get("host_key", "")})
+    except PortalError as err:
+        db.session.rollback()
+        return render_template(
+            "machines/_hostkey_retrust.html", m=machine, keys=[], error=err.message
+        )
+    flash("The new host key is pinned.", "success")
+    return _hx_redirect(url_for("machines.detail", agent_id=machine.agent_id))
+
+
+@bp.post("/machines/<agent_id>/enroll-token")
+@login_required
+def enroll_token(agent_id: str):
+    machine = services.get_machine(g.user, agent_id, need="admin")
+    token = services.new_registration_token(g.user, machine)
+    return render_template(
+        "machines/_enroll_command.html",
+        command=services.enroll_command(base_url(), token),
+        expires_at=services.token_expiry(token),
+    )
+
+
+@bp.post("/machines/<agent_id>/delete")
+@login_required
+def delete(agent_id: str):
+    machine = services.get_machine(g.user, agent_id, need="admin")
+    name = machine.name
+    services.delete_machine(g.user, machine)
+    flash(f"{name} was deleted.", "success")
+    return _hx_redirect(url_for("machines.index"))
+
+
+# ---------------------------------------------------------------- broadcast
+
+
+@bp.get("/machines/broadcast")
+@login_required
+def broadcast_page():
+    rows, _ = services.list_machines(g.user, limit=services.BROADCAST_MAX)
+    machines = [m for m in rows if m.status != "pending" and services.can(g.user, m, "operator")]
+    tags = sorted({t for m in machines for t in m.tag_list})
+    return render_template(
+        "machines/broadcast.html",
+        machines=machines,
+        tags=tags,
+        selected=request.args.getlist("agent_id"),
+    )
+
+
+@bp.post("/machines/broadcast")
+@login_required
+def broadcast_run():
+    """Streams NDJSON: first the table of targets, then one row per machine as it finishes.
+    machines.js reads the stream and swaps each row in place."""
+    data = {
+        "command": request.form.get("command", ""),
+        "timeout": request.form.get("timeout") or None,
+        "agent_ids": request.form.getlist("agent_ids") or None,
+        "tag": request.form.get("tag") or None,
+    }
+    try:
+        command, timeout = services._command_args(data)
+        machines = services.broadcast_machines(g.user, data)
+    except PortalError as err:
+        body = json.dumps({"error": err.message}) + "\n"
+        return Response(body, status=_form_status(err), mimetype="application/x-ndjson")
+    targets = services.broadcast_targets(machines, g.user)
+    by_id = {m.id: m for m in machines}
+    user = g.user
+    head = render_template("machines/_broadcast_table.html", machines=machines, command=command)
+
+    def stream():
+        yield json.dumps({"table": head}) + "\n"
+        s = db.new_session()
+        try:
+            for mid, outcome in services.run_parallel(targets, command, timeout):
+                m = by_id[mid]
+                entry = services.broadcast_entry(m, outcome, user, command, timeout, session=s)
+                if entry.get("ok"):
+                    live = s.get(type(m), m.id)
+                    if live is not None:
+                        live.status, live.status_message = "online", None
+                        live.last_seen_at = services.utcnow()
+                s.commit()
+                row = render_template("machines/_broadcast_row.html", m=m, r=entry)
+                yield json.dumps({"agent_id": m.agent_id, "row": row}) + "\n"
+        finally:
+            s.close()
+        yield json.dumps({"done": True}) + "\n"
+
+    resp = Response(stream_with_context(stream()), mimetype="application/x-ndjson")
+    resp.headers["Cache-Control"] = "no-store"
+    resp.headers["X-Accel-Buffering"] = "no"
+    return resp

@@ -1,0 +1,301 @@
+"""Opening one authenticated SSH transport: TCP, key exchange, host key check, auth.
+
+We drive a `paramiko.Transport` directly instead of `paramiko.SSHClient` or
+Fabric's `Connection` (which wraps SSHClient): host keys are checked here, against
+the `Target`'s pinned keys, after the key exchange and before any credential is
+sent. There is no `MissingHostKeyPolicy`, no `~/.ssh/known_hosts`, no agent and no
+key files on the portal host involved, so nothing but the pinned keys can make a
+connection trusted.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+import paramiko
+
+from portal.ssh.errors import (
+    AuthenticationFailed,
+    HostKeyMismatch,
+    HostKeyUnknown,
+    MachineUnreachable,
+    TargetNotAllowed,
+    hostport,
+)
+from portal.ssh.keys import HOST_KEY_TYPES, fingerprint, host_key_algorithms, key_line
+from portal.ssh.target import Target
+
+__all__ = [
+    "AllowedNetworks",
+    "SockFactory",
+    "address_allowed",
+    "connect_transport",
+    "handshake",
+    "open_socket",
+    "verify_host_key",
+]
+
+#: Returns a connected socket-like object (a socket or a `direct-tcpip` channel).
+SockFactory = Callable[[str, int, float], object]
+
+#: Networks the portal may connect to (None: any address).
+AllowedNetworks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] | None
+
+# Every message below is fixed text: nothing from an exception or from the remote side
+# (banners, protocol lines) reaches a user, so a scan cannot be used to read other services.
+_ERRNO_REASONS = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.EHOSTUNREACH: "no route to host",
+    errno.ENETUNREACH: "network is unreachable",
+    errno.ECONNRESET: "connection reset",
+    errno.ETIMEDOUT: "timed out",
+}
+NOT_SSH = "not an SSH server"
+HANDSHAKE_FAILED = "the SSH handshake failed"
+NO_COMMON_ALGORITHMS = "no common SSH algorithms"
+_AUTH_METHOD_NAMES = frozenset(
+    ("publickey", "password", "keyboard-interactive", "hostbased", "gssapi-with-mic", "none")
+)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, socket.gaierror | UnicodeError):
+        return "could not resolve the host name"
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return "timed out"
+    if isinstance(exc, OSError) and exc.errno in _ERRNO_REASONS:
+        return _ERRNO_REASONS[exc.errno]
+    return "the connection failed"
+
+
+def unreachable(host: str, port: int, reason: str) -> MachineUnreachable:
+    return MachineUnreachable(
+        f"could not connect to {hostport(host, port)}: {reason}", host=host, port=port
+    )
+
+
+def address_allowed(addr: str, allowed: AllowedNetworks) -> bool:
+    """Whether one resolved address is inside `allowed` (None allows every address)."""
+    if allowed is None:
+        return True
+    try:
+        ip = ipaddress.ip_address(addr.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip.version == net.version and ip in net for net in allowed)
+
+
+def resolve(host: str, port: int, allowed: AllowedNetworks = None) -> list[tuple]:
+    """Resolve `host` once; every address must be inside `allowed` (TargetNotAllowed).
+
+    Returns getaddrinfo entries: the caller connects to exactly these addresses, so a
+    second lookup (DNS rebinding) cannot swap in an address that was not checked.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError, ValueError) as exc:
+        if allowed is not None:
+            raise TargetNotAllowed(
+                f"{host} could not be resolved, and this portal only connects to allowed networks",
+                field="host",
+            ) from None
+        raise unreachable(host, port, _reason(exc)) from None
+    infos = [i for i in infos if i[0] in (socket.AF_INET, socket.AF_INET6)]
+    if not infos:
+        raise unreachable(host, port, "could not resolve the host name")
+    for info in infos:
+        if not address_allowed(info[4][0], allowed):
+            raise TargetNotAllowed(
+                f"{host} is outside the networks this portal may connect to", field="host"
+            )
+    return infos
+
+
+def open_socket(
+    host: str, port: int, timeout: float, allowed: AllowedNetworks = None
+) -> socket.socket:
+    """A TCP connection to host:port within `timeout` seconds, or MachineUnreachable.
+
+    The host is resolved once here; with `allowed` set, every resolved address must be
+    inside those networks (TargetNotAllowed), and only those checked addresses are
+    connected to.
+    """
+    infos = resolve(host, port, allowed)
+    deadline = time.monotonic() + max(timeout, 0.001)
+    last: BaseException | None = None
+    for family, socktype, proto, _canon, sockaddr in infos:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            last = TimeoutError()
+            break
+        sock = socket.socket(family, socktype, proto)
+        try:
+            sock.settimeout(left)
+            sock.connect(sockaddr)
+        except (OSError, ValueError) as exc:
+            sock.close()
+            last = exc
+            continue
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+    raise unreachable(host, port, _reason(last) if last else "the connection failed")
+
+
+def handshake(
+    sock,
+    host: str,
+    port: int,
+    timeout: float,
+    key_types: tuple[str, ...] | None = None,
+    log_channel: str | None = None,
+) -> paramiko.Transport:
+    """Run the SSH key exchange on `sock`, offering host key algorithms in `key_types` order.
+
+    Returns the started (not yet verified, not authenticated) transport.
+    """
+    transport = paramiko.Transport(sock)
+    if log_channel:
+        transport.set_log_channel(log_channel)
+    transport.banner_timeout = timeout
+    transport.handshake_timeout = timeout
+    if key_types:
+        transport.get_security_options().key_types = list(key_types)
+    done = threading.Event()
+    try:
+        transport.start_client(event=done)
+        if not done.wait(timeout):
+            raise unreachable(host, port, "timed out during the SSH handshake")
+        if not transport.is_active():
+            exc = transport.get_exception()
+            raise unreachable(host, port, _handshake_reason(exc))
+    except BaseException:
+        transport.close()
+        raise
+    return transport
+
+
+def _handshake_reason(exc: BaseException | None) -> str:
+    """A fixed description of a failed handshake (never the exception's or server's text)."""
+    if exc is None:
+        return HANDSHAKE_FAILED
+    text = str(exc).lower()
+    if "banner" in text or "version" in text:  # not SSH-2 ("Incompatible version (x ...)")
+        return NOT_SSH
+    if isinstance(exc, EOFError | ConnectionError) or not text:
+        return "the server closed the connection during the SSH handshake"
+    if "incompatible" in text or "no acceptable" in text:
+        return NO_COMMON_ALGORITHMS
+    return HANDSHAKE_FAILED
+
+
+def preferred_key_types(target: Target) -> tuple[str, ...]:
+    """Host key algorithms, the pinned keys' first: a server with several keys shows a pinned one."""
+    first: list[str] = []
+    for pkey in target.pinned:
+        for algo in host_key_algorithms(pkey.get_name()):
+            if algo not in first:
+                first.append(algo)
+    rest = [
+        algo
+        for keytype in HOST_KEY_TYPES
+        for algo in host_key_algorithms(keytype)
+        if algo not in first
+    ]
+    return tuple(first + rest)
+
+
+def verify_host_key(transport: paramiko.Transport, target: Target) -> None:
+    """Compare the server's host key with the target's pinned keys (HostKeyUnknown/Mismatch)."""
+    presented = transport.get_remote_server_key()
+    line = key_line(presented)
+    for pinned in target.pinned:
+        if pinned.get_name() == presented.get_name() and pinned.asbytes() == presented.asbytes():
+            return
+    if not target.pinned:
+        raise HostKeyUnknown(target.host, target.port, line, fingerprint(presented))
+    same_type = [p for p in target.pinned if p.get_name() == presented.get_name()]
+    expected = [fingerprint(p) for p in (same_type or target.pinned)]
+    raise HostKeyMismatch(target.host, target.port, expected, line, fingerprint(presented))
+
+
+def authenticate(transport: paramiko.Transport, target: Target, timeout: float) -> None:
+    transport.auth_timeout = max(timeout, 0.5)
+    allowed: list[str] = []
+    try:
+        if target.pkey is not None:
+            try:
+                transport.auth_publickey(target.username, target.pkey)
+            except paramiko.BadAuthenticationType as exc:
+                allowed = list(exc.allowed_types)
+            except paramiko.AuthenticationException:
+                pass
+        if not transport.is_authenticated() and target.password is not None:
+            try:
+                transport.auth_password(target.username, target.password)
+            except paramiko.BadAuthenticationType as exc:
+                allowed = list(exc.allowed_types)
+            except paramiko.AuthenticationException:
+                pass
+        if not transport.is_authenticated() and target.pkey is None and target.password is None:
+            try:
+                transport.auth_none(target.username)
+            except paramiko.BadAuthenticationType as exc:
+                allowed = list(exc.allowed_types)
+            except paramiko.AuthenticationException:
+                pass
+    except paramiko.SSHException:
+        if not transport.is_active():
+            raise unreachable(
+                target.host, target.port, "connection lost during authentication"
+            ) from None
+        raise AuthenticationFailed(target.username, target.host, target.port) from None
+    if not transport.is_authenticated():
+        known = [m for m in allowed if m in _AUTH_METHOD_NAMES]  # never echo other remote text
+        detail = f"the server accepts: {', '.join(known)}" if known else None
+        raise AuthenticationFailed(target.username, target.host, target.port, detail)
+
+
+def connect_transport(
+    target: Target,
+    sock_factory: SockFactory | None = None,
+) -> paramiko.Transport:
+    """An authenticated transport to `target`, its host key checked against the pinned keys.
+
+    `sock_factory(host, port, timeout)` provides the byte stream (default: a TCP
+    socket to an address inside `target.allowed`; the pool passes one that opens a `direct-tcpip` channel through the
+    gateway). The whole connect (TCP, handshake, auth) is bounded by
+    `target.connect_timeout`.
+    """
+    deadline = time.monotonic() + target.connect_timeout
+
+    def remaining() -> float:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise unreachable(target.host, target.port, "timed out")
+        return left
+
+    if sock_factory is None:
+        sock = open_socket(target.host, target.port, remaining(), target.allowed)
+    else:
+        sock = sock_factory(target.host, target.port, remaining())
+    try:
+        transport = handshake(
+            sock, target.host, target.port, remaining(), preferred_key_types(target)
+        )
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        verify_host_key(transport, target)
+        authenticate(transport, target, remaining())
+    except BaseException:
+        transport.close()
+        raise
+    return transport

@@ -1,0 +1,502 @@
+"""A thread-safe pool of authenticated SSH transports.
+
+Why `paramiko.Transport` and not Fabric's `Connection`: a pooled connection is
+only ever used to open channels (exec, shell, `direct-tcpip` for jump hosts),
+which is exactly the Transport API. Fabric's Connection adds an invoke runner
+with its own threads per command, and it checks host keys through SSHClient's
+`MissingHostKeyPolicy`/known_hosts machinery; here the host key is compared to
+the Target's pinned keys right after the key exchange (`connect.py`). A
+Transport also exposes what the pool needs: `is_active()` for dead-connection
+detection and the number of open channels for OpenSSH's `MaxSessions`.
+
+Sharing rules:
+  * connections are keyed by `Target.pool_key` (host, port, user, and a keyed
+    hash of credentials, pinned keys and gateway): a change of password or
+    pinned key never reuses an old connection;
+  * a connection carries at most `max_channels` open channels (OpenSSH's
+    default `MaxSessions` is 10); beyond that another connection is opened. If
+    the server refuses a channel anyway ("administratively prohibited", its
+    `MaxSessions` is lower), the connection is marked full and the channel is
+    opened on another connection;
+  * a connection with no open channel for `idle_ttl` seconds is closed by a
+    reaper thread (which only runs while the pool holds connections); dead
+    transports are dropped on the next use;
+  * at most `max_connections` connections in total; when full, idle ones are
+    evicted, otherwise callers wait up to the target's connect timeout and get
+    `PoolExhausted`;
+  * concurrent callers for the same target share one connection attempt, and
+    share its failure (one handshake to an unreachable host, not twenty).
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+import time
+from dataclasses import dataclass
+
+import paramiko
+
+from portal.errors import PortalError
+from portal.ssh.connect import connect_transport, unreachable
+from portal.ssh.errors import MachineUnreachable, PoolExhausted, hostport
+from portal.ssh.target import Target
+
+__all__ = ["ConnectionInfo", "ConnectionPool", "get_pool", "set_pool"]
+
+# SSH_OPEN_ADMINISTRATIVELY_PROHIBITED, SSH_OPEN_CONNECT_FAILED, ... (RFC 4254 5.1)
+_OPEN_FAILURE_REASONS = {
+    1: "administratively prohibited",
+    2: "connect failed",
+    3: "unknown channel type",
+    4: "resource shortage",
+}
+
+
+def _open_channels(transport: paramiko.Transport | None) -> int:
+    """Channels open on a transport (paramiko keeps them until both sides closed them)."""
+    if transport is None:
+        return 0
+    try:
+        return len(transport._channels)
+    except (AttributeError, TypeError):  # pragma: no cover - paramiko internals changed
+        return 0
+
+
+def _clone(exc: BaseException) -> BaseException:
+    """A fresh instance of a shared failure, so threads do not share one traceback."""
+    new = type(exc).__new__(type(exc), *exc.args)
+    new.__dict__.update(exc.__dict__)
+    return new
+
+
+@dataclass(frozen=True)
+class ConnectionInfo:
+    """A snapshot of one pooled connection, for tests, admin pages and metrics."""
+
+    target: str
+    transport: paramiko.Transport | None
+    open_channels: int
+    channel_limit: int
+    idle_seconds: float
+    via_gateway: bool
+
+
+class _Conn:
+    __slots__ = (
+        "key",
+        "target",
+        "transport",
+        "ready",
+        "error",
+        "reserved",
+        "channel_limit",
+        "last_busy",
+        "closed",
+    )
+
+    def __init__(self, target: Target, channel_limit: int):
+        self.key = target.pool_key
+        self.target = target
+        self.transport: paramiko.Transport | None = None
+        self.ready = threading.Event()
+        self.error: BaseException | None = None
+        self.reserved = 0
+        self.channel_limit = channel_limit
+        self.last_busy = time.monotonic()
+        self.closed = False
+
+    def in_use(self) -> int:
+        return self.reserved + _open_channels(self.transport)
+
+    def usable(self) -> bool:
+        """Pending, or connected and alive."""
+        if self.closed or self.error is not None:
+            return False
+        if not self.ready.is_set():
+            return True
+        return self.transport is not None and self.transport.is_active()
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            try:
+                self.transport.close()
+            except Exception:  # noqa: S110 - closing a dead transport may raise; it is gone either way
+                pass
+
+
+class ConnectionPool:
+    """Authenticated SSH transports shared by exec, shells and jump-host hops."""
+
+    def __init__(
+        self,
+        *,
+        idle_ttl: float = 60.0,
+        max_connections: int = 64,
+        max_channels: int = 10,
+        keepalive: int = 30,
+    ):
+        if max_channels < 1 or max_connections < 1:
+            raise ValueError("max_channels and max_connections must be >= 1")
+        self.idle_ttl = float(idle_ttl)
+        self.max_connections = max_connections
+        self.max_channels = max_channels
+        self.keepalive = keepalive
+        self._lock = threading.Lock()
+        self._conns: dict[tuple, list[_Conn]] = {}
+        self._closed = False
+        self._reaper: threading.Thread | None = None
+        self._wake = threading.Event()
+        #: SSH handshakes completed by this pool (a warm exec does not add one).
+        self.handshakes = 0
+
+    # ------------------------------------------------------------------ public API
+
+    def open_channel(
+        self,
+        target: Target,
+        kind: str = "session",
+        dest_addr: tuple[str, int] | None = None,
+        src_addr: tuple[str, int] | None = None,
+        timeout: float | None = None,
+    ) -> paramiko.Channel:
+        """Open a channel on a pooled connection to `target`, connecting if needed.
+
+        The channel counts against its connection until it is closed (close it!).
+        Raises MachineUnreachable, AuthenticationFailed, HostKeyUnknown,
+        HostKeyMismatch or PoolExhausted. `paramiko.ChannelException` is raised
+        as is for a refused non-session channel (the gateway hop maps it).
+        """
+        if not isinstance(target, Target):
+            raise TypeError("target must be a portal.ssh.Target")
+        open_timeout = timeout if timeout is not None else target.connect_timeout
+        deadline = time.monotonic() + target.connect_timeout
+        last_error: BaseException | None = None
+        for _attempt in range(6):
+            conn = self._reserve(target, deadline)
+            try:
+                transport = self._wait_ready(conn, deadline)
+                try:
+                    return transport.open_channel(
+                        kind, dest_addr, src_addr, timeout=max(open_timeout, 0.1)
+                    )
+                except (paramiko.SSHException, EOFError, OSError) as exc:
+                    if not transport.is_active():
+                        # Dead transport (server restarted, network gone): drop it, reconnect.
+                        self._discard(conn)
+                        last_error = exc
+                        continue
+                    if "Timeout" in str(exc):
+                        raise unreachable(
+                            target.host, target.port, "timed out opening an SSH channel"
+                        ) from None
+                    if kind != "session":
+                        raise
+                    # A live connection refused a session: the server allows fewer
+                    # sessions per connection than we assumed (MaxSessions). Mark this
+                    # connection full at its current count and use another one.
+                    # (Non-ChannelException errors here are paramiko losing the
+                    # ChannelException to a concurrent open: same meaning.)
+                    with self._lock:
+                        conn.channel_limit = max(
+                            1, min(conn.channel_limit, _open_channels(conn.transport))
+                        )
+                    last_error = exc
+            finally:
+                with self._lock:
+                    conn.reserved -= 1
+                    conn.last_busy = time.monotonic()
+        reason = _OPEN_FAILURE_REASONS.get(getattr(last_error, "code", None), "refused")
+        raise unreachable(target.host, target.port, f"could not open an SSH channel ({reason})")
+
+    def open_session(self, target: Target) -> paramiko.Channel:
+        """A new `session` channel (for exec or a shell) on a pooled connection."""
+        return self.open_channel(target, "session")
+
+    def gateway_sock_factory(self, gateway: Target):
+        """A socket factory for `connect_transport` that tunnels through `gateway`."""
+
+        def open_through_gateway(host: str, port: int, timeout: float) -> paramiko.Channel:
+            try:
+                return self.open_channel(
+                    gateway,
+                    "direct-tcpip",
+                    dest_addr=(host, port),
+                    src_addr=("127.0.0.1", 0),
+                    timeout=timeout,
+                )
+            except paramiko.SSHException as exc:  # ChannelException is one
+                code = getattr(exc, "code", None)
+                reason = _OPEN_FAILURE_REASONS.get(code, "refused")
+                if code == 2:
+                    reason = "connection refused or host unreachable"
+                elif code == 1:
+                    reason = "the jump host does not allow forwarding there"
+                raise MachineUnreachable(
+                    f"could not connect to {hostport(host, port)} via {gateway.address}: {reason}",
+                    host=host,
+                    port=port,
+                ) from None
+
+        return open_through_gateway
+
+    def transport(self, target: Target) -> paramiko.Transport:
+        """A live pooled transport for `target` (connecting if needed), without opening a channel."""
+        deadline = time.monotonic() + target.connect_timeout
+        conn = self._reserve(target, deadline)
+        try:
+            return self._wait_ready(conn, deadline)
+        finally:
+            with self._lock:
+                conn.reserved -= 1
+                conn.last_busy = time.monotonic()
+
+    def connections(self, target: Target | None = None) -> list[ConnectionInfo]:
+        """Snapshots of the pooled connections (of one target, or all)."""
+        now = time.monotonic()
+        with self._lock:
+            conns = [
+                c
+                for key, group in self._conns.items()
+                if target is None or key == target.pool_key
+                for c in group
+                if c.ready.is_set() and c.transport is not None
+            ]
+            return [
+                ConnectionInfo(
+                    target=repr(c.target),
+                    transport=c.transport,
+                    open_channels=_open_channels(c.transport),
+                    channel_limit=c.channel_limit,
+                    idle_seconds=0.0 if c.in_use() else now - c.last_busy,
+                    via_gateway=c.target.gateway is not None,
+                )
+                for c in conns
+            ]
+
+    def stats(self) -> dict:
+        with self._lock:
+            conns = [c for group in self._conns.values() for c in group]
+            return {
+                "connections": len(conns),
+                "open_channels": sum(_open_channels(c.transport) for c in conns),
+                "handshakes": self.handshakes,
+                "targets": len(self._conns),
+            }
+
+    def discard(self, target: Target) -> int:
+        """Close every pooled connection to `target` (open channels on them die too)."""
+        with self._lock:
+            group = self._conns.pop(target.pool_key, [])
+        for c in group:
+            c.close()
+        return len(group)
+
+    def reap(self) -> int:
+        """Close dead connections and those idle for longer than `idle_ttl`. Returns how many."""
+        now = time.monotonic()
+        doomed: list[_Conn] = []
+        with self._lock:
+            for key in list(self._conns):
+                keep = []
+                for c in self._conns[key]:
+                    if not c.ready.is_set():
+                        keep.append(c)
+                    elif not c.usable():
+                        doomed.append(c)
+                    elif c.in_use():
+                        c.last_busy = now
+                        keep.append(c)
+                    elif now - c.last_busy >= self.idle_ttl:
+                        doomed.append(c)
+                    else:
+                        keep.append(c)
+                if keep:
+                    self._conns[key] = keep
+                else:
+                    del self._conns[key]
+        # Inner (jumped) connections first: their tunnels are channels of the gateway's.
+        doomed.sort(key=lambda c: c.target.gateway is None)
+        for c in doomed:
+            c.close()
+        return len(doomed)
+
+    def close_all(self) -> None:
+        """Close every connection (and every channel on them) and stop the reaper."""
+        with self._lock:
+            conns = [c for group in self._conns.values() for c in group]
+            self._conns.clear()
+            reaper, self._reaper = self._reaper, None
+        self._wake.set()
+        conns.sort(key=lambda c: c.target.gateway is None)
+        for c in conns:
+            c.close()
+        if reaper is not None and reaper is not threading.current_thread():
+            reaper.join(timeout=5)
+        self._wake.clear()
+
+    def shutdown(self) -> None:
+        """close_all(), and refuse further use."""
+        self._closed = True
+        self.close_all()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.shutdown()
+
+    # ------------------------------------------------------------------ internals
+
+    def _reserve(self, target: Target, deadline: float) -> _Conn:
+        """Reserve a channel slot on a usable connection, starting a new connection if needed."""
+        while True:
+            evicted: list[_Conn] = []
+            create: _Conn | None = None
+            with self._lock:
+                if self._closed:
+                    raise PortalError("the SSH connection pool is shut down")
+                group = self._conns.setdefault(target.pool_key, [])
+                dead = [d for d in group if not d.usable()]
+                for d in dead:
+                    group.remove(d)
+                evicted.extend(dead)
+                c = next((x for x in group if x.in_use() < x.channel_limit), None)
+                if c is not None:
+                    c.reserved += 1
+                    c.last_busy = time.monotonic()
+                else:
+                    total = sum(len(g) for g in self._conns.values())
+                    if total >= self.max_connections:
+                        victim = self._idle_victim()
+                        if victim is not None:
+                            self._conns[victim.key].remove(victim)
+                            if not self._conns[victim.key]:
+                                del self._conns[victim.key]
+                            evicted.append(victim)
+                            total -= 1
+                    if total < self.max_connections:
+                        c = create = _Conn(target, self.max_channels)
+                        c.reserved = 1
+                        self._conns.setdefault(target.pool_key, []).append(c)
+                        self._ensure_reaper()
+                if (
+                    not group
+                    and target.pool_key in self._conns
+                    and not self._conns[target.pool_key]
+                ):
+                    del self._conns[target.pool_key]
+            for victim in evicted:
+                victim.close()
+            if c is not None:
+                if create is not None:
+                    self._establish(create)
+                return c
+            if time.monotonic() >= deadline:
+                raise PoolExhausted(
+                    f"too many SSH connections are open (limit {self.max_connections}); "
+                    "try again in a moment"
+                )
+            time.sleep(0.05)
+
+    def _idle_victim(self) -> _Conn | None:
+        idle = [
+            c
+            for group in self._conns.values()
+            for c in group
+            if c.ready.is_set() and c.in_use() == 0
+        ]
+        return min(idle, key=lambda c: c.last_busy) if idle else None
+
+    def _establish(self, conn: _Conn) -> None:
+        """Connect `conn` (called by the one thread that created it, outside the lock).
+
+        Errors are stored on the connection for the threads waiting on it; the
+        creating thread sees them through `_wait_ready` like everyone else.
+        """
+        target = conn.target
+        try:
+            sock_factory = self.gateway_sock_factory(target.gateway) if target.gateway else None
+            transport = connect_transport(target, sock_factory)
+            if self.keepalive:
+                transport.set_keepalive(self.keepalive)
+            with self._lock:
+                conn.transport = transport
+                self.handshakes += 1
+                if conn.closed:  # close_all() ran while we were connecting
+                    transport.close()
+        except BaseException as exc:
+            conn.error = exc
+            with self._lock:
+                group = self._conns.get(conn.key)
+                if group and conn in group:
+                    group.remove(conn)
+                    if not group:
+                        del self._conns[conn.key]
+        finally:
+            conn.ready.set()
+
+    def _wait_ready(self, conn: _Conn, deadline: float) -> paramiko.Transport:
+        if not conn.ready.wait(max(deadline - time.monotonic(), 0) + 1.0):
+            raise unreachable(conn.target.host, conn.target.port, "timed out")
+        if conn.error is not None:
+            error = conn.error
+            if isinstance(error, PortalError):
+                raise _clone(error)
+            raise unreachable(conn.target.host, conn.target.port, "the connection failed")
+        if conn.transport is None or conn.closed:
+            raise unreachable(conn.target.host, conn.target.port, "the connection was closed")
+        return conn.transport
+
+    def _discard(self, conn: _Conn) -> None:
+        with self._lock:
+            group = self._conns.get(conn.key)
+            if group and conn in group:
+                group.remove(conn)
+                if not group:
+                    del self._conns[conn.key]
+        conn.close()
+
+    def _ensure_reaper(self) -> None:
+        """Start the idle reaper if it is not running (call with the lock held)."""
+        if self._reaper is not None and self._reaper.is_alive():
+            return
+        self._reaper = threading.Thread(target=self._reap_loop, name="ssh-pool-reaper", daemon=True)
+        self._reaper.start()
+
+    def _reap_loop(self) -> None:
+        interval = max(min(self.idle_ttl / 4, 5.0), 0.05)
+        me = threading.current_thread()
+        while not self._wake.wait(interval):
+            self.reap()
+            with self._lock:
+                if self._reaper is not me:
+                    return
+                if not self._conns:
+                    self._reaper = None
+                    return
+
+
+_default_pool: ConnectionPool | None = None
+_default_lock = threading.Lock()
+
+
+def get_pool() -> ConnectionPool:
+    """The process-wide pool (created on first use, closed at interpreter exit)."""
+    global _default_pool
+    with _default_lock:
+        if _default_pool is None:
+            _default_pool = ConnectionPool()
+            atexit.register(_default_pool.close_all)
+        return _default_pool
+
+
+def set_pool(pool: ConnectionPool | None) -> ConnectionPool | None:
+    """Replace the process-wide pool (e.g. configured from the app's settings); returns the old one."""
+    global _default_pool
+    with _default_lock:
+        old, _default_pool = _default_pool, pool
+    if pool is not None:
+        atexit.register(pool.close_all)
+    return old

@@ -1,0 +1,99 @@
+"""The browser terminal: xterm.js over flask-sock to a PTY on an SSH channel.
+
+Flow-controlled, resumable (ring buffer + grace period), recorded (asciicast v2),
+shareable read-only, command lines logged. See docs/terminal.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+log = logging.getLogger(__name__)
+
+
+def register(app) -> None:
+    from portal.terminal import api, cli, views, ws
+    from portal.terminal.registry import Registry
+
+    registry = Registry(app)
+    app.extensions["portal_terminal"] = registry
+    app.register_blueprint(api.bp)
+    app.register_blueprint(views.bp)
+    app.register_blueprint(ws.bp)
+    cli.init_app(app)
+
+    def on_access_revoked(user_id, machine_id):
+        registry.close_matching(
+            user_id=user_id, machine_id=machine_id, reason="your access to this machine was revoked"
+        )
+
+    def on_machine_deleted(machine_id):
+        registry.close_matching(machine_id=machine_id, reason="the machine was deleted")
+
+    def on_user_deactivated(user):
+        registry.close_matching(user_id=user.id, reason="the account was deactivated")
+
+    def on_tokens_revoked(user):
+        # Logout-all and password changes end every credential, live terminals included.
+        if not user.is_active:
+            reason = "the account was deactivated"
+        else:
+            reason = "you were signed out everywhere"
+        registry.close_matching(user_id=user.id, reason=reason)
+
+    ext = app.extensions
+    ext.setdefault("portal_access_revoked", []).append(on_access_revoked)
+    ext.setdefault("portal_machine_deleted", []).append(on_machine_deleted)
+    ext.setdefault("portal_user_deactivated", []).append(on_user_deactivated)
+    ext.setdefault("portal_tokens_revoked", []).append(on_tokens_revoked)
+    ext.setdefault("portal_shutdown", []).append(registry.shutdown)
+
+    _on_start(app)
+    if not app.testing:
+        _install_sigterm(registry)
+
+
+def _on_start(app) -> None:
+    """No ghosts: sessions whose process is gone are closed; old recordings pruned."""
+    from portal.extensions import db
+    from portal.terminal import services
+
+    with app.app_context():
+        try:
+            n = services.close_ghosts("server restarted")
+            services.prune_recordings()
+            db.session.commit()
+            if n:
+                log.info("closed %d terminal session(s) left open by a stopped server", n)
+        except Exception as exc:  # the schema may not exist yet (flask db upgrade)
+            db.session.rollback()
+            log.debug("terminal start-up cleanup skipped: %s", exc)
+        finally:
+            db.session.remove()
+
+
+def _install_sigterm(registry) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+    except ValueError:  # pragma: no cover
+        return
+
+    def handler(signum, frame):
+        # Close sessions off the signal frame (it may interrupt a lock holder), then let the
+        # server (gunicorn's worker) run its own graceful shutdown.
+        threading.Thread(
+            target=registry.shutdown, args=("the server is restarting",), daemon=False
+        ).start()
+        if callable(previous):
+            previous(signum, frame)
+        elif previous == signal.SIG_DFL:
+            raise SystemExit(143)
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # pragma: no cover - not the main thread after all
+        pass

@@ -1,0 +1,35 @@
+"""`flask terminal ...`: maintenance commands."""
+
+from __future__ import annotations
+
+import click
+from flask.cli import AppGroup
+
+terminal_cli = AppGroup("terminal", help="Terminal sessions and recordings.")
+
+
+@terminal_cli.command("prune-recordings")
+@click.option("--days", type=int, default=None, help="Override PORTAL_RECORDING_RETENTION_DAYS.")
+def prune_recordings(days):
+    """Delete recordings older than the retention period."""
+    from portal.extensions import db
+    from portal.terminal import services
+
+    n = services.prune_recordings(days)
+    db.session.commit()
+    click.echo(f"removed {n} recording(s)")
+
+
+@terminal_cli.command("close-ghosts")
+def close_ghosts():
+    """Mark sessions left open by a dead server process as closed."""
+    from portal.extensions import db
+    from portal.terminal import services
+
+    n = services.close_ghosts()
+    db.session.commit()
+    click.echo(f"closed {n} session(s)")
+
+
+def init_app(app) -> None:
+    app.cli.add_command(terminal_cli)

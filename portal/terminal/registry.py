@@ -1,0 +1,411 @@
+"""The live terminals of this process, and the background work around them.
+
+One Registry per app (app.extensions["portal_terminal"]). Threads, all started
+on first use: a janitor (grace period, idle timeout, byte counters, liveness
+heartbeat) and one DB writer (status changes and command logs go through it,
+so no bridge thread ever waits on the database while holding a lock, and a
+hook called inside another feature's transaction never deadlocks on SQLite).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+from concurrent.futures import Future
+
+from portal.db import utcnow
+from portal.terminal.bus import make_bus
+
+log = logging.getLogger(__name__)
+
+
+def _process_start() -> str:
+    try:
+        with open("/proc/self/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return "0"
+
+
+def make_server_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{_process_start()}"
+
+
+def process_alive(server_id: str | None) -> bool | None:
+    """True/False for a process on this host, None when the id names another host."""
+    if not server_id:
+        return False
+    try:
+        host, pid, start = server_id.rsplit(":", 2)
+        pid = int(pid)
+    except ValueError:
+        return False
+    if host != socket.gethostname():
+        return None
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[19].decode() == start
+    except (OSError, IndexError):
+        return False
+
+
+class Registry:
+    def __init__(self, app):
+        self.app = app
+        cfg = app.config
+        self.grace = int(cfg.get("PORTAL_SESSION_GRACE", 120))
+        self.idle_timeout = int(cfg.get("PORTAL_IDLE_TIMEOUT", 0) or 0)
+        self.cap = int(cfg.get("PORTAL_MAX_SESSIONS_PER_USER", 0) or 0)
+        self.server_id = make_server_id()
+        self.bus = make_bus(cfg)
+        self.sessions: dict[str, object] = {}
+        self.watchers: set = set()  # live watch sockets of this process (ws._WatchQueue)
+        self.lock = threading.Lock()
+        self._db_q: queue.Queue = queue.Queue(maxsize=20000)
+        self._threads_started = False
+        self._stop = threading.Event()
+        self._start_lock = threading.Lock()
+        self._shut = False
+
+    # ------------------------------------------------------------ threads
+
+    def ensure_started(self) -> None:
+        with self._start_lock:
+            if self._threads_started or self._shut:
+                return
+            self._threads_started = True
+            threading.Thread(target=self._janitor, name="terminal-janitor", daemon=True).start()
+            threading.Thread(target=self._db_worker, name="terminal-db", daemon=True).start()
+            self.bus.set_control_handler(self.on_control)
+
+    def submit(self, fn, *args) -> Future:
+        """Run fn(*args) in the DB thread inside an app context; it commits after fn."""
+        fut: Future = Future()
+        if self._shut and not self._threads_started:
+            self._run_job(fn, args, fut)
+            return fut
+        self.ensure_started()
+        self._db_q.put((fn, args, fut))
+        return fut
+
+    def _run_job(self, fn, args, fut: Future) -> None:
+        from portal.extensions import db
+
+        with self.app.app_context():
+            try:
+                result = fn(*args)
+                db.session.commit()
+                fut.set_result(result)
+            except Exception as exc:
+                db.session.rollback()
+                log.exception("terminal DB job failed")
+                fut.set_exception(exc)
+            finally:
+                db.session.remove()
+
+    def _db_worker(self) -> None:
+        while True:
+            item = self._db_q.get()
+            if item is None:
+                return
+            batch = [item]
+            while len(batch) < 500:  # many sessions changing at once: one commit
+                try:
+                    nxt = self._db_q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._run_batch(batch)
+                    return
+                batch.append(nxt)
+            self._run_batch(batch)
+
+    def _run_batch(self, batch) -> None:
+        from portal.extensions import db
+
+        if len(batch) == 1:
+            fn, args, fut = batch[0]
+            self._run_job(fn, args, fut)
+            return
+        with self.app.app_context():
+            try:
+                results = [fn(*args) for fn, args, _fut in batch]
+                db.session.commit()
+            except Exception:
+                db.session.rollback()
+                results = None
+            finally:
+                db.session.remove()
+        if results is None:  # one job failed: run them one by one
+            for fn, args, fut in batch:
+                self._run_job(fn, args, fut)
+            return
+        for (_fn, _args, fut), result in zip(batch, results, strict=True):
+            fut.set_result(result)
+
+    def _janitor(self) -> None:
+        last_flush = last_beat = 0.0
+        while not self._stop.wait(1.0):
+            now = time.monotonic()
+            with self.lock:
+                live = list(self.sessions.values())
+            for s in live:
+                try:
+                    if s.status == "detached" and s.detached_at is not None:
+                        if now - s.detached_at >= self.grace:
+                            s.close(
+                                f"the browser did not reconnect within {self.grace} s",
+                            )
+                            continue
+                    if self.idle_timeout and now - s.last_activity >= self.idle_timeout:
+                        s.close(f"idle for more than {self.idle_timeout} s")
+                        continue
+                    s.settle_lines()
+                except Exception:
+                    log.exception("terminal janitor failed on %s", s.sid)
+            if now - last_flush >= 5:
+                last_flush = now
+                changed = [s for s in live if (s.bytes_in, s.bytes_out) != s.flushed]
+                if changed:
+                    self.submit(self._flush_counters, changed)
+            if self.bus.kind == "redis" and now - last_beat >= 10:
+                last_beat = now
+                try:
+                    self.bus.heartbeat(self.server_id, 35)
+                except Exception:
+                    log.warning("terminal bus heartbeat failed", exc_info=True)
+
+    @staticmethod
+    def _flush_counters(sessions) -> None:
+        from portal.extensions import db
+        from portal.terminal.models import TerminalSession
+
+        now = utcnow()
+        for s in sessions:
+            row = db.session.get(TerminalSession, s.sid)
+            if row is None:
+                continue
+            row.bytes_in, row.bytes_out = s.bytes_in, s.bytes_out
+            row.last_activity_at = now
+            s.flushed = (s.bytes_in, s.bytes_out)
+
+    # ------------------------------------------------------------ sessions
+
+    def add(self, sess) -> None:
+        self.ensure_started()
+        with self.lock:
+            self.sessions[sess.sid] = sess
+        if self.bus.kind == "redis":
+            try:
+                self.bus.heartbeat(self.server_id, 35)
+            except Exception:
+                log.warning("terminal bus heartbeat failed", exc_info=True)
+
+    def get(self, sid: str):
+        with self.lock:
+            return self.sessions.get(sid)
+
+    def live(self) -> list:
+        with self.lock:
+            return list(self.sessions.values())
+
+    def status_changed(self, sess) -> Future:
+        return self.submit(
+            self._write_status, sess.sid, sess.status, sess.cols, sess.rows, None, None
+        )
+
+    def ended(self, sess) -> None:
+        with self.lock:
+            self.sessions.pop(sess.sid, None)
+        sess.flushed = (sess.bytes_in, sess.bytes_out)
+        sess.end_future = self.submit(
+            self._write_status,
+            sess.sid,
+            "closed",
+            sess.cols,
+            sess.rows,
+            sess.close_reason,
+            (sess.bytes_in, sess.bytes_out),
+        )
+
+    @staticmethod
+    def _write_status(sid, status, cols, rows, reason, counters) -> None:
+        from portal.extensions import db
+        from portal.terminal.models import TerminalSession
+
+        row = db.session.get(TerminalSession, sid)
+        if row is None or row.status == "closed":
+            return
+        row.status = status
+        row.cols, row.rows = cols, rows
+        row.last_activity_at = utcnow()
+        if counters is not None:
+            row.bytes_in, row.bytes_out = counters
+        if status == "closed":
+            row.close_reason = (reason or "closed")[:255]
+            row.ended_at = utcnow()
+
+    def log_commands(self, sess, lines: list[str]) -> None:
+        from portal.terminal import access
+
+        self.submit(access.log_commands, sess.machine_id, sess.user_id, sess.sid, lines)
+
+    # ------------------------------------------------------------ closing
+
+    def close(self, sid: str, reason: str) -> bool:
+        """Close a session held by this process. True when it was here."""
+        sess = self.get(sid)
+        if sess is None:
+            return False
+        sess.close(reason)
+        return True
+
+    def close_where(self, pred, reason: str) -> int:
+        n = 0
+        for s in self.live():
+            if pred(s):
+                s.close(reason)
+                n += 1
+        return n
+
+    def drop_socket(self, sid: str, timeout: float = 5.0) -> bool:
+        """Test hook: cut the TCP connection under the session's attached WebSocket (no close
+        handshake), leaving the SSH channel alone: what a phone going to sleep or a Wi-Fi
+        change does. Waits up to `timeout` s for a socket to be attached; True if one was cut.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            sess = self.get(sid)
+            client = getattr(sess, "client", None) if sess is not None else None
+            if client is not None:
+                try:
+                    client.ws.sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
+    # ------------------------------------------------------------ watchers
+
+    def add_watcher(self, w) -> None:
+        """A watch socket of this process: `w` has user_id, machine_id, sid and kick(reason)."""
+        self.ensure_started()  # close requests from other processes reach it (Redis)
+        with self.lock:
+            self.watchers.add(w)
+
+    def remove_watcher(self, w) -> None:
+        with self.lock:
+            self.watchers.discard(w)
+
+    def watcher_ids(self, sid: str) -> list[int]:
+        """User ids watching `sid` from this process."""
+        with self.lock:
+            return [w.user_id for w in self.watchers if w.sid == sid]
+
+    def close_watchers(self, *, user_id=None, machine_id=None, sid=None, reason: str) -> int:
+        """End this process's watch sockets of a user and/or on a machine (or of a session)."""
+        with self.lock:
+            hit = [
+                w
+                for w in self.watchers
+                if (user_id is None or w.user_id == user_id)
+                and (machine_id is None or w.machine_id == machine_id)
+                and (sid is None or w.sid == sid)
+            ]
+        for w in hit:
+            w.kick(reason)
+        return len(hit)
+
+    def close_matching(self, *, user_id=None, machine_id=None, reason: str) -> int:
+        """Close live sessions of a user and/or a machine, and that user's watch sockets (on
+        that machine), here and (with Redis) everywhere."""
+
+        def match(s):
+            return (user_id is None or s.user_id == user_id) and (
+                machine_id is None or s.machine_id == machine_id
+            )
+
+        n = self.close_where(match, reason)
+        if user_id is not None or machine_id is not None:
+            self.close_watchers(user_id=user_id, machine_id=machine_id, reason=reason)
+        if self.bus.kind == "redis":
+            try:
+                self.bus.request(
+                    {
+                        "op": "close_matching",
+                        "user_id": user_id,
+                        "machine_id": machine_id,
+                        "reason": reason,
+                    }
+                )
+            except Exception:
+                log.exception("terminal bus: close request failed")
+        return n
+
+    def request_close(self, sid: str, reason: str) -> bool:
+        """Close here, or ask the owner through the bus. True if it was closed here."""
+        if self.close(sid, reason):
+            return True
+        if self.bus.kind == "redis":
+            self.bus.request({"op": "close", "sid": sid, "reason": reason})
+        return False
+
+    def on_control(self, msg: dict) -> None:
+        op, sid = msg.get("op"), msg.get("sid")
+        if op == "close_matching":
+            uid, mid = msg.get("user_id"), msg.get("machine_id")
+            if uid is None and mid is None:
+                return
+            reason = str(msg.get("reason") or "closed")[:200]
+            self.close_where(
+                lambda s: (
+                    (uid is None or s.user_id == uid) and (mid is None or s.machine_id == mid)
+                ),
+                reason,
+            )
+            self.close_watchers(user_id=uid, machine_id=mid, reason=reason)
+            return
+        if not isinstance(sid, str):
+            return
+        if op == "share":
+            sess = self.get(sid)
+            if sess is not None:
+                sess.set_shared(bool(msg.get("shared")))
+        elif op == "close":
+            self.close(sid, str(msg.get("reason") or "closed")[:200])
+        elif op == "snapshot":
+            sess = self.get(sid)
+            nonce = msg.get("nonce")
+            if sess is not None and isinstance(nonce, str):
+                self.bus.publish_resize(sid, sess.cols, sess.rows)  # the size, then the screen
+                self.bus.publish_snapshot(sid, nonce, sess.snapshot())
+
+    def shutdown(self, reason: str = "the server is shutting down") -> None:
+        if self._shut:
+            return
+        self._shut = True
+        for s in self.live():
+            try:
+                s.close(reason)
+            except Exception:
+                log.exception("closing %s on shutdown failed", s.sid)
+        self._stop.set()
+        if self._threads_started:
+            # Futures resolve after their batch is committed: wait for everything queued.
+            fut: Future = Future()
+            self._db_q.put((lambda: None, (), fut))
+            try:
+                fut.result(timeout=10)
+            except Exception:
+                log.warning("terminal: DB writes still pending at shutdown")
+            self._db_q.put(None)
+        try:
+            self.bus.close()
+        except Exception:
+            log.exception("closing the terminal bus failed")

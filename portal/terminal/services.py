@@ -1,0 +1,463 @@
+"""Terminal rules, shared by the JSON API, the pages and the socket routes."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+from pathlib import Path
+
+from flask import current_app, url_for
+from sqlalchemy import func, select
+
+from portal.db import iso, utcnow
+from portal.errors import AccessDenied, Conflict, NotFound, PortalError, ValidationError
+from portal.extensions import db
+from portal.terminal import access
+from portal.terminal.models import LIVE, TerminalSession
+
+log = logging.getLogger(__name__)
+
+TICKET_TTL = 60
+
+
+class TicketsUnavailable(PortalError):
+    """Terminal tickets cannot be issued right now; try again shortly."""
+
+    status = 503
+    code = "unavailable"
+
+
+def registry():
+    return current_app.extensions["portal_terminal"]
+
+
+# ---------------------------------------------------------------- serialisation
+
+
+def session_dict(row: TerminalSession, machine=None) -> dict:
+    machine = machine if machine is not None else access.machine_by_id(row.machine_id)
+    return {
+        "id": row.id,
+        "machine": {"agent_id": machine.agent_id, "name": machine.name} if machine else None,
+        "user": {"id": row.user.id, "username": row.user.username} if row.user else None,
+        "status": row.status,
+        "started_at": iso(row.started_at),
+        "ended_at": iso(row.ended_at),
+        "close_reason": row.close_reason,
+        "cols": row.cols,
+        "rows": row.rows,
+        "bytes_in": row.bytes_in,
+        "bytes_out": row.bytes_out,
+        "shared": bool(row.shared),
+        "last_activity_at": iso(row.last_activity_at),
+    }
+
+
+def sessions_dicts(rows) -> list[dict]:
+    cache: dict[int, object] = {}
+    out = []
+    for row in rows:
+        if row.machine_id not in cache:
+            cache[row.machine_id] = access.machine_by_id(row.machine_id)
+        out.append(session_dict(row, cache[row.machine_id]))
+    return out
+
+
+# ---------------------------------------------------------------- access
+
+
+def can_see(user, row: TerminalSession, machine=None) -> bool:
+    if user is None:
+        return False
+    if user.is_admin or row.user_id == user.id:
+        return True
+    machine = machine if machine is not None else access.machine_by_id(row.machine_id)
+    role = access.role_of(user, machine)
+    return role == "admin" or (bool(row.shared) and role is not None)
+
+
+def can_close(user, row: TerminalSession, machine=None) -> bool:
+    if user is None:
+        return False
+    if user.is_admin or row.user_id == user.id:
+        return True
+    machine = machine if machine is not None else access.machine_by_id(row.machine_id)
+    return access.role_of(user, machine) == "admin"
+
+
+def can_share(user, row: TerminalSession) -> bool:
+    return user is not None and row.user_id == user.id
+
+
+def get_session(user, sid: str) -> TerminalSession:
+    """Load or 404 (also for sessions the caller may not see)."""
+    if not isinstance(sid, str) or len(sid) > 36:
+        raise NotFound("no such session")
+    row = db.session.get(TerminalSession, sid)
+    if row is None or not can_see(user, row):
+        raise NotFound("no such session")
+    return row
+
+
+# ---------------------------------------------------------------- lists
+
+
+def list_live(user) -> list[TerminalSession]:
+    rows = db.session.scalars(
+        select(TerminalSession)
+        .where(TerminalSession.status.in_(LIVE))
+        .order_by(TerminalSession.started_at.desc())
+    ).all()
+    return _visible(user, rows)
+
+
+def list_for_user(user, limit: int = 100) -> list[TerminalSession]:
+    """The caller's own sessions (live first, then recent), plus live ones they may see."""
+    own = db.session.scalars(
+        select(TerminalSession)
+        .where(TerminalSession.user_id == user.id)
+        .order_by(TerminalSession.started_at.desc())
+        .limit(limit)
+    ).all()
+    seen = {r.id for r in own}
+    others = [r for r in list_live(user) if r.id not in seen]
+    rows = list(own) + others
+    rows.sort(key=lambda r: (r.status == "closed", -r.started_at.timestamp()))
+    return rows
+
+
+def list_for_machine(user, agent_id: str, live_only: bool = False, limit: int = 200):
+    machine = access.get_machine(user, agent_id, need="viewer")
+    q = select(TerminalSession).where(TerminalSession.machine_id == machine.id)
+    if live_only:
+        q = q.where(TerminalSession.status.in_(LIVE))
+    rows = db.session.scalars(q.order_by(TerminalSession.started_at.desc()).limit(limit)).all()
+    return machine, [r for r in rows if can_see(user, r, machine)]
+
+
+def _visible(user, rows):
+    cache: dict[int, object] = {}
+    out = []
+    for r in rows:
+        if r.machine_id not in cache:
+            cache[r.machine_id] = access.machine_by_id(r.machine_id)
+        if can_see(user, r, cache[r.machine_id]):
+            out.append(r)
+    return out
+
+
+def session_detail(user, row: TerminalSession) -> dict:
+    from portal.machines.models import CommandLog
+
+    logs = db.session.scalars(
+        select(CommandLog).where(CommandLog.session_id == row.id).order_by(CommandLog.id)
+    ).all()
+    return {
+        "session": session_dict(row),
+        "commands": [log_.to_dict() for log_ in logs],
+        "recording_url": recording_url(row),
+    }
+
+
+# ---------------------------------------------------------------- actions
+
+
+def close_session(user, row: TerminalSession, reason: str | None = None) -> None:
+    if not can_close(user, row):
+        raise AccessDenied("only its user or an admin of the machine can close this session")
+    if row.status == "closed":
+        return
+    if reason is None:
+        reason = (
+            "closed by its user"
+            if row.user_id == user.id
+            else f"closed by an administrator ({user.username})"
+        )
+    reg = registry()
+    sess = reg.get(row.id)
+    if sess is not None:
+        sess.close(reason)
+        fut = getattr(sess, "end_future", None)
+        if fut is not None:
+            try:
+                fut.result(timeout=10)
+            except Exception:
+                log.warning("waiting for session %s to be marked closed failed", row.id)
+        db.session.expire(row)
+        return
+    if reg.bus.kind == "redis":
+        reg.request_close(row.id, reason)
+        import time
+
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            db.session.commit()  # end the read transaction to see the owner's write
+            db.session.expire(row)
+            if row.status == "closed":
+                return
+    # Nobody holds it (its process is gone): mark it closed here.
+    row.status = "closed"
+    row.close_reason = reason[:255]
+    row.ended_at = row.ended_at or utcnow()
+    db.session.flush()
+
+
+def set_shared(user, row: TerminalSession, shared: bool) -> None:
+    if not can_share(user, row):
+        raise AccessDenied("only the session's user can share it")
+    if row.status == "closed" and shared:
+        raise Conflict("the session is closed")
+    row.shared = bool(shared)
+    db.session.flush()
+    sess = registry().get(row.id)
+    if sess is not None:
+        sess.set_shared(bool(shared))
+    elif registry().bus.kind == "redis":
+        registry().bus.request({"op": "share", "sid": row.id, "shared": bool(shared)})
+    if not shared:
+        try:
+            registry().bus.publish_end(row.id, "the session is no longer shared")
+        except Exception:
+            log.exception("terminal bus: unshare notice failed")
+
+
+def live_count(user_id: int) -> int:
+    return db.session.scalar(
+        select(func.count())
+        .select_from(TerminalSession)
+        .where(TerminalSession.user_id == user_id, TerminalSession.status.in_(LIVE))
+    )
+
+
+# ---------------------------------------------------------------- tickets
+
+
+def _ticket_key(ticket: str) -> str:
+    return hashlib.sha256(ticket.encode()).hexdigest()
+
+
+def issue_ticket(user, agent_id: str) -> dict:
+    machine = access.get_machine(user, agent_id, need="operator")
+    ticket = secrets.token_urlsafe(32)
+    try:
+        registry().bus.put_ticket(
+            _ticket_key(ticket),
+            {"user_id": user.id, "tv": user.token_version, "agent_id": machine.agent_id},
+            TICKET_TTL,
+        )
+    except Exception:  # the store (Redis) is down: a clear 503, never a 500
+        log.exception("terminal: storing a ticket failed")
+        raise TicketsUnavailable() from None
+    return {"ticket": ticket, "expires_in": TICKET_TTL}
+
+
+def redeem_ticket(ticket: str):
+    """(user, agent_id) for a valid unused ticket, else None. Single use."""
+    from portal.accounts.models import User
+
+    if not ticket or len(ticket) > 128:
+        return None
+    payload = registry().bus.take_ticket(_ticket_key(ticket))
+    if not payload:
+        return None
+    user = db.session.get(User, payload.get("user_id"))
+    if user is None or not user.is_active or user.token_version != payload.get("tv"):
+        return None
+    return user, payload.get("agent_id")
+
+
+# ---------------------------------------------------------------- recordings
+
+
+def recordings_dir() -> Path:
+    return Path(current_app.config["PORTAL_RECORDINGS_DIR"])
+
+
+def recording_file(row: TerminalSession) -> Path | None:
+    if not row.recording_path:
+        return None
+    name = Path(row.recording_path).name  # never a path from outside
+    path = recordings_dir() / name
+    return path if path.is_file() else None
+
+
+def recording_max_bytes() -> int:
+    """PORTAL_RECORDING_MAX_BYTES: output bytes recorded per session (0 = no cap)."""
+    from portal.terminal.recorder import DEFAULT_MAX_BYTES
+
+    value = current_app.config.get("PORTAL_RECORDING_MAX_BYTES", DEFAULT_MAX_BYTES)
+    try:
+        return max(0, int(value))
+    except (TypeError, ValueError):
+        return DEFAULT_MAX_BYTES
+
+
+def recording_url(row: TerminalSession) -> str | None:
+    if not row.recording_path:
+        return None
+    return url_for("terminal_api.recording", sid=row.id)
+
+
+def prune_recordings(days: int | None = None) -> int:
+    from portal.terminal.recorder import prune
+
+    days = current_app.config.get("PORTAL_RECORDING_RETENTION_DAYS", 30) if days is None else days
+    removed = prune(recordings_dir(), int(days or 0))
+    if removed:
+        for row in db.session.scalars(
+            select(TerminalSession).where(TerminalSession.recording_path.in_(removed))
+        ):
+            row.recording_path = None
+        db.session.flush()
+    return len(removed)
+
+
+# ---------------------------------------------------------------- ghosts
+
+
+def close_ghosts(reason: str = "server restarted") -> int:
+    """Mark sessions whose process is gone as closed (on start; no ghosts stay active)."""
+    from portal.terminal.registry import process_alive
+
+    reg = current_app.extensions.get("portal_terminal")
+    rows = db.session.scalars(select(TerminalSession).where(TerminalSession.status.in_(LIVE))).all()
+    n = 0
+    for row in rows:
+        if reg is not None and reg.get(row.id) is not None:
+            continue
+        alive = process_alive(row.server_id)
+        if alive is None and reg is not None and reg.bus.kind == "redis":
+            alive = reg.bus.alive(row.server_id)
+        if alive is False:
+            row.status = "closed"
+            row.close_reason = reason
+            row.ended_at = row.ended_at or utcnow()
+            n += 1
+    db.session.flush()
+    return n
+
+
+# ---------------------------------------------------------------- validation
+
+
+def parse_size(value, default: int) -> int:
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        return default
+    return n if 1 <= n <= 1000 else default
+
+
+def check_share_body(data: dict) -> bool:
+    value = data.get("shared")
+    if not isinstance(value, bool):
+        raise ValidationError("shared must be true or false", field="shared")
+    return value
+
+
+# ---------------------------------------------------------------- opening
+
+
+def _open_shell(target, cols: int, rows: int):
+    """portal.ssh.open_shell, with the bridge's channel set-up done before the shell starts
+    (its input buffer must be in place before the first byte of output arrives)."""
+    import paramiko
+
+    from portal.ssh import get_pool
+    from portal.ssh.connect import unreachable
+    from portal.terminal.bridge import prepare_channel
+
+    channel = get_pool().open_session(target)
+    try:
+        prepare_channel(channel)
+        channel.get_pty(term="xterm-256color", width=cols, height=rows)
+        channel.invoke_shell()
+    except (paramiko.SSHException, EOFError, OSError) as exc:
+        channel.close()
+        raise unreachable(target.host, target.port, f"could not start a shell ({exc})") from None
+    except BaseException:
+        channel.close()
+        raise
+    return channel
+
+
+def open_terminal(
+    user,
+    agent_id: str,
+    *,
+    cols: int,
+    rows: int,
+    resume: str | None = None,
+    client_addr: str | None = None,
+    user_agent: str | None = None,
+):
+    """A LiveSession for the socket: the user's detached one (`resume`), or a new shell.
+
+    Returns (session, resumed). A new session's row is flushed, not committed, and
+    its pump is not started: the caller commits, registers, attaches, then starts it.
+    """
+    from portal.terminal.bridge import LiveSession
+    from portal.terminal.recorder import Recorder
+    from portal.terminal.registry import Registry  # noqa: F401
+
+    try:
+        machine = access.get_machine(user, agent_id, need="operator")
+    except AccessDenied:
+        raise AccessDenied("you need operator access to open a terminal on this machine") from None
+    reg = registry()
+    if resume:
+        row = db.session.get(TerminalSession, resume) if len(resume) <= 36 else None
+        if row is None or row.user_id != user.id or row.machine_id != machine.id:
+            raise NotFound("no such session")
+        sess = reg.get(row.id)
+        if row.status == "closed" or sess is None or sess.closed:
+            why = row.close_reason or "it is not held by this server"
+            raise Conflict(f"that session has ended ({why})")
+        return sess, True
+    if reg.cap and live_count(user.id) >= reg.cap:
+        raise Conflict(
+            f"you already have {reg.cap} open terminals, the most allowed; close one first"
+        )
+    target = access.ssh_target(machine)
+    channel = _open_shell(target, cols, rows)
+    try:
+        row = TerminalSession(
+            machine_id=machine.id,
+            user_id=user.id,
+            status="active",
+            cols=cols,
+            rows=rows,
+            client_addr=(client_addr or "")[:64] or None,
+            user_agent=(user_agent or "")[:255] or None,
+            server_id=reg.server_id,
+            started_at=utcnow(),
+            last_activity_at=utcnow(),
+        )
+        db.session.add(row)
+        db.session.flush()
+        recorder = None
+        try:
+            recorder = Recorder(
+                recordings_dir(), f"{row.id}.cast", cols, rows, max_bytes=recording_max_bytes()
+            )
+            row.recording_path = f"{row.id}.cast"
+        except OSError:
+            log.exception("cannot record session %s", row.id)
+        db.session.flush()
+        sess = LiveSession(
+            reg,
+            sid=row.id,
+            user_id=user.id,
+            machine_id=machine.id,
+            agent_id=machine.agent_id,
+            channel=channel,
+            cols=cols,
+            rows=rows,
+            recorder=recorder,
+        )
+    except BaseException:
+        channel.close()
+        raise
+    return sess, False

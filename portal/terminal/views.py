@@ -1,0 +1,61 @@
+"""HTML face: the terminal page, the sessions list, a session's detail and the watch page.
+Templates (templates/terminal/) belong to the front end; these views only pass data."""
+
+from __future__ import annotations
+
+from flask import Blueprint, g, render_template, request, url_for
+
+from portal.terminal import access, services
+from portal.web import login_required
+
+bp = Blueprint("terminal", __name__)
+
+
+@bp.get("/machines/<agent_id>/terminal")
+@login_required
+def page(agent_id):
+    machine = access.get_machine(g.user, agent_id, need="operator")
+    session_id = request.args.get("session") or None
+    if session_id is not None and len(session_id) > 36:
+        session_id = None
+    return render_template(
+        "terminal/page.html",
+        machine=machine,
+        session_id=session_id,
+        ws_url_path=url_for("terminal_ws.terminal", agent_id=machine.agent_id),
+    )
+
+
+@bp.get("/sessions")
+@login_required
+def sessions():
+    rows = services.list_for_user(g.user)
+    return render_template("terminal/sessions.html", sessions=services.sessions_dicts(rows))
+
+
+@bp.get("/sessions/<sid>")
+@login_required
+def session_detail(sid):
+    row = services.get_session(g.user, sid)
+    detail = services.session_detail(g.user, row)
+    if detail["recording_url"]:
+        g.csp_allow_wasm = True  # asciinema-player compiles WebAssembly (no JS eval)
+    return render_template(
+        "terminal/session.html",
+        session=detail["session"],
+        commands=detail["commands"],
+        recording_url=detail["recording_url"],
+        can_close=services.can_close(g.user, row) and row.status != "closed",
+        can_share=services.can_share(g.user, row) and row.status != "closed",
+    )
+
+
+@bp.get("/sessions/<sid>/watch")
+@login_required
+def watch(sid):
+    row = services.get_session(g.user, sid)
+    return render_template(
+        "terminal/watch.html",
+        session=services.session_dict(row),
+        watch_ws_path=url_for("terminal_ws.watch", sid=row.id),
+    )

@@ -1,0 +1,546 @@
+"""The terminal's WebSocket routes: the terminal itself and the read-only watch socket.
+
+Authentication happens before the upgrade (a refused socket gets a plain HTTP
+401/403, never a 101): the browser's session cookie with an Origin of the
+portal's own, else a single-use `?ticket=`, else `?token=` (JWT or API key).
+Everything after the upgrade follows DESIGN.md, "Terminal socket contract".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import socket
+import threading
+import time
+from collections import deque
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Response, current_app, g, request
+from flask_login import current_user
+
+from portal.errors import PortalError
+from portal.extensions import db, sock
+from portal.terminal import services
+from portal.terminal.bridge import Client
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("terminal_ws", __name__)
+
+INPUT_MAX = 64 * 1024  # bytes per input frame; larger -> close 1009
+INPUT_BACKLOG = 256  # frames waiting for the bridge before the socket stops reading
+WATCH_QUEUE_MAX = 2 * 1024 * 1024
+WATCH_RECHECK = 10.0  # seconds between a watcher's access re-checks
+
+CLOSE_NORMAL = 1000
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+
+
+# ---------------------------------------------------------------- socket plumbing
+
+
+class _SockProxy:
+    """Wraps the raw socket under simple_websocket: whole frames (sendall) under one lock,
+    so pings from its reader thread never split a frame of ours, and input backpressure:
+    the reader stops taking bytes off the socket while too many frames wait for us."""
+
+    def __init__(self, sock, ws):
+        self._sock = sock
+        self._ws = ws
+        self._lock = threading.Lock()
+        self.on_close = None  # called when the reader thread is done with the socket
+
+    def send(self, data):
+        with self._lock:
+            self._sock.sendall(data)
+        return len(data)
+
+    def sendall(self, data):
+        self.send(data)
+
+    def recv(self, n):
+        ws = self._ws
+        while len(ws.input_buffer) > INPUT_BACKLOG and ws.connected:
+            time.sleep(0.01)
+        return self._sock.recv(n)
+
+    def close(self):
+        try:
+            self._sock.close()
+        finally:
+            if self.on_close is not None:
+                self.on_close()
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+class _Inbox(list):
+    """Replaces simple_websocket's input list: once a handler is set, messages are handled
+    in the socket's reader thread as they arrive (no hand-off to the request thread, so a
+    keystroke reaches the SSH channel with one thread switch less)."""
+
+    def __init__(self, items=()):
+        super().__init__(items)
+        self.lock = threading.Lock()
+        self.handler = None
+
+    def append(self, msg) -> None:
+        handler = self.handler
+        if handler is None:
+            with self.lock:
+                if self.handler is None:
+                    super().append(msg)
+                    return
+                handler = self.handler
+        try:
+            handler(msg)
+        except Exception:
+            log.exception("terminal: handling a frame failed")
+
+    def start(self, handler) -> None:
+        with self.lock:
+            for msg in list(self):
+                try:
+                    handler(msg)
+                except Exception:
+                    log.exception("terminal: handling a frame failed")
+            self.clear()
+            self.handler = handler
+
+
+def _prepare(ws) -> None:
+    if not isinstance(ws.sock, _SockProxy):
+        ws.sock = _SockProxy(ws.sock, ws)
+        try:
+            ws.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (OSError, AttributeError):
+            pass
+    if not isinstance(ws.input_buffer, _Inbox):
+        ws.input_buffer = _Inbox(ws.input_buffer)
+
+
+def _send_json(ws, obj) -> None:
+    ws.send(json.dumps(obj, separators=(",", ":")))
+
+
+def _close(ws, code: int = CLOSE_NORMAL, message: str | None = None) -> None:
+    try:
+        ws.close(reason=code, message=(message or "")[:120] or None)
+    except Exception:  # noqa: S110 - already closed
+        pass
+
+
+def _refuse(ws, message: str, code: int = CLOSE_POLICY) -> None:
+    try:
+        _send_json(ws, {"type": "error", "message": message})
+    except Exception:  # noqa: S110
+        pass
+    _close(ws, code, message)
+
+
+# ---------------------------------------------------------------- auth (before the upgrade)
+
+
+def _portal_origins() -> set[str]:
+    scheme = "https" if request.is_secure else "http"
+    origins = {f"{scheme}://{request.host}".lower()}
+    base = current_app.config.get("PORTAL_BASE_URL")
+    if base:
+        parts = urlsplit(base)
+        origins.add(f"{parts.scheme}://{parts.netloc}".lower())
+    return origins
+
+
+def _plain(status: int, message: str) -> Response:
+    return Response(message + "\n", status=status, mimetype="text/plain")
+
+
+@bp.before_request
+def _authenticate():
+    from portal.accounts.services import user_from_token
+
+    g.ws_user = None
+    g.ws_ticket_agent = None
+    ticket = request.args.get("ticket")
+    token = request.args.get("token")
+    if current_user.is_authenticated and not ticket and not token:
+        origin = (request.headers.get("Origin") or "").rstrip("/").lower()
+        if origin not in _portal_origins():
+            return _plain(403, "cross-site WebSocket refused")
+        g.ws_user = current_user._get_current_object()
+        g.ws_via = "session"
+        return None
+    if ticket:
+        found = services.redeem_ticket(ticket)
+        if found is None:
+            return _plain(401, "invalid or expired ticket")
+        g.ws_user, g.ws_ticket_agent = found
+        g.ws_via = "ticket"
+        return None
+    if token:
+        user = user_from_token(token)
+        if user is None:
+            return _plain(401, "invalid token")
+        g.ws_user = user
+        g.ws_via = "token"
+        return None
+    if current_user.is_authenticated:  # pragma: no cover - handled above
+        return None
+    return _plain(401, "authentication required")
+
+
+def _client_addr() -> str:
+    return (request.remote_addr or "")[:64]
+
+
+# ---------------------------------------------------------------- the terminal
+
+
+@sock.route("/api/terminal/<agent_id>/ws", bp=bp)
+def terminal(ws, agent_id):
+    _prepare(ws)
+    user = g.ws_user
+    if g.ws_ticket_agent is not None and g.ws_ticket_agent != agent_id:
+        _refuse(ws, "this ticket is for another machine")
+        return
+    cols = services.parse_size(request.args.get("cols"), 80)
+    rows = services.parse_size(request.args.get("rows"), 24)
+    resume = request.args.get("session") or None
+    client = Client(ws, _client_addr())
+    try:
+        sess, resumed = services.open_terminal(
+            user,
+            agent_id,
+            cols=cols,
+            rows=rows,
+            resume=resume,
+            client_addr=_client_addr(),
+            user_agent=request.headers.get("User-Agent"),
+        )
+        db.session.commit()
+    except PortalError as err:
+        db.session.rollback()
+        _refuse(ws, err.message)
+        return
+    except Exception:
+        db.session.rollback()
+        log.exception("opening a terminal failed")
+        _refuse(ws, "could not open the terminal", 1011)
+        return
+    finally:
+        db.session.remove()  # no DB connection held for the life of the socket
+    if not resumed:
+        services.registry().add(sess)
+    elif cols != sess.cols or rows != sess.rows:
+        sess.resize(cols, rows)
+    try:
+        sess.attach(client, resumed)
+    except Exception:
+        _refuse(ws, "the session has ended", CLOSE_NORMAL)
+        return
+    if not resumed:
+        sess.start()  # after attach: the first prompt goes to this socket
+    try:
+        _serve(ws, sess, client)
+    finally:
+        sess.detach(client)
+
+
+def _serve(ws, sess, client: Client) -> None:
+    """Frames are handled in the reader thread (`_Inbox`); this thread waits for the end,
+    delivers kicks (error/exit), and feeds input that would block on the SSH window."""
+    feeder = _InputFeeder(sess, client)
+    ws.sock.on_close = client.wake  # the reader thread saw the end of the socket
+    ws.input_buffer.start(lambda msg: _on_frame(sess, client, feeder, msg))
+    while True:
+        kick = client.kick
+        if kick is not None:
+            if kick[0] == "too_big":
+                _close_too_big(client)
+            else:
+                _deliver_kick(client, kick)
+            return
+        if not ws.connected:
+            return
+        if feeder.backlog:
+            feeder.drain()
+            continue
+        # Kicks, queued input and the end of the socket set this; keystrokes do not (they
+        # are handled in the reader thread), so an idle or typing session costs no wake-ups.
+        client.event.wait(10.0)
+        client.event.clear()
+
+
+class _InputFeeder:
+    """Input goes to the channel from the reader thread while the SSH window has room;
+    otherwise it queues (bounded: the reader thread then waits, i.e. TCP backpressure) and
+    the request thread sends it, so acks keep flowing while a remote program is not reading."""
+
+    LIMIT = 1024 * 1024
+
+    def __init__(self, sess, client: Client):
+        self.sess = sess
+        self.client = client
+        self.cond = threading.Condition()
+        self.backlog: deque[bytes] = deque()
+        self.size = 0
+        self.busy = False
+
+    def feed(self, data: bytes) -> None:
+        with self.cond:
+            if not self.backlog and not self.busy and self.sess.can_send(len(data)):
+                self.busy = True
+            else:
+                while self.size > self.LIMIT and not self.client.kick and self.client.ws.connected:
+                    self.cond.wait(0.5)
+                self.backlog.append(data)
+                self.size += len(data)
+                self.client.wake()
+                return
+        try:
+            self.sess.input(data)
+        finally:
+            with self.cond:
+                self.busy = False
+
+    def drain(self) -> None:
+        while True:
+            with self.cond:
+                if not self.backlog or self.busy:
+                    return
+                data = self.backlog.popleft()
+                self.size -= len(data)
+                self.busy = True
+                self.cond.notify_all()
+            try:
+                self.sess.input(data)
+            finally:
+                with self.cond:
+                    self.busy = False
+
+
+def _on_frame(sess, client: Client, feeder: _InputFeeder, msg) -> None:
+    if client.kick is not None:
+        return
+    if isinstance(msg, (bytes, bytearray)):
+        if len(msg) > INPUT_MAX:
+            client.kick = ("too_big",)
+            client.wake()
+            return
+        feeder.feed(bytes(msg))
+        return
+    if len(msg) > INPUT_MAX:
+        client.kick = ("too_big",)
+        client.wake()
+        return
+    try:
+        frame = json.loads(msg)
+    except ValueError:
+        return
+    if not isinstance(frame, dict):
+        return
+    kind = frame.get("type")
+    if kind == "input":
+        data = frame.get("data")
+        if isinstance(data, str) and data:
+            encoded = data.encode("utf-8", "replace")
+            if len(encoded) > INPUT_MAX:
+                client.kick = ("too_big",)
+                client.wake()
+                return
+            feeder.feed(encoded)
+    elif kind == "resize":
+        c, r = frame.get("cols"), frame.get("rows")
+        if type(c) is int and type(r) is int and 1 <= c <= 1000 and 1 <= r <= 1000:
+            sess.resize(c, r)
+    elif kind == "ack":
+        n = frame.get("bytes")
+        if type(n) is int and n >= 0:
+            sess.ack(client, n)
+    elif kind == "ping":
+        try:
+            client.send_json({"type": "pong"})
+        except Exception:  # noqa: S110 - the socket is going away
+            pass
+    # anything else: ignored
+
+
+def _close_too_big(client: Client) -> None:
+    with client.send_lock:
+        _refuse(client.ws, f"frame too large (limit {INPUT_MAX} bytes)", CLOSE_TOO_BIG)
+
+
+def _deliver_kick(client: Client, kick: tuple) -> None:
+    try:
+        with client.send_lock:
+            if kick[0] == "exit":
+                _send_json(client.ws, {"type": "exit", "code": kick[1], "reason": kick[2]})
+            else:
+                _send_json(client.ws, {"type": "error", "message": kick[1]})
+            _close(client.ws, CLOSE_NORMAL)
+    except Exception:  # noqa: S110 - the socket is gone already
+        pass
+
+
+# ---------------------------------------------------------------- watching
+
+
+class _WatchQueue:
+    """Bounded queue between the bus (never blocked) and one watcher's socket. Registered
+    with the registry (user, machine, session), so the access hooks can end it."""
+
+    def __init__(self, nonce: str, user_id: int = 0, machine_id: int = 0, sid: str = ""):
+        self.nonce = nonce
+        self.user_id = user_id
+        self.machine_id = machine_id
+        self.sid = sid
+        self.cond = threading.Condition()
+        self.items: deque = deque()
+        self.size = 0
+        self.overflow = False
+        self.have_screen = False
+        self.kicked: str | None = None
+
+    def kick(self, reason: str) -> None:
+        with self.cond:
+            if self.kicked is None:
+                self.kicked = reason
+            self.cond.notify()
+
+    def on_message(self, kind: str, nonce: str | None, data: bytes) -> None:
+        with self.cond:
+            if kind == "s" and nonce != self.nonce:
+                return
+            if self.size + len(data) > WATCH_QUEUE_MAX:
+                self.overflow = True
+            else:
+                self.items.append((kind, data))
+                self.size += len(data)
+            self.cond.notify()
+
+    def get(self, timeout: float) -> list:
+        with self.cond:
+            if not self.items and not self.overflow and self.kicked is None:
+                self.cond.wait(timeout)
+            items = list(self.items)
+            self.items.clear()
+            self.size = 0
+            return items
+
+
+@sock.route("/api/terminal/sessions/<sid>/watch/ws", bp=bp)
+def watch(ws, sid):
+    _prepare(ws)
+    user = g.ws_user
+    try:
+        row = services.get_session(user, sid)
+        if not (row.shared or services.can_close(user, row)):
+            raise PortalError("this session is not shared")
+        if row.status == "closed":
+            raise PortalError(f"the session has ended ({row.close_reason or 'closed'})")
+        machine = services.access.machine_by_id(row.machine_id)
+        if g.ws_ticket_agent is not None and g.ws_ticket_agent != machine.agent_id:
+            raise PortalError("this ticket is for another machine")
+        uid, tv, machine_id = user.id, user.token_version, row.machine_id
+    except PortalError as err:
+        db.session.rollback()
+        db.session.remove()
+        _refuse(ws, err.message)
+        return
+    db.session.rollback()
+    db.session.remove()
+    reg = services.registry()
+    q = _WatchQueue(secrets.token_hex(16), uid, machine_id, sid)
+    reg.add_watcher(q)
+    handle = reg.bus.subscribe(sid, q.on_message)
+    try:
+        reg.bus.request({"op": "snapshot", "sid": sid, "nonce": q.nonce})
+        if reg.bus.kind == "local" and reg.get(sid) is None:
+            _refuse(ws, "the session is not running on this server", CLOSE_NORMAL)
+            return
+        _send_json(ws, {"type": "ready", "session_id": sid, "resumed": False, "watch": True})
+        waited = time.monotonic()
+        checked = waited
+        while ws.connected:
+            for kind, data in q.get(0.5):
+                if kind == "s":
+                    q.have_screen = True
+                    ws.send(data)
+                elif kind == "o":
+                    if q.have_screen or time.monotonic() - waited > 2:
+                        ws.send(data)
+                elif kind == "r":
+                    _send_resize(ws, data)
+                elif kind == "e":
+                    _refuse(ws, data.decode("utf-8", "replace"), CLOSE_NORMAL)
+                    return
+            if q.kicked is not None:
+                _refuse(ws, q.kicked, CLOSE_NORMAL)
+                return
+            if q.overflow:
+                _refuse(ws, "this watcher fell too far behind; reload to watch again", 1013)
+                return
+            if time.monotonic() - checked >= WATCH_RECHECK:
+                # Belt and braces for the hooks: access is re-checked every few seconds.
+                checked = time.monotonic()
+                why = _watch_denied(uid, tv, sid)
+                if why:
+                    _refuse(ws, why, CLOSE_NORMAL)
+                    return
+            # Watchers are read-only: drain and ignore what they send (ping excepted).
+            while True:
+                try:
+                    msg = ws.receive(timeout=0)
+                except Exception:
+                    return
+                if msg is None:
+                    break
+                if isinstance(msg, str) and '"ping"' in msg[:64]:
+                    try:
+                        if json.loads(msg).get("type") == "ping":
+                            _send_json(ws, {"type": "pong"})
+                    except (ValueError, AttributeError):
+                        pass
+    except Exception:
+        return
+    finally:
+        reg.bus.unsubscribe(handle)
+        reg.remove_watcher(q)
+
+
+def _send_resize(ws, data: bytes) -> None:
+    try:
+        cols, rows = (int(x) for x in data.decode("ascii").split("x", 1))
+    except (ValueError, UnicodeDecodeError):
+        return
+    if 1 <= cols <= 1000 and 1 <= rows <= 1000:
+        _send_json(ws, {"type": "resize", "cols": cols, "rows": rows})
+
+
+def _watch_denied(user_id: int, token_version, sid: str) -> str | None:
+    """Why this watcher may no longer watch (None: it still may)."""
+    from portal.accounts.models import User
+
+    try:
+        user = db.session.get(User, user_id)
+        if user is None or not user.is_active:
+            return "the account was deactivated"
+        if token_version is not None and user.token_version != token_version:
+            return "you were signed out everywhere"
+        try:
+            row = services.get_session(user, sid)
+        except PortalError:
+            return "you may no longer watch this session"
+        if not (row.shared or services.can_close(user, row)):
+            return "the session is no longer shared"
+        return None
+    except Exception:
+        log.exception("re-checking a watcher failed")
+        return None
+    finally:
+        db.session.rollback()
+        db.session.remove()

@@ -1,0 +1,289 @@
+"""What every face shares: auth decorators, JSON body parsing, error mapping, headers, CSRF."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from urllib.parse import urlsplit
+
+from flask import (
+    Response,
+    flash,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_login import current_user
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
+
+from portal.errors import (
+    AccessDenied,
+    AuthenticationRequired,
+    NotFound,
+    PortalError,
+    ValidationError,
+)
+from portal.extensions import csrf, login_manager
+
+log = logging.getLogger(__name__)
+
+
+def wants_json() -> bool:
+    return request.path.startswith("/api/") or request.path == "/health"
+
+
+def is_htmx() -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+def error_json(message: str, status: int, code: str | None = None, **extra) -> Response:
+    body = {"error": message}
+    if code:
+        body["code"] = code
+    body.update(extra)
+    resp = jsonify(body)
+    resp.status_code = status
+    return resp
+
+
+# ---------------------------------------------------------------- request body
+
+
+def json_body() -> dict:
+    """The JSON object of the request, or a 4xx. Forms cannot forge this cross-site:
+    only a JSON content type is accepted."""
+    if not request.is_json:
+        raise PortalError("Content-Type must be application/json")
+    try:
+        data = request.get_json(silent=True)
+    except RecursionError:  # absurdly nested JSON: `silent` only covers ValueError
+        raise ValidationError("request body is nested too deeply") from None
+    if data is None:
+        raise ValidationError("request body is not valid JSON")
+    if not isinstance(data, dict):
+        raise ValidationError("request body must be a JSON object")
+    return data
+
+
+def page_args(default_limit: int = 50, max_limit: int = 200) -> tuple[int, int]:
+    from portal.validation import get_int
+
+    limit = get_int(request.args, "limit", default=default_limit, min_value=1, max_value=max_limit)
+    offset = get_int(request.args, "offset", default=0, min_value=0, max_value=10_000_000)
+    return limit, offset
+
+
+# ---------------------------------------------------------------- auth
+
+
+def _bearer_value() -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip() or None
+    key = request.headers.get("X-API-Key")
+    return key.strip() if key else None
+
+
+def api_user():
+    """The caller of a JSON endpoint: Bearer JWT / API key, else the browser session
+    (then CSRF applies to unsafe methods). None when unauthenticated."""
+    if "api_user" in g:
+        return g.api_user
+    from portal.accounts.services import user_from_token
+
+    user = None
+    token = _bearer_value()
+    if token:
+        user = user_from_token(token)
+        g.auth_via = "token"
+    elif current_user.is_authenticated:
+        if request.method not in ("GET", "HEAD", "OPTIONS"):
+            csrf.protect()
+        user = current_user._get_current_object()
+        g.auth_via = "session"
+    g.api_user = user
+    return user
+
+
+def api_login_required(view):
+    @functools.wraps(view)
+    def wrapped(*args, **kwargs):
+        user = api_user()
+        if user is None:
+            return error_json("authentication required", 401, "unauthenticated")
+        g.user = user
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
+def api_admin_required(view):
+    @functools.wraps(view)
+    @api_login_required
+    def wrapped(*args, **kwargs):
+        if not g.user.is_admin:
+            return error_json("admin only", 403, "forbidden")
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
+def login_required(view):
+    """Pages: redirect to login with `next`; HTMX: HX-Redirect; JSON: 401."""
+
+    @functools.wraps(view)
+    def wrapped(*args, **kwargs):
+        if not current_user.is_authenticated:
+            return login_manager.unauthorized()
+        g.user = current_user._get_current_object()
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
+def admin_required(view):
+    @functools.wraps(view)
+    @login_required
+    def wrapped(*args, **kwargs):
+        if not g.user.is_admin:
+            raise AccessDenied("admins only")
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
+def safe_next(target: str | None, default: str) -> str:
+    """Only same-site relative paths: no open redirect."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return default
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return default
+    return target
+
+
+def _unauthorized():
+    if wants_json():
+        return error_json("authentication required", 401, "unauthenticated")
+    login = url_for("accounts.login", next=request.full_path.rstrip("?"))
+    if is_htmx():
+        resp = Response(status=401)
+        resp.headers["HX-Redirect"] = login
+        return resp
+    return redirect(login)
+
+
+# ---------------------------------------------------------------- install
+
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data: blob:; font-src 'self' data:; connect-src 'self'; "
+    "object-src 'none'; base-uri 'self'; frame-ancestors 'none'; form-action 'self'"
+)
+
+
+def init_app(app) -> None:
+    login_manager.unauthorized_handler(_unauthorized)
+
+    @app.before_request
+    def _csrf_for_pages():
+        # One mechanism: the form field or the X-CSRFToken header (set once on <body hx-headers>).
+        # JSON endpoints check it themselves in api_user(), only when the browser session is used.
+        if request.method in ("GET", "HEAD", "OPTIONS", "TRACE"):
+            return None
+        if request.path.startswith("/api/") or request.path == "/health":
+            return None
+        csrf.protect()
+        return None
+
+    @app.after_request
+    def _security_headers(resp: Response):
+        h = resp.headers
+        csp = CSP
+        if g.get("csp_allow_wasm"):
+            # asciinema-player compiles WebAssembly; this allows wasm only, never JS eval.
+            csp = csp.replace("script-src 'self'", "script-src 'self' 'wasm-unsafe-eval'")
+        h.setdefault("Content-Security-Policy", csp)
+        h.setdefault("X-Frame-Options", "DENY")
+        h.setdefault("X-Content-Type-Options", "nosniff")
+        h.setdefault("Referrer-Policy", "same-origin")
+        h.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
+        h.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+        if request.is_secure:
+            h.setdefault("Strict-Transport-Security", "max-age=31536000")
+        if resp.mimetype == "text/html":
+            resp.vary.add("HX-Request")
+            h.setdefault("Cache-Control", "no-store")
+        return resp
+
+    @app.errorhandler(PortalError)
+    def _portal_error(err: PortalError):
+        if wants_json():
+            extra = {"field": err.field} if err.field else {}
+            extra.update(err.extra)
+            return error_json(err.message, err.status, err.code, **extra)
+        if isinstance(err, AuthenticationRequired):
+            return _unauthorized()
+        return render_error(err.status, err.message)
+
+    @app.errorhandler(CSRFError)
+    def _csrf_error(err: CSRFError):
+        msg = "the form expired or was sent from another site; reload the page and try again"
+        if wants_json():
+            return error_json(msg, 400, "csrf")
+        return render_error(400, msg)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(err: HTTPException):
+        code = err.code or 500
+        messages = {
+            400: "bad request",
+            404: "not found",
+            405: "method not allowed",
+            413: "the request is too large",
+            415: "unsupported content type",
+            429: "too many requests; slow down and try again shortly",
+        }
+        msg = messages.get(code, err.name.lower())
+        if wants_json():
+            resp = error_json(msg, code, err.name.lower().replace(" ", "_"))
+        else:
+            resp = render_error(code, msg)
+        if code == 429 and getattr(err, "retry_after", None):
+            resp.headers["Retry-After"] = str(err.retry_after)
+        if code == 405 and getattr(err, "valid_methods", None):
+            resp.headers["Allow"] = ", ".join(err.valid_methods)
+        return resp
+
+    @app.errorhandler(Exception)
+    def _unexpected(err: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        if wants_json():
+            return error_json("internal error", 500, "internal")
+        return render_error(500, "something went wrong on our side")
+
+
+def render_error(status: int, message: str):
+    if is_htmx():
+        # Show the message in place (the page's flash area listens for this).
+        resp = Response(
+            render_template("_flash_oob.html", messages=[("error", message)]), status=status
+        )
+        resp.headers["HX-Reswap"] = "none"
+        return resp
+    return render_template("error.html", status=status, message=message), status
+
+
+def flash_error(err: PortalError) -> None:
+    flash(err.message, "error")
+
+
+def not_found_if_none(obj, what: str = "not found"):
+    if obj is None:
+        raise NotFound(what)
+    return obj
