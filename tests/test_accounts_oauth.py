@@ -1,0 +1,139 @@
+"""OAuth sign-in against a real OpenID Connect provider started locally (tests/fixtures)."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from tests.conftest import PASSWORD, csrf_from
+
+CALLBACK = "http://localhost/auth/oauth/oidc/callback"
+
+
+@pytest.fixture
+def app_config(app_config, oidc_provider):
+    oidc_provider.register_redirect_uri(CALLBACK)
+    app_config.update(
+        OAUTH_OIDC_CLIENT_ID=oidc_provider.client_id,
+        OAUTH_OIDC_CLIENT_SECRET=oidc_provider.client_secret,
+        OAUTH_OIDC_DISCOVERY_URL=oidc_provider.discovery_url,
+        OAUTH_OIDC_NAME="TestID",
+    )
+    return app_config
+
+
+def oauth_dance(client, start="/auth/oauth/oidc"):
+    """Browser-like: portal -> provider (real HTTP) -> portal callback. Returns the last response."""
+    r1 = client.get(start)
+    assert r1.status_code == 302
+    assert r1.location.startswith("http://127.0.0.1:")
+    r2 = requests.get(r1.location, allow_redirects=False, timeout=10)
+    assert r2.status_code in (302, 303), r2.text
+    return client.get(r2.headers["Location"])
+
+
+def me(client):
+    return client.get("/api/profile")
+
+
+def test_login_page_shows_only_configured_provider(client):
+    html = client.get("/login").get_data(as_text=True)
+    assert "Continue with TestID" in html
+    assert "GitHub" not in html and "Google" not in html
+
+
+def test_first_login_creates_account_when_signup_open(client, oidc_provider, admin):
+    oidc_provider.set_user("sub-new", "newbie@example.test", email_verified=True, preferred_username="newbie")
+    final = oauth_dance(client)
+    assert final.status_code == 302 and final.location.endswith("/dashboard")
+    prof = me(client).get_json()
+    assert prof["user"]["username"] == "newbie" and prof["user"]["role"] == "user"
+    assert prof["identities"] == [{"provider": "oidc", "email": "newbie@example.test"}]
+    # PKCE and nonce were used
+    params = oidc_provider.last_authorize_params
+    assert params["code_challenge_method"] == "S256" and params["nonce"] and params["state"]
+
+
+def test_existing_account_matched_only_by_verified_email(client, oidc_provider, make_user, app):
+    make_user("olga", email="olga@example.test")
+    oidc_provider.set_user("sub-olga", "olga@example.test", email_verified=False)
+    oauth_dance(client)
+    assert me(client).status_code == 401  # unverified email: not matched, not created
+    oidc_provider.set_user("sub-olga", "olga@example.test", email_verified=True)
+    oauth_dance(client)
+    prof = me(client).get_json()
+    assert prof["user"]["username"] == "olga"
+    from portal.accounts.services import list_users
+
+    with app.app_context():
+        assert list_users()[1] == 1
+
+
+def test_signup_closed_refuses_new_account(client, oidc_provider, admin, app):
+    from portal.accounts import services
+    from portal.extensions import db
+
+    with app.app_context():
+        services.set_setting("signup_open", "0")
+        db.session.commit()
+    oidc_provider.set_user("sub-x", "stranger@example.test", email_verified=True)
+    final = oauth_dance(client)
+    assert final.status_code == 302 and "/login" in final.location
+    assert me(client).status_code == 401
+    page = client.get("/login").get_data(as_text=True)
+    assert "signup is closed" in page
+    with app.app_context():
+        assert services.list_users()[1] == 1
+
+
+def test_denied_at_provider_signs_nobody_in(client, oidc_provider, admin):
+    oidc_provider.deny_next()
+    final = oauth_dance(client)
+    assert final.status_code == 302
+    assert me(client).status_code == 401
+
+
+def test_forged_state_is_refused(client, oidc_provider, admin):
+    oidc_provider.set_user("sub-f", "forged@example.test")
+    r1 = client.get("/auth/oauth/oidc")
+    r2 = requests.get(r1.location, allow_redirects=False, timeout=10)
+    forged = r2.headers["Location"].replace("state=", "state=evil")
+    client.get(forged)
+    assert me(client).status_code == 401
+
+
+def test_wrong_audience_id_token_is_refused(client, oidc_provider, admin):
+    oidc_provider.set_user("sub-aud", "aud@example.test")
+    oidc_provider.override_next_id_token(aud="someone-else")
+    oauth_dance(client)
+    assert me(client).status_code == 401
+
+
+def test_link_and_unlink_from_profile(client, oidc_provider, make_user, login):
+    user = make_user("pia")
+    token = login(user)
+    oidc_provider.set_user("sub-pia", "pia-elsewhere@example.test")
+    final = oauth_dance(client, start="/auth/oauth/oidc/link")
+    assert final.location.endswith("/profile")
+    profile = client.get("/profile").get_data(as_text=True)
+    assert "linked" in profile and "pia-elsewhere@example.test" in profile
+    resp = client.post("/profile/unlink/oidc", data={"csrf_token": token})
+    assert resp.status_code == 303
+    assert me(client).get_json()["identities"] == []
+    assert user.id
+
+
+def test_unlinking_the_only_way_to_sign_in_is_refused(client, oidc_provider, admin):
+    oidc_provider.set_user("sub-only", "only@example.test", preferred_username="onlyoauth")
+    oauth_dance(client)
+    token = csrf_from(client.get("/profile").get_data(as_text=True))
+    resp = client.post("/profile/unlink/oidc", data={"csrf_token": token})
+    assert resp.status_code == 409
+    assert "only way to sign in" in resp.get_data(as_text=True)
+    assert me(client).get_json()["identities"][0]["provider"] == "oidc"
+
+
+def test_password_login_still_works_for_linked_account(client, oidc_provider, make_user):
+    make_user("quinn")
+    ok = client.post("/api/login", json={"login": "quinn", "password": PASSWORD})
+    assert ok.status_code == 200

@@ -1,0 +1,327 @@
+"""Session lifecycle on the real sshd: resume, DELETE, revoke/deactivate, cap, ghosts,
+command log, recordings, the JSON lists."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+import requests
+
+from tests import test_terminal_helpers as _helpers
+from tests.test_terminal_helpers import wait_for
+
+term_env = _helpers.term_env  # the fixture
+
+pytestmark = pytest.mark.timeout(90)
+
+SESSION_FIELDS = {
+    "id",
+    "machine",
+    "user",
+    "status",
+    "started_at",
+    "ended_at",
+    "close_reason",
+    "cols",
+    "rows",
+    "bytes_in",
+    "bytes_out",
+}
+
+
+def _get(live_server, path, headers):
+    return requests.get(f"{live_server.url}{path}", headers=headers, timeout=10)
+
+
+def test_resume_after_a_forced_drop_keeps_shell_state(term_env):
+    _owner, _machine, open_term = term_env
+    t = open_term()
+    sid = t.wait_control("ready")["session_id"]
+    t.run("MYVAR=kept$((1+1)); echo BEFORE$((2+2))", r"BEFORE4")
+    t.drop()
+    t2 = open_term(f"session={sid}")
+    ready = t2.wait_control("ready")
+    assert ready == {"type": "ready", "session_id": sid, "resumed": True}
+    t2.read_until(r"BEFORE4")  # the ring buffer replays the screen
+    t2.run("echo V=$MYVAR", r"V=kept2")
+
+
+def test_delete_reaches_the_client_and_closes_the_session(term_env, live_server, auth):
+    owner, machine, open_term = term_env
+    t = open_term()
+    sid = t.wait_control("ready")["session_id"]
+    r = requests.delete(f"{live_server.url}/api/terminal/sessions/{sid}", headers=auth(owner))
+    assert r.status_code == 204
+    msg = t.wait_control("error", timeout=10)
+    assert "closed" in msg["message"]
+    t.drain_close()
+    assert t.closed
+    s = _get(live_server, f"/api/sessions/{sid}", auth(owner)).json()["session"]
+    assert s["status"] == "closed" and s["close_reason"] and s["ended_at"]
+    active = _get(live_server, f"/api/machines/{machine.agent_id}/sessions/active", auth(owner))
+    assert active.json()["sessions"] == []
+
+
+def test_machine_admin_may_delete_others_may_not(
+    term_env, live_server, auth, make_user, grant_role
+):
+    _owner, machine, open_term = term_env
+    t = open_term()
+    sid = t.wait_control("ready")["session_id"]
+    op = make_user("op3")
+    grant_role(machine, op, "operator")
+    r = requests.delete(f"{live_server.url}/api/terminal/sessions/{sid}", headers=auth(op))
+    assert r.status_code == 404  # cannot even see it
+    adm = make_user("madmin")
+    grant_role(machine, adm, "admin")
+    r = requests.delete(f"{live_server.url}/api/terminal/sessions/{sid}", headers=auth(adm))
+    assert r.status_code == 204
+    assert "administrator" in t.wait_control("error")["message"]
+
+
+def test_revoking_access_closes_live_sessions(
+    term_env, live_server, auth, make_user, grant_role, token_for
+):
+    owner, machine, open_term = term_env
+    op = make_user("op4")
+    grant_role(machine, op, "operator")
+    t = open_term(token_=token_for(op))
+    t.wait_control("ready")
+    r = requests.post(
+        f"{live_server.url}/api/machines/{machine.agent_id}/access/revoke",
+        headers=auth(owner),
+        json={"user": op.username},
+    )
+    assert r.status_code in (200, 204), r.text
+    assert "revoked" in t.wait_control("error")["message"]
+
+
+def test_deactivating_a_user_closes_their_sessions(term_env, app, admin):
+    owner, _machine, open_term = term_env
+    t = open_term()
+    t.wait_control("ready")
+    from portal.accounts import services as acc
+    from portal.accounts.models import User
+    from portal.extensions import db
+
+    with app.test_request_context():
+        acc.set_active(db.session.get(User, admin.id), db.session.get(User, owner.id), False)
+        db.session.commit()
+    assert "deactivated" in t.wait_control("error")["message"]
+
+
+def test_per_user_cap(term_env, app):
+    _owner, _machine, open_term = term_env
+    app.extensions["portal_terminal"].cap = 2
+    for _ in range(2):
+        open_term().wait_control("ready")
+    t3 = open_term()
+    assert "most allowed" in t3.wait_control("error")["message"]
+
+
+def test_grace_period_expiry_closes_with_a_reason(term_env, app, live_server, auth):
+    owner, _machine, open_term = term_env
+    app.extensions["portal_terminal"].grace = 1
+    t = open_term()
+    sid = t.wait_control("ready")["session_id"]
+    t.drop()
+
+    def closed():
+        s = _get(live_server, f"/api/sessions/{sid}", auth(owner)).json()["session"]
+        return s if s["status"] == "closed" else None
+
+    s = wait_for(closed, timeout=15, interval=0.25)
+    assert s and "reconnect" in s["close_reason"]
+
+
+def test_ghost_sessions_are_closed_on_start(app, app_config, make_user, make_machine):
+    from portal import create_app
+    from portal.extensions import db
+    from portal.terminal.models import TerminalSession
+
+    owner = make_user("ghostowner")
+    machine = make_machine(owner)
+    dead = f"{socket.gethostname()}:999999:1"
+    with app.app_context():
+        for sid, server_id, status in [
+            ("00000000-0000-0000-0000-000000000001", dead, "active"),
+            ("00000000-0000-0000-0000-000000000002", None, "detached"),
+            ("00000000-0000-0000-0000-000000000003", "otherhost:1:1", "active"),
+        ]:
+            db.session.add(
+                TerminalSession(
+                    id=sid,
+                    machine_id=machine.id,
+                    user_id=owner.id,
+                    status=status,
+                    server_id=server_id,
+                )
+            )
+        db.session.commit()
+    app2 = create_app(app_config)
+    try:
+        with app2.app_context():
+            rows = {r.id: r for r in db.session.query(TerminalSession).all()}
+            assert rows["00000000-0000-0000-0000-000000000001"].status == "closed"
+            assert rows["00000000-0000-0000-0000-000000000001"].close_reason == "server restarted"
+            assert rows["00000000-0000-0000-0000-000000000002"].status == "closed"
+            # another instance's session (no Redis to ask): left alone
+            assert rows["00000000-0000-0000-0000-000000000003"].status == "active"
+            db.session.remove()
+    finally:
+        for hook in app2.extensions.get("portal_shutdown", []):
+            hook()
+
+
+def test_command_log_from_typed_input(term_env, live_server, auth):
+    owner, _machine, open_term = term_env
+    t = open_term()
+    sid = t.wait_control("ready")["session_id"]
+    t.send("echo abX\x7fc\r")
+    t.read_until(r"abc\r\n")
+    t.send("rm -rf /nothing-here\x03")
+    t.read_until(r"\^C[\s\S]*\$ ")
+    t.send("echo one two junk\x17three\r")
+    t.read_until(r"one two three\r\n")
+    t.send("echo wrong\x15echo $((3*3))\r")
+    t.read_until(r"\r9\r\n")
+
+    def commands():
+        body = _get(live_server, f"/api/sessions/{sid}", auth(owner)).json()
+        cmds = [c["command"] for c in body["commands"]]
+        return cmds if len(cmds) >= 3 else None
+
+    cmds = wait_for(commands, timeout=10)
+    assert cmds == ["echo abc", "echo one two three", "echo $((3*3))"]
+    body = _get(live_server, f"/api/sessions/{sid}", auth(owner)).json()
+    assert all(c["source"] == "terminal" and c["session_id"] == sid for c in body["commands"])
+
+
+def test_recording_is_valid_asciicast_v2(term_env, live_server, auth):
+    owner, _machine, open_term = term_env
+    t = open_term("cols=100&rows=30")
+    sid = t.wait_control("ready")["session_id"]
+    t.run("echo rec$((5*5))", r"rec25")
+    t.control({"type": "resize", "cols": 90, "rows": 20})
+    t.run("stty size", r"20 90")
+    t.send("exit\r")
+    t.wait_control("exit")
+    body = wait_for(
+        lambda: (
+            (b := _get(live_server, f"/api/sessions/{sid}", auth(owner)).json())["session"][
+                "status"
+            ]
+            == "closed"
+            and b
+        ),
+        timeout=10,
+    )
+    assert body["recording_url"]
+    r = _get(live_server, body["recording_url"], auth(owner))
+    assert r.status_code == 200
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
+    lines = r.text.splitlines()
+    header = json.loads(lines[0])
+    assert header["version"] == 2 and header["width"] == 100 and header["height"] == 30
+    assert header["env"]["TERM"] == "xterm-256color" and isinstance(header["timestamp"], int)
+    events = [json.loads(x) for x in lines[1:]]
+    assert all(isinstance(e[0], float | int) and e[1] in ("o", "r") for e in events)
+    times = [e[0] for e in events]
+    assert times == sorted(times)
+    assert ["r", "90x20"] in [e[1:] for e in events]
+    assert "rec25" in "".join(e[2] for e in events if e[1] == "o")
+    dl = _get(live_server, body["recording_url"] + "?download=1", auth(owner))
+    assert "attachment" in dl.headers["Content-Disposition"]
+
+
+def test_session_lists_and_fields(term_env, live_server, auth, make_user, token_for):
+    owner, machine, open_term = term_env
+    t = open_term()
+    sid = t.wait_control("ready")["session_id"]
+    lst = _get(live_server, "/api/terminal/sessions", auth(owner)).json()
+    assert [s["id"] for s in lst["sessions"]] == [sid]
+    s = lst["sessions"][0]
+    assert SESSION_FIELDS <= set(s)
+    assert s["machine"] == {"agent_id": machine.agent_id, "name": machine.name}
+    assert s["user"] == {"id": owner.id, "username": owner.username}
+    assert s["status"] == "active" and s["cols"] == 80 and s["rows"] == 24
+    for path in (
+        f"/api/machines/{machine.agent_id}/sessions",
+        f"/api/machines/{machine.agent_id}/sessions/active",
+    ):
+        assert [x["id"] for x in _get(live_server, path, auth(owner)).json()["sessions"]] == [sid]
+    stranger = make_user("nosy")
+    assert _get(live_server, "/api/terminal/sessions", auth(stranger)).json()["sessions"] == []
+    assert _get(live_server, f"/api/sessions/{sid}", auth(stranger)).status_code == 404
+    assert _get(live_server, f"/api/sessions/{sid}/recording", auth(stranger)).status_code == 404
+    assert (
+        _get(live_server, f"/api/machines/{machine.agent_id}/sessions", auth(stranger)).status_code
+        == 404
+    )
+
+
+def test_shutdown_hook_closes_sessions_with_a_reason(term_env, app):
+    _owner, _machine, open_term = term_env
+    t = open_term()
+    sid = t.wait_control("ready")["session_id"]
+    for hook in app.extensions["portal_shutdown"]:
+        hook()
+    assert "shutting down" in t.wait_control("error")["message"]
+    from portal.extensions import db
+    from portal.terminal.models import TerminalSession
+
+    with app.app_context():
+        row = db.session.get(TerminalSession, sid)
+        assert row.status == "closed" and "shutting down" in row.close_reason
+        db.session.remove()
+
+
+def test_idle_timeout_closes_the_session(term_env, app):
+    _owner, _machine, open_term = term_env
+    app.extensions["portal_terminal"].idle_timeout = 1
+    t = open_term()
+    t.wait_control("ready")
+    assert "idle" in t.wait_control("error", timeout=15)["message"]
+
+
+def test_deleting_the_machine_closes_its_sessions(term_env, live_server, auth):
+    owner, machine, open_term = term_env
+    t = open_term()
+    t.wait_control("ready")
+    r = requests.delete(f"{live_server.url}/api/machines/{machine.agent_id}", headers=auth(owner))
+    assert r.status_code == 204, r.text
+    assert "deleted" in t.wait_control("error")["message"]
+
+
+def test_delete_of_a_session_no_process_holds_marks_it_closed(
+    app, live_server, auth, make_user, make_machine
+):
+    from portal.extensions import db
+    from portal.terminal.models import TerminalSession
+
+    owner = make_user("orphanowner")
+    machine = make_machine(owner)
+    sid = "00000000-0000-0000-0000-0000000000aa"
+    with app.app_context():
+        db.session.add(
+            TerminalSession(id=sid, machine_id=machine.id, user_id=owner.id, status="detached")
+        )
+        db.session.commit()
+    r = requests.delete(f"{live_server.url}/api/terminal/sessions/{sid}", headers=auth(owner))
+    assert r.status_code == 204
+    s = _get(live_server, f"/api/sessions/{sid}", auth(owner)).json()["session"]
+    assert s["status"] == "closed" and s["close_reason"] == "closed by its user"
+
+
+def test_sign_out_everywhere_closes_terminals(term_env, live_server, token_for):
+    owner, _machine, open_term = term_env
+    token = token_for(owner)
+    t = open_term(token_=token)
+    t.wait_control("ready")
+    r = requests.post(
+        f"{live_server.url}/api/auth/logout", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert r.status_code in (200, 204), r.text
+    assert "signed out" in t.wait_control("error")["message"]

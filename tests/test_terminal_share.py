@@ -1,0 +1,125 @@
+"""Read-only sharing: watchers get the screen, then live output; in-process bus and Redis."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import requests
+
+from tests import test_terminal_helpers as _helpers
+from tests.test_terminal_helpers import Term, ws_base
+
+term_env = _helpers.term_env  # the fixture
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _share(live_server, headers, sid, shared=True):
+    return requests.post(
+        f"{live_server.url}/api/terminal/sessions/{sid}/share",
+        headers=headers,
+        json={"shared": shared},
+        timeout=10,
+    )
+
+
+def _watch(live_server, sid, token) -> Term:
+    return Term(f"{ws_base(live_server)}/api/terminal/sessions/{sid}/watch/ws?token={token}")
+
+
+def _scenario(term_env, live_server, auth, make_user, grant_role, token_for):
+    owner, machine, open_term = term_env
+    t = open_term()
+    sid = t.wait_control("ready")["session_id"]
+    t.run("echo screen$((1+1))", r"screen2\r\n")
+    viewer = make_user("watcher")
+    grant_role(machine, viewer, "viewer")
+
+    # not shared yet: the viewer cannot even see it
+    w0 = _watch(live_server, sid, token_for(viewer))
+    assert "no such session" in w0.wait_control("error")["message"]
+    w0.close()
+    # only its user may share it
+    assert _share(live_server, auth(viewer), sid).status_code == 404
+    r = _share(live_server, auth(owner), sid)
+    assert r.status_code == 200 and r.json()["session"]["shared"] is True
+    assert _share(live_server, auth(owner), sid, shared="yes").status_code == 400
+
+    w = _watch(live_server, sid, token_for(viewer))
+    assert w.wait_control("ready")["session_id"] == sid
+    w.read_until(r"screen2")  # the recent screen first
+    t.run("echo live$((2+3))", r"live5\r\n")
+    w.read_until(r"live5")  # then live output
+    # watchers are read-only
+    w.send("echo nope$((9*9))\r")
+    w.control({"type": "input", "data": "echo nope$((9*9))\r"})
+    t.run("echo after$((1+0))", r"after1\r\n")
+    assert b"81" not in bytes(t.out)
+    # unsharing ends the watch
+    assert _share(live_server, auth(owner), sid, shared=False).status_code == 200
+    assert "no longer shared" in w.wait_control("error")["message"]
+    w.close()
+    return t, sid
+
+
+def test_share_and_watch_in_process(term_env, live_server, auth, make_user, grant_role, token_for):
+    _scenario(term_env, live_server, auth, make_user, grant_role, token_for)
+
+
+class TestRedisBus:
+    @pytest.fixture
+    def app_config(self, app_config):
+        return {
+            **app_config,
+            "REDIS_URL": "redis://127.0.0.1:6379/0",
+            "PORTAL_TERMINAL_BUS_PREFIX": f"test-term-{uuid.uuid4().hex[:12]}",
+        }
+
+    def test_share_and_watch_over_redis(
+        self, app, term_env, live_server, auth, make_user, grant_role, token_for
+    ):
+        assert app.extensions["portal_terminal"].bus.kind == "redis"
+        _scenario(term_env, live_server, auth, make_user, grant_role, token_for)
+
+    def test_another_worker_watches_and_closes_through_redis(
+        self, app, app_config, term_env, live_server, auth, make_user, grant_role, token_for
+    ):
+        """A second app instance (another gunicorn worker) holds no channel: its watch socket
+        and its DELETE reach the owner through Redis."""
+        from portal import create_app
+        from tests.fixtures.browser import LiveServer
+
+        owner, machine, open_term = term_env
+        t = open_term()
+        sid = t.wait_control("ready")["session_id"]
+        t.run("echo other$((3+3))", r"other6\r\n")
+        assert _share(live_server, auth(owner), sid).status_code == 200
+        app2 = create_app(app_config)
+        server2 = LiveServer(app2).start()
+        try:
+            w = _watch(server2, sid, token_for(owner))
+            w.wait_control("ready")
+            w.read_until(r"other6")
+            t.run("echo more$((4+4))", r"more8\r\n")
+            w.read_until(r"more8")
+            r = requests.delete(
+                f"{server2.url}/api/terminal/sessions/{sid}", headers=auth(owner), timeout=15
+            )
+            assert r.status_code == 204
+            assert "closed" in t.wait_control("error")["message"]
+            w.wait_control("error")
+            w.close()
+        finally:
+            server2.stop()
+            for hook in app2.extensions.get("portal_shutdown", []):
+                hook()
+
+    def test_ticket_lives_in_redis(self, app, term_env, live_server, auth):
+        owner, machine, _open = term_env
+        ticket = requests.post(
+            f"{live_server.url}/api/terminal/{machine.agent_id}/ticket", headers=auth(owner)
+        ).json()["ticket"]
+        t = Term(f"{ws_base(live_server)}/api/terminal/{machine.agent_id}/ws?ticket={ticket}")
+        t.wait_control("ready")
+        t.close()
