@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
+import signal
 import socket
 import subprocess
 import threading
@@ -34,7 +36,7 @@ from portal.ssh import (
     run,
     scan_host_key,
 )
-from tests.fixtures.sshd import keygen_fingerprint
+from tests.fixtures.sshd import _descendants, keygen_fingerprint
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -526,6 +528,67 @@ def test_idle_connections_are_closed_after_the_ttl(sshd):
         assert wait_until(lambda: pool.stats()["connections"] == 0), (
             "idle connection was not reaped"
         )
+    finally:
+        pool.close_all()
+
+
+class _ConnectionDiesAfterOpen(ConnectionPool):
+    """A real pool whose first channel's connection is then cut by the server: the
+    per-connection sshd process is killed between the channel open and the exec request."""
+
+    def __init__(self, server):
+        super().__init__()
+        self.server = server
+        self.opened = 0
+
+    def open_session(self, target):
+        channel = super().open_session(target)
+        self.opened += 1
+        if self.opened == 1:
+            for pid in _descendants(self.server.pid):
+                os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while channel.transport.is_active() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert not channel.transport.is_active()
+        return channel
+
+
+def test_a_connection_lost_before_the_command_was_sent_is_retried_once(make_sshd):
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    server = make_sshd("dies")
+    where = Path(tempfile.mkdtemp(prefix="portal-retry-"))  # pytest's tmp is 0700
+    where.chmod(0o777)
+    marker = where / "runs"
+    pool = _ConnectionDiesAfterOpen(server)
+    try:
+        result = run(server.target(), f"echo ran >> {marker} && echo done", pool=pool)
+        assert result.ok and result.stdout == "done\n"
+        assert marker.read_text() == "ran\n"  # ran exactly once
+        assert pool.opened == 2 and pool.handshakes == 2
+    finally:
+        pool.close_all()
+        shutil.rmtree(where, ignore_errors=True)
+
+
+def test_closing_a_channel_on_a_dead_connection_does_not_raise(make_sshd):
+    from portal.ssh import close_channel
+
+    server = make_sshd("dies2")
+    pool = ConnectionPool()
+    try:
+        channel = pool.open_session(server.target())
+        for pid in _descendants(server.pid):
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while channel.transport.is_active() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        close_channel(channel)
+        close_channel(None)
+        assert channel.closed
     finally:
         pool.close_all()
 

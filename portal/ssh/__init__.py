@@ -28,7 +28,7 @@ from portal.ssh.errors import (
     TargetNotAllowed,
     WrongPassphrase,
 )
-from portal.ssh.exec import DEFAULT_MAX_OUTPUT, ExecResult, run, send_signal
+from portal.ssh.exec import DEFAULT_MAX_OUTPUT, ExecResult, close_channel, run, send_signal
 from portal.ssh.hostkeys import scan_host_key
 from portal.ssh.keys import (
     fingerprint,
@@ -59,6 +59,7 @@ __all__ = [
     "Target",
     "TargetNotAllowed",
     "WrongPassphrase",
+    "close_channel",
     "connect_transport",
     "fingerprint",
     "generate_ed25519",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import logging
 import select
 import time
 from dataclasses import dataclass
@@ -16,7 +17,9 @@ from portal.ssh.errors import CommandTimeout
 from portal.ssh.pool import ConnectionPool, get_pool
 from portal.ssh.target import Target
 
-__all__ = ["DEFAULT_MAX_OUTPUT", "ExecResult", "run", "send_signal"]
+log = logging.getLogger(__name__)
+
+__all__ = ["DEFAULT_MAX_OUTPUT", "ExecResult", "close_channel", "run", "send_signal"]
 
 DEFAULT_MAX_OUTPUT = 1024 * 1024
 _READ_SIZE = 64 * 1024
@@ -71,6 +74,18 @@ class _Capped:
         return decoder.decode(data, final=not self.truncated)
 
 
+def close_channel(channel: paramiko.Channel | None) -> None:
+    """Close a channel, never raising: on a transport that died under it, paramiko's
+    `Channel.close()` raises EOFError/OSError while trying to send the CLOSE message,
+    and a channel on a dead transport is gone either way."""
+    if channel is None:
+        return
+    try:
+        channel.close()
+    except (paramiko.SSHException, EOFError, OSError):
+        pass
+
+
 def send_signal(channel: paramiko.Channel, name: str) -> None:
     """Send an RFC 4254 `signal` request ("HUP", "TERM", "INT", "KILL"...) to the remote process.
 
@@ -120,13 +135,26 @@ def run(
         raise ValidationError("max_output must not be negative", field="max_output")
 
     started = time.monotonic()
-    channel = (pool or get_pool()).open_session(target)
+    pool = pool or get_pool()
+    channel = pool.open_session(target)
     try:
+        if not _exec_request(channel, command, target):
+            # The pooled connection died before the request could leave (the server closed
+            # it): the command certainly did not start, so it is safe to run it once on a
+            # fresh connection. Once a request is sent it is never repeated.
+            log.warning(
+                "ssh: pooled connection to %s lost before a command was sent (%s); reconnecting",
+                target.address,
+                type(channel.transport.get_exception()).__name__ if channel.transport else "-",
+            )
+            close_channel(channel)
+            channel = pool.open_session(target)
+            if not _exec_request(channel, command, target):
+                raise unreachable(target.host, target.port, "the connection was lost")
         try:
-            channel.exec_command(command)
             channel.shutdown_write()
         except (paramiko.SSHException, EOFError, OSError):
-            raise unreachable(target.host, target.port, "the command was refused") from None
+            pass  # the command may already have finished and closed the channel
         deadline = time.monotonic() + timeout
         stdout, stderr = _Capped(max_output), _Capped(max_output)
         if not _pump(channel, stdout, stderr, deadline) or not channel.status_event.wait(
@@ -134,7 +162,7 @@ def run(
         ):
             send_signal(channel, "HUP")
             send_signal(channel, "TERM")
-            channel.close()
+            close_channel(channel)
             raise CommandTimeout(f"command timed out after {timeout:g} s", timeout=timeout)
         if channel.exit_status == -1 and not channel.transport.is_active():
             raise unreachable(
@@ -148,7 +176,36 @@ def run(
             truncated=stdout.truncated or stderr.truncated,
         )
     finally:
-        channel.close()
+        close_channel(channel)
+
+
+def _exec_request(channel: paramiko.Channel, command: str, target: Target) -> bool:
+    """Send an `exec` request and wait for the server's answer (paramiko's
+    `Channel.exec_command`, split so the caller knows whether the request left).
+
+    True when the command started. False when the request could not be sent because the
+    connection is dead. Raises MachineUnreachable when the server refused it or the
+    connection died after it was sent.
+    """
+    transport = channel.transport
+    if channel.closed or not channel.active or transport is None or not transport.is_active():
+        return False
+    m = paramiko.Message()
+    m.add_byte(cMSG_CHANNEL_REQUEST)
+    m.add_int(channel.remote_chanid)
+    m.add_string("exec")
+    m.add_boolean(True)
+    m.add_string(command)
+    channel._event_pending()
+    try:
+        transport._send_user_message(m)
+    except (EOFError, OSError):
+        return False
+    try:
+        channel._wait_for_event()
+    except (paramiko.SSHException, EOFError, OSError):
+        raise unreachable(target.host, target.port, "the command was refused") from None
+    return True
 
 
 def _pump(channel: paramiko.Channel, stdout: _Capped, stderr: _Capped, deadline: float) -> bool:

@@ -8,6 +8,7 @@ import paramiko
 
 from portal.errors import ValidationError
 from portal.ssh.connect import unreachable
+from portal.ssh.exec import close_channel
 from portal.ssh.pool import ConnectionPool, get_pool
 from portal.ssh.target import Target
 
@@ -60,10 +61,10 @@ def open_shell(
         channel.get_pty(term=term, width=cols, height=rows)
         channel.invoke_shell()
     except (paramiko.SSHException, EOFError, OSError):
-        channel.close()
+        close_channel(channel)
         raise unreachable(target.host, target.port, "could not start a shell") from None
     except BaseException:
-        channel.close()
+        close_channel(channel)
         raise
     return channel
 

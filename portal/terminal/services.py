@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from portal.db import iso, utcnow
 from portal.errors import AccessDenied, Conflict, NotFound, PortalError, ValidationError
 from portal.extensions import db
+from portal.ssh.exec import close_channel
 from portal.terminal import access
 from portal.terminal.models import LIVE, TerminalSession
 
@@ -375,10 +376,10 @@ def _open_shell(target, cols: int, rows: int):
         channel.get_pty(term="xterm-256color", width=cols, height=rows)
         channel.invoke_shell()
     except (paramiko.SSHException, EOFError, OSError) as exc:
-        channel.close()
+        close_channel(channel)
         raise unreachable(target.host, target.port, f"could not start a shell ({exc})") from None
     except BaseException:
-        channel.close()
+        close_channel(channel)
         raise
     return channel
 
@@ -458,6 +459,6 @@ def open_terminal(
             recorder=recorder,
         )
     except BaseException:
-        channel.close()
+        close_channel(channel)
         raise
     return sess, False
