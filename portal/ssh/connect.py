@@ -148,6 +148,16 @@ def open_socket(
     raise unreachable(host, port, _reason(last) if last else "the connection failed")
 
 
+PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+PREFERRED_MACS = ("hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com")
+
+
+def _ordered(available, first) -> tuple[str, ...]:
+    """`available` with the members of `first` moved to the front (in `first`'s order)."""
+    available = tuple(available)
+    return tuple(x for x in first if x in available) + tuple(x for x in available if x not in first)
+
+
 def handshake(
     sock,
     host: str,
@@ -165,8 +175,14 @@ def handshake(
         transport.set_log_channel(log_channel)
     transport.banner_timeout = timeout
     transport.handshake_timeout = timeout
+    options = transport.get_security_options()
     if key_types:
-        transport.get_security_options().key_types = list(key_types)
+        options.key_types = list(key_types)
+    # AEAD first: AES-GCM is one C call per packet where CTR + HMAC costs a Python HMAC
+    # object per packet (~1.7x the throughput and less CPU per keystroke, measured in
+    # bench/bench_terminal.py); encrypt-then-MAC before MAC-then-encrypt for the rest.
+    options.ciphers = _ordered(options.ciphers, PREFERRED_CIPHERS)
+    options.digests = _ordered(options.digests, PREFERRED_MACS)
     done = threading.Event()
     try:
         transport.start_client(event=done)
