@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
+import websocket
 
 from tests import test_terminal_helpers as _helpers
 
@@ -115,3 +117,90 @@ def test_ctrl_c_answers_under_a_flood_with_a_slow_acking_client(term_env):
                 break
             del t.out[:-64]
     assert b"after42" in bytes(t.out[-4096:])
+
+
+# ---------------------------------------------------------------- frame parsing (fast path)
+
+
+def _frame(opcode: int, payload: bytes, fin: bool = True, rsv1: bool = False) -> bytes:
+    """A client frame, masked as RFC 6455 requires."""
+    mask = b"\x5a\xc3\x0f\x99"
+    n = len(payload)
+    b0 = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode
+    head = bytes((b0, 0x80 | n)) if n < 126 else bytes((b0, 0x80 | 126)) + n.to_bytes(2, "big")
+    return head + mask + bytes(c ^ mask[i % 4] for i, c in enumerate(payload))
+
+
+def _dribble(t, raw: bytes, step: int) -> None:
+    """Send `raw` in `step`-byte pieces (frames cut anywhere, several frames per piece)."""
+    for i in range(0, len(raw), step):
+        t.ws.sock.sendall(raw[i : i + step])
+        time.sleep(0.002)
+
+
+@pytest.mark.parametrize("step", [1, 5, 64, 4096])
+def test_frames_cut_and_batched_anyhow_arrive_whole_and_in_order(term_env, step):
+    _owner, _machine, open_term = term_env
+    t = open_term()
+    t.wait_control("ready")
+    text = json.dumps({"type": "input", "data": "st-"}).encode()
+    raw = (
+        b"".join(_frame(0x2, bytes([c])) for c in b"echo fa")
+        + _frame(0x1, text)
+        + _frame(0x9, b"are you there")  # a ping between keystrokes
+        + _frame(0x2, "p-é$((2+3))\r".encode())
+    )
+    _dribble(t, raw, step)
+    out, pong = b"", None
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and (b"fast-p-\xc3\xa95" not in out or pong is None):
+        opcode, data = t.ws.recv_data(control_frame=True)
+        if opcode == websocket.ABNF.OPCODE_PONG:
+            pong = data
+        elif opcode == websocket.ABNF.OPCODE_BINARY:
+            out += data
+    assert b"fast-p-\xc3\xa95" in out, out
+    assert pong == b"are you there"
+    t.run("echo still$((1+1))", r"still2")
+
+
+def test_a_fragmented_message_is_reassembled_and_the_socket_keeps_working(term_env):
+    _owner, _machine, open_term = term_env
+    t = open_term()
+    t.wait_control("ready")
+    msg = json.dumps({"type": "input", "data": "echo frag$((1+1))\r"}).encode()
+    t.ws.sock.sendall(_frame(0x1, msg[:9], fin=False) + _frame(0x0, msg[9:20], fin=False))
+    time.sleep(0.05)
+    t.ws.sock.sendall(_frame(0x0, msg[20:]) + _frame(0x2, b"echo after$((2+2))\r"))
+    t.read_until(r"frag2")
+    t.read_until(r"after4")
+    t.run("echo later$((3+3))", r"later6")
+
+
+def test_invalid_utf8_in_a_text_frame_closes_with_1007(term_env):
+    _owner, _machine, open_term = term_env
+    t = open_term()
+    t.wait_control("ready")
+    t.ws.sock.sendall(_frame(0x1, b'{"type": "input", "data": "\xff\xfe"}'))
+    t.drain_close()
+    assert t.closed and t.close_code == 1007
+
+
+def test_an_unmasked_client_frame_closes_the_socket(term_env):
+    _owner, _machine, open_term = term_env
+    t = open_term()
+    t.wait_control("ready")
+    t.ws.sock.sendall(bytes((0x82, 3)) + b"abc")
+    t.drain_close()
+    assert t.closed and t.close_code == 1002
+
+
+def test_permessage_deflate_is_not_negotiated(term_env):
+    _owner, _machine, open_term = term_env
+    t = open_term(header=["Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits"])
+    assert "sec-websocket-extensions" not in {k.lower() for k in t.ws.getheaders()}
+    t.wait_control("ready")
+    # a compressed frame (RSV1) without the extension is a protocol error, not input
+    t.ws.sock.sendall(_frame(0x2, b"\x4a\x04\x00", rsv1=True))
+    t.drain_close()
+    assert t.closed and t.close_code == 1002
