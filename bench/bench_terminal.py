@@ -56,8 +56,11 @@ client's own work is inside every number):
 
 - raw `ssh -tt`: OpenSSH's client on a local PTY that the bench reads. It is the floor:
   no server in the middle (so no server RSS) and C all the way.
-- portal: gunicorn with `portal/gunicorn_conf.py`, websocket-client for single sessions
-  (acking every frame like the page does), a selector-based client for the N sessions.
+- portal: gunicorn with `portal/gunicorn_conf.py`. Single sessions: websocket-client for
+  the handshake, then frames written and read straight on the socket (one `sendall` per
+  key, `select` + `recv` for output, acking every frame like the page does) — as lean as
+  OpenSSH's client on the raw side; websocket-client's own `send()` alone cost ~0.2 ms per
+  key here. A selector-based client for the N sessions.
 - webssh 1.6.3 from its own venv, `--policy=autoadd`, same clients (JSON text input).
 - throughput: best of `--rounds` runs, systems alternating; echo: one keystroke per
   system per round, interleaved, so background load hits all three alike.
