@@ -164,6 +164,19 @@ def test_frames_cut_and_batched_anyhow_arrive_whole_and_in_order(term_env, step)
     t.run("echo still$((1+1))", r"still2")
 
 
+def test_pongs_and_pings_keep_input_flowing(term_env):
+    """Browsers answer the server's pings every 25 s: control frames between keystrokes are
+    passed on in order and typing keeps working (and keeps being parsed in place)."""
+    _owner, _machine, open_term = term_env
+    t = open_term()
+    t.wait_control("ready")
+    for i, part in enumerate([b"echo ", b"pi", b"ng$((", b"3*3", b"))\r"]):
+        t.ws.sock.sendall(_frame(0xA, b"") + _frame(0x2, part) + _frame(0x9, bytes([i])))
+        time.sleep(0.01)
+    t.read_until(r"ping9")
+    t.run("echo next$((2*2))", r"next4")
+
+
 def test_a_fragmented_message_is_reassembled_and_the_socket_keeps_working(term_env):
     _owner, _machine, open_term = term_env
     t = open_term()

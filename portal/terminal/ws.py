@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import select
 import socket
 import threading
 import time
@@ -47,6 +48,7 @@ CLOSE_TOO_BIG = 1009
 # the fast path, so it sees the client alive and its ping timer keeps running.
 _HEARTBEAT = bytes((0x8A, 0x80)) + b"\0\0\0\0"
 _FAST_MAX = INPUT_MAX + 14  # the largest frame the fast path buffers (header included)
+_QUIET = 1.0  # seconds without input before the reader's own loop gets control back
 
 
 def _unmask(mask: bytes, payload: bytes) -> bytes:
@@ -65,10 +67,10 @@ class _SockProxy:
     Input fast path: once the terminal's frame handler is installed, complete, unfragmented,
     uncompressed, masked text and binary frames are parsed here (in the reader thread, the
     moment they arrive) and handed to the handler, instead of going through wsproto's
-    generic parser first (~60 us per keystroke here). Every other frame (ping, pong, close,
-    fragments, compressed, oversized, malformed) and everything after it in the same read
-    goes to wsproto unchanged, in order; a frame the fast path cannot take whole makes it
-    step aside for good.
+    generic parser first (~60 us per keystroke here). Control frames (ping, pong, close)
+    and everything after them in the same read go to wsproto whole and in order; a frame
+    the fast path cannot take whole (fragments, compressed, oversized, malformed) makes it
+    step aside for good, and wsproto gets every byte from there on.
     """
 
     def __init__(self, sock, ws):
@@ -96,16 +98,26 @@ class _SockProxy:
                 data, self._pending = bytes(self._pending), bytearray()
                 return data
             return self._sock.recv(n)
-        data = self._sock.recv(n)
-        if not data:  # the end: wsproto gets what is left (it reports a cut frame)
-            self._fast = False
-            data, self._pending = bytes(self._pending), bytearray()
-            return data
-        self._pending += data
-        out = self._take(getattr(ws.input_buffer, "handler", None))
-        # Nothing for wsproto (all handled here, or only part of a frame so far): it gets a
-        # heartbeat, so the reader goes back to its select() and its ping timer.
-        return out or _HEARTBEAT
+        while True:
+            data = self._sock.recv(n)
+            if not data:  # the end: wsproto gets what is left (it reports a cut frame)
+                self._fast = False
+                data, self._pending = bytes(self._pending), bytearray()
+                return data
+            self._pending += data
+            out = self._take(getattr(ws.input_buffer, "handler", None))
+            if out:
+                return out
+            # All handled here (or only part of a frame so far): keep reading while the
+            # client keeps sending; after a quiet second wsproto gets a heartbeat, so the
+            # reader goes back to its select() and its ping timer. (Parsing a heartbeat per
+            # keystroke would cost what the fast path saves.)
+            try:
+                more = ws.connected and select.select([self._sock], [], [], _QUIET)[0]
+            except (OSError, ValueError):  # closed under us
+                more = False
+            if not more:
+                return _HEARTBEAT
 
     def _take(self, handler) -> bytes:
         """Parse the whole frames at the front of `_pending`. Simple data frames go to
@@ -130,10 +142,11 @@ class _SockProxy:
             masked = b1 & 0x80
             end = at + head + (4 if masked else 0) + size
             opcode = b0 & 0x0F
+            control = opcode >= 0x8  # ping, pong, close: passed on whole, in order
             if (
-                b0 & 0xF0 != 0x80  # fragmented, or RSV bits (compressed)
-                or opcode not in (0x1, 0x2)  # control frames, continuations
+                b0 & 0x70  # RSV bits (compressed)
                 or not masked  # a protocol error wsproto reports
+                or (not control and (not b0 & 0x80 or opcode not in (0x1, 0x2)))  # fragments
                 or end - at > _FAST_MAX
             ):
                 self._fast = False
@@ -141,7 +154,7 @@ class _SockProxy:
                 break
             if len(buf) < end:
                 break
-            if handler is None or passed < at:
+            if control or handler is None or passed < at:
                 at = end  # to wsproto, in order
                 continue
             mask = bytes(buf[at + head : at + head + 4])
