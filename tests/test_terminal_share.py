@@ -123,3 +123,23 @@ class TestRedisBus:
         t = Term(f"{ws_base(live_server)}/api/terminal/{machine.agent_id}/ws?ticket={ticket}")
         t.wait_control("ready")
         t.close()
+
+
+def test_its_user_and_an_admin_watch_an_unshared_session_live(
+    term_env, live_server, make_user, token_for
+):
+    """Unshared, the session publishes nothing until someone allowed to watch it does; then
+    its screen and live output reach them, and its owner's typing still works."""
+    owner, _machine, open_term = term_env
+    t = open_term()
+    sid = t.wait_control("ready")["session_id"]
+    t.run("echo before$((1+1))", r"before2\r\n")
+    admin = make_user("boss", role="admin")
+    for who in (owner, admin):
+        w = _watch(live_server, sid, token_for(who))
+        assert w.wait_control("ready")["session_id"] == sid
+        w.read_until(r"before2")
+        marker = f"live{who.id}x$((2+3))"
+        t.run(f"echo {marker}", rf"live{who.id}x5\r\n")
+        w.read_until(rf"live{who.id}x5")
+        w.close()

@@ -4,7 +4,7 @@ Output path (one thread per channel, the "pump"): `channel.recv()` returns
 everything buffered (up to 64 KiB), so output that arrives while a frame is
 being sent is coalesced into the next frame and a single echoed keystroke is
 sent at once. Each frame goes to the ring buffer, the recorder (queued), the
-bus (only when shared) and the attached socket (blocking send: TCP
+bus (only when shared or watched) and the attached socket (blocking send: TCP
 backpressure). A client that acks gets flow control: above HIGH_WATER unacked
 bytes the pump stops reading the channel until acks bring it under LOW_WATER,
 so the SSH window (withheld down to 256 KiB then, see `_set_window`) stops the remote program.
@@ -43,6 +43,9 @@ WINDOW_FAST = 2 * 1024 * 1024
 WINDOW_SLOW = 256 * 1024
 WINDOW_STEP = 64 * 1024  # credit is returned in steps of this (must be < WINDOW_SLOW)
 SLOW_FOR = 1.0  # seconds after the last flow-control pause before the window opens again
+# An unshared session publishes its output while someone allowed to (its user, an admin)
+# watches it: each watcher renews this lease every WATCH_RECHECK (10 s) through the bus.
+WATCH_LEASE = 30.0
 
 
 def _set_window(channel: paramiko.Channel, target: int, current: int) -> int:
@@ -209,6 +212,7 @@ class LiveSession:
         self.cols, self.rows = cols, rows
         self.recorder = recorder
         self.shared = shared
+        self.watched_until = 0.0  # monotonic; see WATCH_LEASE
         self.lock = threading.Lock()
         self.cond = threading.Condition(self.lock)
         self.ring = RingBuffer(ring_size)
@@ -366,6 +370,15 @@ class LiveSession:
     def set_shared(self, shared: bool) -> None:
         self.shared = shared
 
+    def watched(self, lease: float = WATCH_LEASE) -> None:
+        """Someone watches: publish output for `lease` seconds (renewed by the watcher)."""
+        self.watched_until = time.monotonic() + lease
+
+    @property
+    def broadcasting(self) -> bool:
+        """Output goes to the bus: shared, or watched by its user or an admin."""
+        return self.shared or time.monotonic() < self.watched_until
+
     def snapshot(self) -> bytes:
         with self.lock:
             return self.ring.snapshot()
@@ -459,7 +472,7 @@ class LiveSession:
         "buffer it for the pump" (no client, flow control paused, shared, socket busy/full).
         """
         c = self.client
-        if c is None or self.closed or self.shared or (c.acks and c.unacked >= HIGH_WATER):
+        if c is None or self.closed or self.broadcasting or (c.acks and c.unacked >= HIGH_WATER):
             return False
         proxy = c.ws.sock
         raw = getattr(proxy, "_sock", None)
@@ -545,7 +558,7 @@ class LiveSession:
             self.recorder.output(data)
         if self._pipe is None:  # else DirectPipe.feed saw it already
             self._echoed(data)
-        if self.shared:
+        if self.broadcasting:
             try:
                 self.registry.bus.publish_output(self.sid, data)
             except Exception:

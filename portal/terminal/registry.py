@@ -383,8 +383,13 @@ class Registry:
             sess = self.get(sid)
             nonce = msg.get("nonce")
             if sess is not None and isinstance(nonce, str):
+                sess.watched()  # before the snapshot: no output falls between the two
                 self.bus.publish_resize(sid, sess.cols, sess.rows)  # the size, then the screen
                 self.bus.publish_snapshot(sid, nonce, sess.snapshot())
+        elif op == "watching":
+            sess = self.get(sid)
+            if sess is not None:
+                sess.watched()
 
     def shutdown(self, reason: str = "the server is shutting down") -> None:
         if self._shut:

@@ -606,6 +606,8 @@ def watch(ws, sid):
                 if why:
                     _refuse(ws, why, CLOSE_NORMAL)
                     return
+                # An unshared session publishes only while watched: renew the lease.
+                reg.bus.request({"op": "watching", "sid": sid})
             # Watchers are read-only: drain and ignore what they send (ping excepted).
             while True:
                 try:
