@@ -68,10 +68,10 @@ def migrated_db(database_url):
 
 
 def _truncate_all(engine) -> None:
+    from sqlalchemy import inspect
+
     from portal import models_registry  # noqa: F401
     from portal.db import Base
-
-    from sqlalchemy import inspect
 
     existing = set(inspect(engine).get_table_names())
     tables = [t for t in reversed(Base.metadata.sorted_tables) if t.name in existing]

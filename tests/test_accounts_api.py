@@ -328,9 +328,15 @@ def test_absurdly_nested_json_is_400(client, path):
 
 def test_nul_bytes_and_odd_ids_are_clean_4xx(client, admin, auth):
     h = auth(admin)
-    assert client.post("/api/login", json={"login": "a\u0000b", "password": "xxxxxxxxxx"}).status_code == 401
+    assert (
+        client.post("/api/login", json={"login": "a\u0000b", "password": "xxxxxxxxxx"}).status_code
+        == 401
+    )
     assert client.get("/api/users?q=a%00", headers=h).status_code == 200
-    assert client.post("/api/users/99999999999/active", headers=h, json={"active": False}).status_code == 404
+    assert (
+        client.post("/api/users/99999999999/active", headers=h, json={"active": False}).status_code
+        == 404
+    )
     assert client.post("/api/users/0/role", headers=h, json={"role": "user"}).status_code == 404
 
 

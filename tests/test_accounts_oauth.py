@@ -43,7 +43,9 @@ def test_login_page_shows_only_configured_provider(client):
 
 
 def test_first_login_creates_account_when_signup_open(client, oidc_provider, admin):
-    oidc_provider.set_user("sub-new", "newbie@example.test", email_verified=True, preferred_username="newbie")
+    oidc_provider.set_user(
+        "sub-new", "newbie@example.test", email_verified=True, preferred_username="newbie"
+    )
     final = oauth_dance(client)
     assert final.status_code == 302 and final.location.endswith("/dashboard")
     prof = me(client).get_json()

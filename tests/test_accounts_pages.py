@@ -9,47 +9,89 @@ from tests.conftest import PASSWORD, csrf_from
 
 def test_signup_form_errors_are_next_to_fields_and_store_nothing(client, admin, auth):
     token = csrf_from(client.get("/signup").get_data(as_text=True))
-    resp = client.post("/signup", data={"csrf_token": token, "email": "bad", "username": "ok-name",
-                                        "password": "long-enough-1", "password_confirm": "long-enough-1"})
+    resp = client.post(
+        "/signup",
+        data={
+            "csrf_token": token,
+            "email": "bad",
+            "username": "ok-name",
+            "password": "long-enough-1",
+            "password_confirm": "long-enough-1",
+        },
+    )
     assert resp.status_code == 422
     html = resp.get_data(as_text=True)
     assert 'id="e-email"' in html and "not a valid address" in html
     assert 'value="ok-name"' in html  # what the user typed is kept
-    resp = client.post("/signup", data={"csrf_token": token, "email": "a@b.test", "username": "ok-name",
-                                        "password": "long-enough-1", "password_confirm": "different-1"})
+    resp = client.post(
+        "/signup",
+        data={
+            "csrf_token": token,
+            "email": "a@b.test",
+            "username": "ok-name",
+            "password": "long-enough-1",
+            "password_confirm": "different-1",
+        },
+    )
     assert resp.status_code == 422 and 'id="e-password_confirm"' in resp.get_data(as_text=True)
     assert client.get("/api/users", headers=auth(admin)).get_json()["total"] == 1
 
 
 def test_signup_then_logout_then_login(client):
     token = csrf_from(client.get("/signup").get_data(as_text=True))
-    resp = client.post("/signup", data={"csrf_token": token, "email": "sam@example.test", "username": "sam",
-                                        "password": "long-enough-1", "password_confirm": "long-enough-1"})
+    resp = client.post(
+        "/signup",
+        data={
+            "csrf_token": token,
+            "email": "sam@example.test",
+            "username": "sam",
+            "password": "long-enough-1",
+            "password_confirm": "long-enough-1",
+        },
+    )
     assert resp.status_code == 303 and resp.location.endswith("/dashboard")
     assert client.get("/dashboard").status_code == 200
     token = csrf_from(client.get("/dashboard").get_data(as_text=True))
     assert client.post("/logout", data={"csrf_token": token}).status_code == 303
     assert client.get("/dashboard").status_code == 302
     token = csrf_from(client.get("/login").get_data(as_text=True))
-    bad = client.post("/login", data={"csrf_token": token, "login": "sam", "password": "wrong-pass-1"})
+    bad = client.post(
+        "/login", data={"csrf_token": token, "login": "sam", "password": "wrong-pass-1"}
+    )
     assert bad.status_code == 401 and "invalid login or password" in bad.get_data(as_text=True)
-    ok = client.post("/login?next=/profile", data={"csrf_token": token, "login": "sam", "password": "long-enough-1"})
+    ok = client.post(
+        "/login?next=/profile",
+        data={"csrf_token": token, "login": "sam", "password": "long-enough-1"},
+    )
     assert ok.status_code == 303 and ok.location.endswith("/profile")
 
 
-@pytest.mark.parametrize("nxt", ["https://evil.test/", "//evil.test/x", "/\\evil.test", "javascript:alert(1)"])
+@pytest.mark.parametrize(
+    "nxt", ["https://evil.test/", "//evil.test/x", "/\\evil.test", "javascript:alert(1)"]
+)
 def test_login_next_cannot_redirect_off_site(client, make_user, nxt):
     make_user("tom")
     token = csrf_from(client.get("/login").get_data(as_text=True))
-    resp = client.post("/login", query_string={"next": nxt},
-                       data={"csrf_token": token, "login": "tom", "password": PASSWORD})
+    resp = client.post(
+        "/login",
+        query_string={"next": nxt},
+        data={"csrf_token": token, "login": "tom", "password": PASSWORD},
+    )
     assert resp.status_code == 303 and resp.location.endswith("/dashboard")
 
 
 @pytest.mark.parametrize(
     "path",
-    ["/login", "/signup", "/logout", "/profile/password", "/profile/api-key", "/profile/logout-all",
-     "/admin/signup", "/admin/users/1/deactivate"],
+    [
+        "/login",
+        "/signup",
+        "/logout",
+        "/profile/password",
+        "/profile/api-key",
+        "/profile/logout-all",
+        "/admin/signup",
+        "/admin/users/1/deactivate",
+    ],
 )
 def test_posts_without_csrf_token_are_refused(client, make_user, login, path):
     user = make_user("uma", role="admin")
@@ -86,7 +128,10 @@ def test_security_headers_on_every_page(client):
     for path in ("/login", "/signup", "/health", "/nope"):
         h = client.get(path).headers
         csp = h["Content-Security-Policy"]
-        assert "script-src 'self'" in csp and "'unsafe-inline'" not in csp.split("script-src")[1].split(";")[0]
+        assert (
+            "script-src 'self'" in csp
+            and "'unsafe-inline'" not in csp.split("script-src")[1].split(";")[0]
+        )
         assert "frame-ancestors 'none'" in csp
         assert h["X-Frame-Options"] == "DENY"
         assert h["X-Content-Type-Options"] == "nosniff"
@@ -117,9 +162,13 @@ def test_admin_deactivates_reactivates_promotes_and_last_admin_is_kept(client, m
     h = {"X-CSRFToken": token, "HX-Request": "true", "HX-Target": "users-table"}
     resp = client.post(f"/admin/users/{worker.id}/deactivate", headers=h)
     assert resp.status_code == 200 and "deactivated" in resp.get_data(as_text=True)
-    assert client.post("/api/login", json={"login": "worker", "password": PASSWORD}).status_code == 401
+    assert (
+        client.post("/api/login", json={"login": "worker", "password": PASSWORD}).status_code == 401
+    )
     client.post(f"/admin/users/{worker.id}/activate", headers=h)
-    assert client.post("/api/login", json={"login": "worker", "password": PASSWORD}).status_code == 200
+    assert (
+        client.post("/api/login", json={"login": "worker", "password": PASSWORD}).status_code == 200
+    )
     refused = client.post(f"/admin/users/{boss.id}/demote", headers=h)
     assert refused.status_code == 409 and "last admin" in refused.get_data(as_text=True)
     client.post(f"/admin/users/{worker.id}/promote", headers=h)
@@ -130,7 +179,9 @@ def test_admin_deactivates_reactivates_promotes_and_last_admin_is_kept(client, m
 def test_admin_search_is_htmx_partial(client, make_user, login):
     login(make_user("zed", role="admin"))
     make_user("findme")
-    resp = client.get("/admin/users?q=findm", headers={"HX-Request": "true", "HX-Target": "users-table"})
+    resp = client.get(
+        "/admin/users?q=findm", headers={"HX-Request": "true", "HX-Target": "users-table"}
+    )
     html = resp.get_data(as_text=True)
     assert resp.status_code == 200 and "findme" in html and "<html" not in html
     assert "HX-Request" in resp.headers.get("Vary", "")
@@ -141,7 +192,10 @@ def test_admin_closes_signup(client, make_user, login):
     client.post("/admin/signup", data={"csrf_token": token, "open": "0"})
     client.post("/logout", data={"csrf_token": token})
     assert "Signup is closed" in client.get("/signup").get_data(as_text=True)
-    resp = client.post("/api/signup", json={"email": "n@example.test", "username": "newer", "password": "long-enough-1"})
+    resp = client.post(
+        "/api/signup",
+        json={"email": "n@example.test", "username": "newer", "password": "long-enough-1"},
+    )
     assert resp.status_code == 403
 
 

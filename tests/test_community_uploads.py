@@ -161,8 +161,11 @@ def test_gif_bomb_with_a_huge_canvas_is_refused_before_decoding(uploader, app):
     assert len(data) < 200_000
     r = uploader(data, name="bomb.gif", mimetype="image/gif")
     assert r.status_code == 400 and "too large" in r.json["error"]
-    assert not os.listdir(os.path.join(app.config["PORTAL_UPLOADS_DIR"], "community")) if os.path.isdir(
-        os.path.join(app.config["PORTAL_UPLOADS_DIR"], "community")) else True
+    assert (
+        not os.listdir(os.path.join(app.config["PORTAL_UPLOADS_DIR"], "community"))
+        if os.path.isdir(os.path.join(app.config["PORTAL_UPLOADS_DIR"], "community"))
+        else True
+    )
 
 
 SVG = b'<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"><script>alert(2)</script></svg>'
