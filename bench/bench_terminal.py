@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.terminal.clients import Portal, RawSsh, WebSsh, read_until  # noqa: E402
 from bench.terminal.many import Conn, echo_phase, run_loop  # noqa: E402
-from tests.fixtures.sshd import SshdServer, ensure_test_user  # noqa: E402
+from tests.fixtures.sshd import SshdServer, _descendants, ensure_test_user  # noqa: E402
 
 WEBSSH_VENV = Path("/tmp/webssh-venv")
 WEBSSH_PIN = "webssh==1.6.3"
@@ -68,7 +68,9 @@ client's own work is inside every number):
   `echo CTRL$((1+1))C`: seconds until `CTRL2C` arrives; server RSS sampled every 100 ms.
 - N sessions: all opened at once, 5 s to settle, then every session types `a`/DEL at
   random intervals and times each echo; first the lighter rate, then the heavier one.
-  Server CPU is the server process's CPU time over wall time (100 % = one core)."""
+  Server CPU is the server process's CPU time over wall time (100 % = one core). After
+  each system the bench waits until the sshd's per-connection processes are gone, so the
+  next system does not pay for the previous one's teardown."""
 
 
 def free_port() -> int:
@@ -416,6 +418,22 @@ def m_ctrl_c(server, flood_secs: float = 3.0, rate: int = 1_000_000, limit: floa
         c.close()
 
 
+def settle(sshd, limit: float = 90.0) -> None:
+    """Wait until the 500 closed sessions are gone from the sshd (their per-connection
+    processes and shells exit over several seconds, using CPU), so the next system's run
+    does not pay for the previous one's teardown."""
+    deadline = time.monotonic() + limit
+    last, steady_since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        count = len(_descendants(sshd.pid))
+        if count != last:
+            last, steady_since = count, time.monotonic()
+        elif count <= 4 or time.monotonic() - steady_since >= 3:
+            break  # gone, or only idle pooled connections left
+        time.sleep(0.5)
+    time.sleep(2)
+
+
 def m_many(server, n: int, keys: int, kind: str, gaps=((0.2, 0.4),)):
     """Open n sessions together; echo keys; returns dict."""
     pids = server.pids()
@@ -487,6 +505,7 @@ def m_many(server, n: int, keys: int, kind: str, gaps=((0.2, 0.4),)):
     failures = n - len(ok)
     for c in conns:
         c.close()
+    settle(server.sshd)
     return {
         "open_s": open_secs,
         "failures": failures,
