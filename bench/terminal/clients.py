@@ -14,6 +14,8 @@ import time
 
 import websocket
 
+from bench.terminal.many import _frame
+
 
 class RawSsh:
     """`ssh -tt` with its stdin/stdout on a PTY we hold the master of (like a terminal)."""
@@ -113,20 +115,8 @@ class _WsClient:
         return self.sock.fileno()
 
     def send_frame(self, opcode: int, payload: bytes) -> None:
-        n = len(payload)
-        if n < 126:
-            head = bytes((0x80 | opcode, 0x80 | n))
-        elif n < 65536:
-            head = bytes((0x80 | opcode, 0x80 | 126)) + n.to_bytes(2, "big")
-        else:
-            head = bytes((0x80 | opcode, 0x80 | 127)) + n.to_bytes(8, "big")
-        mask = os.urandom(4)
-        masked = b""
-        if n:
-            key = int.from_bytes((mask * (n // 4 + 1))[:n], "big")
-            masked = (int.from_bytes(payload, "big") ^ key).to_bytes(n, "big")
         try:
-            self.sock.sendall(head + mask + masked)
+            self.sock.sendall(_frame(opcode, payload))
         except OSError:
             self.closed = True
 

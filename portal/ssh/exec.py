@@ -94,16 +94,21 @@ def send_signal(channel: paramiko.Channel, name: str) -> None:
     """
     if channel.closed or not channel.active or channel.transport is None:
         return
+    try:
+        channel.transport._send_user_message(_channel_request(channel, "signal", False, name))
+    except (paramiko.SSHException, OSError, EOFError):
+        pass
+
+
+def _channel_request(channel: paramiko.Channel, kind: str, want_reply: bool, arg: str):
+    """An RFC 4254 channel request with one string argument (`exec`, `signal`)."""
     m = paramiko.Message()
     m.add_byte(cMSG_CHANNEL_REQUEST)
     m.add_int(channel.remote_chanid)
-    m.add_string("signal")
-    m.add_boolean(False)
-    m.add_string(name)
-    try:
-        channel.transport._send_user_message(m)
-    except (paramiko.SSHException, OSError, EOFError):
-        pass
+    m.add_string(kind)
+    m.add_boolean(want_reply)
+    m.add_string(arg)
+    return m
 
 
 def run(
@@ -190,15 +195,9 @@ def _exec_request(channel: paramiko.Channel, command: str, target: Target) -> bo
     transport = channel.transport
     if channel.closed or not channel.active or transport is None or not transport.is_active():
         return False
-    m = paramiko.Message()
-    m.add_byte(cMSG_CHANNEL_REQUEST)
-    m.add_int(channel.remote_chanid)
-    m.add_string("exec")
-    m.add_boolean(True)
-    m.add_string(command)
     channel._event_pending()
     try:
-        transport._send_user_message(m)
+        transport._send_user_message(_channel_request(channel, "exec", True, command))
     except (EOFError, OSError):
         return False
     try:

@@ -25,6 +25,7 @@ import paramiko
 from paramiko.buffered_pipe import BufferedPipe, PipeTimeout
 from paramiko.common import cMSG_CHANNEL_WINDOW_ADJUST
 
+from portal.ssh.exec import close_channel
 from portal.terminal.linelog import EchoGate
 from portal.terminal.ring import DEFAULT_RING, RingBuffer
 
@@ -298,10 +299,7 @@ class LiveSession:
             self.close_reason = reason
             client, self.client = self.client, None
             self.cond.notify_all()
-        try:
-            self.channel.close()
-        except Exception:  # noqa: S110 - a dead channel is closed either way
-            pass
+        close_channel(self.channel)
         if client is not None:
             client.kick = ("exit", code, reason) if kind == "exit" else ("error", reason)
             client.wake()
