@@ -165,3 +165,47 @@ def test_echo_gate_gives_up_under_a_flood():
     assert not g._waiting()  # the flood is no longer scanned byte by byte
     g.output(b"ab")
     assert g.feed(b"\r") == [HIDDEN]
+
+
+def test_echo_gate_checks_noted_bytes_in_noting_order():
+    """The bridge notes bytes as they cross it and checks them after they went out: the
+    verdicts are the same as checking on the spot, including the password-prompt guard."""
+    from portal.terminal.linelog import HIDDEN, EchoGate
+
+    g = EchoGate(_Clock())
+    g.note_input(b"ls")
+    g.note_output(b"ls")
+    g.note_input(b"\r")
+    assert g.drain() == ["ls"]
+    g.note_output(b"\r\n[sudo] password for bob: ")
+    g.note_input(b"pw\r")  # typed after the prompt was noted, checked later: still hidden
+    g.note_output(b"pw")
+    assert g.drain() == [HIDDEN]
+    assert g.drain() == []  # nothing left
+
+
+def test_echo_gate_drain_never_strands_a_noted_event():
+    """A thread that finds another one draining leaves its bytes to it; the drainer picks
+    them up before it lets go, so no line waits for the next keystroke to be checked."""
+    import threading
+
+    from portal.terminal.linelog import EchoGate
+
+    emitted: list[str] = []
+    late: list[list[str]] = []
+
+    def emit(lines):
+        emitted.extend(lines)
+        if lines == ["one"]:  # while this thread drains, another notes and tries to drain
+            t = threading.Thread(target=lambda: (g.note_input(b"\r"), late.append(g.drain())))
+            t.start()
+            t.join()
+
+    g = EchoGate(_Clock(), emit=emit)
+    g.note_input(b"one\r")
+    g.note_input(b"two")
+    g.note_output(b"one")  # "one" is logged here; the other thread's Enter comes next
+    g.note_output(b"two")
+    g.drain()
+    assert late == [[]]  # the other thread left its Enter to the drainer ...
+    assert emitted == ["one", "two"]  # ... which checked it before returning

@@ -88,26 +88,32 @@ class DirectPipe(BufferedPipe):
 
     def feed(self, data):
         owner = self.owner
-        if owner is not None:
-            # Every byte of output passes here once, before any client can see it: the
-            # command log's echo check (and its password-prompt guard) is never behind the user.
-            owner._echoed(data)
-        if owner is not None and len(data) <= DIRECT_MAX:
-            with self._lock:
-                go = not self.busy and len(self._buffer) == 0 and not self._closed
-                if go:
-                    self.busy = True
-            if go:
-                try:
-                    sent = owner._send_direct(data)
-                except Exception:
-                    log.exception("terminal: direct send failed")
-                    sent = False
+        if owner is None:
+            super().feed(data)
+            return
+        # Every byte of output passes here once and is noted for the command log's echo
+        # check before any client can see it (so its password-prompt guard is never behind
+        # the user); the check itself runs once the bytes are on their way.
+        owner.lines.note_output(data)
+        try:
+            if len(data) <= DIRECT_MAX:
                 with self._lock:
-                    self.busy = False
-                if sent:
-                    return
-        super().feed(data)
+                    go = not self.busy and len(self._buffer) == 0 and not self._closed
+                    if go:
+                        self.busy = True
+                if go:
+                    try:
+                        sent = owner._send_direct(data)
+                    except Exception:
+                        log.exception("terminal: direct send failed")
+                        sent = False
+                    with self._lock:
+                        self.busy = False
+                    if sent:
+                        return
+            super().feed(data)
+        finally:
+            owner._check_echo()
 
     def read(self, nbytes, timeout=None):
         # BufferedPipe.read, plus `busy` set atomically with taking the data.
@@ -324,16 +330,16 @@ class LiveSession:
         if not data or self.closed:
             return
         with self._input_lock:
-            # The echo check learns what was typed before the remote can echo it back.
-            lines = self.lines.feed(data)
+            # Noted before the remote can echo it back; checked once it is on its way.
+            self.lines.note_input(data)
             try:
                 self.channel.sendall(data)
             except (OSError, EOFError, paramiko.SSHException):
                 return
+            finally:
+                self._check_echo()
             self.bytes_in += len(data)
             self.last_activity = time.monotonic()
-        if lines:
-            self.registry.log_commands(self, lines)
 
     def can_send(self, n: int) -> bool:
         """Would `input()` of n bytes go out without waiting for the remote's window?"""
@@ -511,16 +517,19 @@ class LiveSession:
 
     def _echoed(self, data: bytes) -> None:
         """Output seen by the command log's echo check (a line is logged once echoed)."""
+        self.lines.note_output(data)
+        self._check_echo()
+
+    def _check_echo(self) -> None:
+        """Run the echo check over what was noted (lines go to `emit`, in typing order)."""
         try:
-            lines = self.lines.output(data)
+            self.lines.drain()
         except Exception:
             log.exception("terminal %s: echo check failed", self.sid)
-            return
-        if lines:
-            self.registry.log_commands(self, lines)
 
     def settle_lines(self, final: bool = False) -> None:
         """Lines whose echo never came are logged as hidden (the janitor, every second)."""
+        self._check_echo()  # anything noted but not yet checked counts first
         lines = self.lines.expire(final)
         if lines:
             self.registry.log_commands(self, lines)

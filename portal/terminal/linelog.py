@@ -227,6 +227,11 @@ class EchoGate:
     (within ECHO_WAIT after Enter, or before the user typed again after other output), or
     when the line was typed right after output that looks like a password prompt.
     `expire()` (the janitor, every second) settles lines whose echo never came.
+
+    The terminal's hot paths use `note_input`/`note_output` (an append, in the order the
+    bytes crossed the bridge) before the bytes move on, and `drain()` after they went out:
+    the check sees both directions in the same order as before, but a keystroke and its
+    echo do not wait for it.
     """
 
     def __init__(self, clock=time.monotonic, emit=None) -> None:
@@ -241,6 +246,8 @@ class EchoGate:
         self._tail = bytearray()
         self._esc = 0
         self._seq = 0
+        self._events: deque[tuple[bool, bytes]] = deque()  # (is_input, data), see drain()
+        self._drain_lock = threading.Lock()
 
     # LineTracker's sink (called with the lock held) ---------------------
     def typed(self, ch: str) -> None:
@@ -263,6 +270,29 @@ class EchoGate:
         while len(self._pending) > PENDING_MAX:
             self._pending[0].prompted = True  # settle the oldest as hidden
             self._pending.popleft()
+
+    # deferred, in order ----------------------------------------------------
+    def note_input(self, data: bytes) -> None:
+        """Typed bytes, noted before they are sent to the remote (any thread)."""
+        self._events.append((True, data))
+
+    def note_output(self, data: bytes) -> None:
+        """Output, noted before any client is sent it (any thread)."""
+        self._events.append((False, data))
+
+    def drain(self) -> list[str]:
+        """Check what was noted, in noting order. A thread that finds another one draining
+        leaves its events to it: that one re-checks for new events after letting go."""
+        out: list[str] = []
+        events = self._events
+        while events and self._drain_lock.acquire(blocking=False):
+            try:
+                while events:
+                    is_input, data = events.popleft()
+                    out += self.feed(data) if is_input else self.output(data)
+            finally:
+                self._drain_lock.release()
+        return out
 
     # both directions ------------------------------------------------------
     def feed(self, data: bytes) -> list[str]:
