@@ -869,3 +869,69 @@ def test_auth_failure_message_has_no_remote_text(sshd, ssh_pool):
         r"accepts: [a-z, -]+\))?",
         msg,
     ), msg
+
+
+def _typed_line(channel: paramiko.Channel, send, line: bytes) -> None:
+    """Type `line` one key per packet through `send`, then Enter."""
+    for i in range(len(line)):
+        send(channel, line[i : i + 1])
+    send(channel, b"\n")
+
+
+def test_keystroke_short_path_seals_packets_sshd_accepts(sshd, ssh_pool):
+    """The terminal's keystroke path builds and seals SSH packets itself (AES-GCM): sshd
+    must accept every one (a wrong nonce, sequence number or padding kills the connection),
+    across a rekey it triggers by its own packet count and one paramiko starts."""
+    from portal.ssh import fastpath
+
+    channel = open_shell(sshd.target(), pool=ssh_pool)
+    transport = channel.get_transport()
+    assert transport.local_cipher.startswith("aes128-gcm")  # the path under test applies
+    try:
+        assert fastpath._send_small(channel, b"e")  # taken, not handed to paramiko
+        packets = transport.packetizer
+        _typed_line(channel, fastpath.send_data, b"cho A$((40+2))")
+        # count toward a rekey like paramiko does: a few packets from now, keys change
+        packets.REKEY_PACKETS = 10
+        _typed_line(channel, fastpath.send_data, b"echo B$((40+3))")
+        # new keys reset the count (Packetizer.set_outbound_cipher)
+        assert wait_until(lambda: packets._Packetizer__sent_packets < 10)
+        del packets.REKEY_PACKETS
+        transport.renegotiate_keys()  # and one paramiko starts on its own
+        _typed_line(channel, fastpath.send_data, b"echo C$((40+4)); exit 3")
+        lines = terminal_lines(read_until_closed(channel))
+        assert {"A42", "B43", "C44"} <= set(lines), lines
+        assert channel.recv_exit_status() == 3
+    finally:
+        channel.close()
+
+
+def test_keystroke_short_path_steps_aside(sshd, ssh_pool, make_sshd):
+    """During a key exchange, or on a cipher other than AES-GCM, nothing is sent by the
+    short path and the channel's window is untouched; send_data then uses paramiko's path."""
+    from portal.ssh import fastpath
+
+    channel = open_shell(sshd.target(), pool=ssh_pool)
+    transport = channel.get_transport()
+    try:
+        window = channel.out_window_size
+        transport.clear_to_send.clear()  # what paramiko does while keys change
+        try:
+            assert not fastpath._send_small(channel, b"x")
+        finally:
+            transport.clear_to_send.set()
+        assert channel.out_window_size == window
+    finally:
+        channel.close()
+
+    ctr = make_sshd("ctr", Ciphers="aes128-ctr")
+    channel = open_shell(ctr.target(), pool=ssh_pool)
+    try:
+        assert channel.get_transport().local_cipher == "aes128-ctr"
+        window = channel.out_window_size
+        assert not fastpath._send_small(channel, b"x")
+        assert channel.out_window_size == window
+        _typed_line(channel, fastpath.send_data, b"echo D$((40+5)); exit")
+        assert "D45" in terminal_lines(read_until_closed(channel))
+    finally:
+        channel.close()

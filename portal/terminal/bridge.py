@@ -26,6 +26,7 @@ from paramiko.buffered_pipe import BufferedPipe, PipeTimeout
 from paramiko.common import cMSG_CHANNEL_WINDOW_ADJUST
 
 from portal.ssh.exec import close_channel
+from portal.ssh.fastpath import send_data
 from portal.terminal.linelog import EchoGate
 from portal.terminal.ring import DEFAULT_RING, RingBuffer
 
@@ -333,7 +334,7 @@ class LiveSession:
             # Noted before the remote can echo it back; checked once it is on its way.
             self.lines.note_input(data)
             try:
-                self.channel.sendall(data)
+                send_data(self.channel, data)
             except (OSError, EOFError, paramiko.SSHException):
                 return
             finally:
