@@ -8,6 +8,7 @@ Everything after the upgrade follows DESIGN.md, "Terminal socket contract".
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import secrets
@@ -370,7 +371,7 @@ def _serve(ws, sess, client: Client) -> None:
     delivers kicks (error/exit), and feeds input that would block on the SSH window."""
     feeder = _InputFeeder(sess, client)
     ws.sock.on_close = client.wake  # the reader thread saw the end of the socket
-    ws.input_buffer.start(lambda msg: _on_frame(sess, client, feeder, msg))
+    ws.input_buffer.start(functools.partial(_on_frame, sess, client, feeder))
     while True:
         kick = client.kick
         if kick is not None:
@@ -400,13 +401,16 @@ class _InputFeeder:
     def __init__(self, sess, client: Client):
         self.sess = sess
         self.client = client
-        self.cond = threading.Condition()
+        # The Condition's own lock, taken directly where no wait/notify follows: `with` on a
+        # Lock is one C call, on a Condition two Python-level ones (per keystroke, twice).
+        self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)
         self.backlog: deque[bytes] = deque()
         self.size = 0
         self.busy = False
 
     def feed(self, data: bytes) -> None:
-        with self.cond:
+        with self.lock:
             if not self.backlog and not self.busy and self.sess.can_send(len(data)):
                 self.busy = True
             else:
@@ -419,7 +423,7 @@ class _InputFeeder:
         try:
             self.sess.input(data)
         finally:
-            with self.cond:
+            with self.lock:
                 self.busy = False
 
     def drain(self) -> None:
