@@ -80,6 +80,35 @@ def test_recorder_writes_asciicast_v2(tmp_path):
     assert oct(os.stat(tmp_path / "s.cast").st_mode & 0o777) == "0o600"
 
 
+def test_recording_escapes_every_character_json_needs(tmp_path):
+    """Every byte value, invalid UTF-8 and characters split across chunks: each event is
+    valid JSON and the recorded text is what a UTF-8 decoder (with U+FFFD) makes of it."""
+    import codecs
+    import random
+
+    from portal.terminal.recorder import json_string
+
+    every = bytes(range(256))
+    assert json.loads(json_string('\\" \x1b[0m\t\u00e9\u2028 \U0001f600'.encode())) == (
+        '\\" \x1b[0m\t\u00e9\u2028 \U0001f600'
+    )
+    rng = random.Random(7)
+    alphabet = [bytes((b,)) for b in every] + ["\u00f6\u20ac\U0001f600".encode()] * 20
+    alphabet += ["\u2028\u2029\x85".encode()] * 5  # line breaks to str.splitlines
+    chunks = [
+        b"".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 300))) for _ in range(60)
+    ]
+    rec = Recorder(tmp_path, "e.cast", 80, 24)
+    for i, chunk in enumerate(chunks):
+        rec.output(chunk)
+        if i % 7 == 0:
+            rec.flush()  # events end at arbitrary bytes, mid-character included
+    rec.close()
+    events = [json.loads(x) for x in (tmp_path / "e.cast").read_text().splitlines()[1:]]
+    expected = codecs.getincrementaldecoder("utf-8")(errors="replace").decode(b"".join(chunks))
+    assert "".join(e[2] for e in events) == expected
+
+
 def test_prune_removes_old_recordings_only(tmp_path):
     old, new = tmp_path / "old.cast", tmp_path / "new.cast"
     old.write_text("{}")
