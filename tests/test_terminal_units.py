@@ -86,12 +86,12 @@ def test_recording_escapes_every_character_json_needs(tmp_path):
     import codecs
     import random
 
-    from portal.terminal.recorder import json_string
+    from portal.terminal.recorder import json_escape
 
     every = bytes(range(256))
-    assert json.loads(json_string('\\" \x1b[0m\t\u00e9\u2028 \U0001f600'.encode())) == (
-        '\\" \x1b[0m\t\u00e9\u2028 \U0001f600'
-    )
+    assert json.loads(
+        b'"' + json_escape('\\" \x1b[0m\t\u00e9\u2028 \U0001f600'.encode()) + b'"'
+    ) == ('\\" \x1b[0m\t\u00e9\u2028 \U0001f600')
     rng = random.Random(7)
     alphabet = [bytes((b,)) for b in every] + ["\u00f6\u20ac\U0001f600".encode()] * 20
     alphabet += ["\u2028\u2029\x85".encode()] * 5  # line breaks to str.splitlines
