@@ -935,3 +935,48 @@ def test_keystroke_short_path_steps_aside(sshd, ssh_pool, make_sshd):
         assert "D45" in terminal_lines(read_until_closed(channel))
     finally:
         channel.close()
+
+
+def test_read_ahead_serves_exact_reads_from_one_kernel_read():
+    """paramiko asks for exact sizes; the wrapper reads what the kernel has once and hands
+    it out in order, passes timeouts and the end of the stream through, and is otherwise
+    the socket itself."""
+    from portal.ssh.connect import ReadAhead
+
+    a, b = socket.socketpair()
+    try:
+        b.settimeout(0.2)
+        reader = ReadAhead(b)
+        payload = bytes(range(256)) * 700  # 179,200 bytes: more than one read-ahead
+        a.sendall(payload)
+        got = bytearray()
+        sizes = [16, 4080, 1, 70000, 3]
+        i = 0
+        while len(got) < len(payload):
+            chunk = reader.recv(sizes[i % len(sizes)])
+            assert 0 < len(chunk) <= sizes[i % len(sizes)]
+            got += chunk
+            i += 1
+        assert bytes(got) == payload
+        with pytest.raises(TimeoutError):  # socket.timeout: paramiko's keepalive tick
+            reader.recv(16)
+        a.sendall(b"tail")
+        a.close()
+        assert reader.recv(2) == b"ta" and reader.recv(16) == b"il"
+        assert reader.recv(16) == b""  # the end of the stream
+        assert reader.gettimeout() == 0.2 and reader.fileno() == b.fileno()
+    finally:
+        b.close()
+
+
+def test_connections_read_through_read_ahead(sshd, ssh_pool):
+    from portal.ssh.connect import ReadAhead
+
+    channel = open_shell(sshd.target(), pool=ssh_pool)
+    try:
+        assert isinstance(channel.get_transport().sock, ReadAhead)
+        channel.sendall(b"head -c 300000 /dev/zero | tr '\\0' x; echo; echo END$((1+1)); exit\n")
+        out = read_until_closed(channel)
+        assert out.count("x") >= 300000 and "END2" in out
+    finally:
+        channel.close()

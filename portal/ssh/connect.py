@@ -148,6 +148,45 @@ def open_socket(
     raise unreachable(host, port, _reason(last) if last else "the connection failed")
 
 
+class ReadAhead:
+    """The SSH socket as paramiko's reader sees it: each `recv` from the kernel takes up to
+    64 KiB, and later `recv`s are served from that first.
+
+    paramiko reads every packet with two `recv`s (the first block, then the rest), each a
+    poll and a read on a socket with a timeout. Terminal output arrives as many ~4 KiB
+    packets; taking what the kernel has in one read cuts the transport thread's CPU time
+    during a flood by about a sixth (bench/bench_terminal.py). Everything else (send,
+    settimeout, close, ...) is the socket's own.
+    """
+
+    __slots__ = ("_sock", "_buf", "_pos")
+
+    def __init__(self, sock: socket.socket):
+        self._sock = sock
+        self._buf = b""
+        self._pos = 0
+
+    def recv(self, n: int) -> bytes:
+        buf, pos = self._buf, self._pos
+        left = len(buf) - pos
+        if left > 0:
+            if left <= n:
+                self._buf, self._pos = b"", 0
+                return buf[pos:] if pos else buf
+            self._pos = pos + n
+            return buf[pos : pos + n]
+        data = self._sock.recv(max(n, READ_AHEAD))  # may raise socket.timeout: paramiko's
+        if len(data) > n:
+            self._buf, self._pos = data, n
+            return data[:n]
+        return data
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+READ_AHEAD = 64 * 1024
+
 PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 PREFERRED_MACS = ("hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com")
 
@@ -170,6 +209,8 @@ def handshake(
 
     Returns the started (not yet verified, not authenticated) transport.
     """
+    if type(sock) is socket.socket:
+        sock = ReadAhead(sock)
     transport = paramiko.Transport(sock)
     if log_channel:
         transport.set_log_channel(log_channel)
