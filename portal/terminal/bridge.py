@@ -94,27 +94,26 @@ class DirectPipe(BufferedPipe):
             return
         # Every byte of output passes here once and is noted for the command log's echo
         # check before any client can see it (so its password-prompt guard is never behind
-        # the user); the check itself runs once the bytes are on their way.
+        # the user); the check itself runs once the bytes are on their way: here after a
+        # direct send, in the pump (per frame, not per packet) for buffered output.
         owner.lines.note_output(data)
-        try:
-            if len(data) <= DIRECT_MAX:
-                with self._lock:
-                    go = not self.busy and len(self._buffer) == 0 and not self._closed
-                    if go:
-                        self.busy = True
+        if len(data) <= DIRECT_MAX:
+            with self._lock:
+                go = not self.busy and len(self._buffer) == 0 and not self._closed
                 if go:
-                    try:
-                        sent = owner._send_direct(data)
-                    except Exception:
-                        log.exception("terminal: direct send failed")
-                        sent = False
-                    with self._lock:
-                        self.busy = False
-                    if sent:
-                        return
-            super().feed(data)
-        finally:
-            owner._check_echo()
+                    self.busy = True
+            if go:
+                try:
+                    sent = owner._send_direct(data)
+                except Exception:
+                    log.exception("terminal: direct send failed")
+                    sent = False
+                with self._lock:
+                    self.busy = False
+                if sent:
+                    owner._check_echo()
+                    return
+        super().feed(data)
 
     def read(self, nbytes, timeout=None):
         # BufferedPipe.read, plus `busy` set atomically with taking the data.
@@ -516,11 +515,6 @@ class LiveSession:
         self._return_window(n)
         return True
 
-    def _echoed(self, data: bytes) -> None:
-        """Output seen by the command log's echo check (a line is logged once echoed)."""
-        self.lines.note_output(data)
-        self._check_echo()
-
     def _check_echo(self) -> None:
         """Run the echo check over what was noted (lines go to `emit`, in typing order)."""
         try:
@@ -564,8 +558,8 @@ class LiveSession:
                 c.unacked += len(data)
         if self.recorder is not None:
             self.recorder.output(data)
-        if self._pipe is None:  # else DirectPipe.feed saw it already
-            self._echoed(data)
+        if self._pipe is None:  # else DirectPipe.feed noted it already
+            self.lines.note_output(data)
         if self.broadcasting:
             try:
                 self.registry.bus.publish_output(self.sid, data)
@@ -578,3 +572,4 @@ class LiveSession:
                 # The socket is gone: detach; its request thread notices too.
                 self.detach(c)
                 c.wake()
+        self._check_echo()

@@ -229,9 +229,9 @@ class EchoGate:
     `expire()` (the janitor, every second) settles lines whose echo never came.
 
     The terminal's hot paths use `note_input`/`note_output` (an append, in the order the
-    bytes crossed the bridge) before the bytes move on, and `drain()` after they went out:
-    the check sees both directions in the same order as before, but a keystroke and its
-    echo do not wait for it.
+    bytes crossed the bridge) before the bytes move on, and `drain()` after they went out
+    (or, for bulk output, when the pump sends it on): the check sees both directions in
+    the same order as before, but a keystroke and its echo do not wait for it.
     """
 
     def __init__(self, clock=time.monotonic, emit=None) -> None:
@@ -289,7 +289,19 @@ class EchoGate:
             try:
                 while events:
                     is_input, data = events.popleft()
-                    out += self.feed(data) if is_input else self.output(data)
+                    if is_input:
+                        out += self.feed(data)
+                        continue
+                    # Output noted packet by packet is checked in runs of up to SCAN_MAX
+                    # bytes (what one call scans anyway): a flood costs a call per run.
+                    if events and not events[0][0] and len(data) < SCAN_MAX:
+                        parts, size = [data], len(data)
+                        while events and not events[0][0] and size < SCAN_MAX:
+                            more = events.popleft()[1]
+                            parts.append(more)
+                            size += len(more)
+                        data = b"".join(parts)
+                    out += self.output(data)
             finally:
                 self._drain_lock.release()
         return out
