@@ -325,3 +325,32 @@ def test_sign_out_everywhere_closes_terminals(term_env, live_server, token_for):
     )
     assert r.status_code in (200, 204), r.text
     assert "signed out" in t.wait_control("error")["message"]
+
+
+def test_live_byte_counters_are_written_in_one_statement(app, make_user, make_machine):
+    """The janitor's 5 s counter flush: every session that moved, one UPDATE; rows it does
+    not name keep their values, and a session whose row is gone is no error."""
+    from types import SimpleNamespace
+
+    from portal.extensions import db
+    from portal.terminal.models import TerminalSession
+    from portal.terminal.registry import Registry
+
+    owner = make_user("countowner")
+    machine = make_machine(owner)
+    ids = [f"00000000-0000-0000-0000-00000000c0{i:02d}" for i in range(3)]
+    with app.app_context():
+        for sid in ids:
+            db.session.add(TerminalSession(id=sid, machine_id=machine.id, user_id=owner.id))
+        db.session.commit()
+        live = [
+            SimpleNamespace(sid=ids[0], bytes_in=5, bytes_out=7000, flushed=(0, 0)),
+            SimpleNamespace(sid=ids[1], bytes_in=1, bytes_out=2, flushed=(0, 0)),
+            SimpleNamespace(sid="00000000-0000-0000-0000-00000000dead", bytes_in=9, bytes_out=9),
+        ]
+        Registry._flush_counters(live)  # noqa: SLF001 - what the janitor submits
+        db.session.commit()
+        db.session.expire_all()
+        got = {r.id: (r.bytes_in, r.bytes_out) for r in db.session.query(TerminalSession)}
+    assert got[ids[0]] == (5, 7000) and got[ids[1]] == (1, 2) and got[ids[2]] == (0, 0)
+    assert live[0].flushed == (5, 7000) and live[1].flushed == (1, 2)
