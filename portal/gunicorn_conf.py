@@ -25,6 +25,36 @@ accesslog = "-" if os.environ.get("PORTAL_ACCESS_LOG", "1") == "1" else None
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss'
 
 
+# Garbage collector, tuned for a process that holds hundreds of live terminals: with the
+# defaults (700, 10, 10), 500 busy sessions saw a full collection (~110-160 ms with the GIL
+# held, every terminal frozen) and gen-1 passes of ~20 ms within seconds, which set the
+# p99 echo. The app's own objects are frozen once loaded (never scanned again), young
+# collections run every 10,000 net allocations instead of 700, and full ones 10x rarer.
+# Cyclic garbage still goes; it may just wait longer. PORTAL_GC_THRESHOLD="a,b,c"
+# overrides the thresholds ("" keeps the interpreter's defaults and skips the freeze).
+GC_THRESHOLD = os.environ.get("PORTAL_GC_THRESHOLD", "10000,20,100")
+
+
+def post_worker_init(worker):
+    import gc
+    import sys
+
+    if not GC_THRESHOLD.strip():
+        return
+    try:
+        values = [int(x) for x in GC_THRESHOLD.split(",")]
+        if not 1 <= len(values) <= 3 or min(values) < 1:
+            raise ValueError
+    except ValueError:
+        print(
+            f"PORTAL_GC_THRESHOLD={GC_THRESHOLD!r} ignored: expected 1 to 3 positive integers",
+            file=sys.stderr,
+        )
+        return
+    gc.freeze()
+    gc.set_threshold(*values)
+
+
 def worker_exit(server, worker):
     """Close live terminals with a reason (and mark them closed) before the worker goes."""
     app = getattr(worker, "wsgi", None)

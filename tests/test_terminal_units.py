@@ -238,3 +238,31 @@ def test_echo_gate_drain_never_strands_a_noted_event():
     g.drain()
     assert late == [[]]  # the other thread left its Enter to the drainer ...
     assert emitted == ["one", "two"]  # ... which checked it before returning
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        (None, "(10000, 20, 100) True"),
+        ("", "(700, 10, 10) False"),
+        ("5000,10,50", "(5000, 10, 50) True"),
+        ("ten", "(700, 10, 10) False"),
+    ],
+)
+def test_gunicorn_worker_tunes_the_garbage_collector(env, expected):
+    """The worker hook (run in a fresh interpreter, as gunicorn would): app objects frozen,
+    young collections rarer; PORTAL_GC_THRESHOLD overrides, "" leaves the defaults."""
+    import subprocess
+    import sys
+
+    code = (
+        "import gc, portal.gunicorn_conf as c; c.post_worker_init(None); "
+        "print(gc.get_threshold(), gc.get_freeze_count() > 0)"
+    )
+    environ = {k: v for k, v in os.environ.items() if k != "PORTAL_GC_THRESHOLD"}
+    if env is not None:
+        environ["PORTAL_GC_THRESHOLD"] = env
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=environ, capture_output=True, text=True, timeout=60
+    )
+    assert out.stdout.strip() == expected, out.stderr
