@@ -62,7 +62,8 @@ _WRITE_SQL = re.compile(r"\s*(INSERT|UPDATE|DELETE|REPLACE|CREATE|DROP|ALTER)\b"
 def make_engine(url: str) -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
-    kwargs: dict = {"pool_pre_ping": True, "future": True}
+    # A request waits at most 10 s for a pooled connection, then answers 503 (web._db_busy).
+    kwargs: dict = {"pool_pre_ping": True, "future": True, "pool_timeout": 10}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
     else:
@@ -128,6 +129,17 @@ class Database:
             if exc is not None:
                 self.session.rollback()
             self.session.remove()
+
+    def release(self) -> None:
+        """Commit the request's work so far and give its DB connection back to the pool
+        before slow work outside the database (an SSH handshake, a remote command).
+
+        Holding it would let a handful of slow commands exhaust the pool (every other
+        request then waits 30 s and fails), and on SQLite a flushed write would keep the
+        database's write lock for the whole command. ORM objects stay usable
+        (expire_on_commit=False); the next query takes a connection again.
+        """
+        self.session.commit()
 
     def new_session(self):
         """A session outside the request cycle (threads, CLI); caller commits and closes."""

@@ -11,6 +11,7 @@ from flask import (
     flash,
     g,
     jsonify,
+    make_response,
     redirect,
     render_template,
     request,
@@ -18,6 +19,7 @@ from flask import (
 )
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
+from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
 
 from portal.errors import (
@@ -258,6 +260,18 @@ def init_app(app) -> None:
             resp.headers["Retry-After"] = str(err.retry_after)
         if code == 405 and getattr(err, "valid_methods", None):
             resp.headers["Allow"] = ", ".join(err.valid_methods)
+        return resp
+
+    @app.errorhandler(sa_exc.TimeoutError)
+    def _db_busy(err: Exception):
+        # Every pooled DB connection stayed busy for the pool's whole timeout: an overload,
+        # not a bug in the request. Say so and when to retry, instead of a 500.
+        log.warning("database connection pool exhausted on %s %s", request.method, request.path)
+        msg = "the server is busy; try again in a moment"
+        resp = make_response(
+            error_json(msg, 503, "busy") if wants_json() else render_error(503, msg)
+        )
+        resp.headers["Retry-After"] = "5"
         return resp
 
     @app.errorhandler(Exception)

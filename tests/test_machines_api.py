@@ -696,3 +696,65 @@ def delete_logs_like(pattern, machine_id):
     return delete(CommandLog).where(
         CommandLog.command.like(pattern), CommandLog.machine_id == machine_id
     )
+
+
+def test_running_commands_hold_no_database_connection(
+    app, live_server, make_user, auth, sshd_machine, sshd
+):
+    """More commands running at once than the DB pool has connections (SQLite 5+10,
+    PostgreSQL 10+20): other requests are still answered while every one of them runs."""
+    import requests
+
+    alice = make_user("alice")
+    m = sshd_machine(alice)
+    n, marker = 32, "sleep 15.317"
+    codes: list[int] = []
+
+    def run():
+        r = requests.post(
+            f"{live_server.url}/api/machines/{m.agent_id}/command",
+            json={"command": marker, "timeout": 60},
+            headers=auth(alice),
+            timeout=120,
+        )
+        codes.append(r.status_code)
+
+    threads = [threading.Thread(target=run) for _ in range(n)]
+    for t in threads:
+        t.start()
+
+    def running() -> int:
+        out = subprocess.run(
+            ["pgrep", "-c", "-u", sshd.username, "-f", marker], capture_output=True
+        )
+        return int(out.stdout or 0)
+
+    deadline = time.monotonic() + 60
+    while running() < n and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert running() >= n
+    r = requests.get(f"{live_server.url}/api/machines", headers=auth(alice), timeout=60)
+    assert r.status_code == 200
+    assert all(t.is_alive() for t in threads)  # answered while every command still ran
+    for t in threads:
+        t.join(120)
+    assert codes == [200] * n
+
+
+def test_exhausted_database_pool_is_503_not_500(app, client, make_user, auth):
+    from portal.extensions import db
+
+    headers = auth(make_user("alice"))
+    pool = db.engine.pool
+    held = []
+    try:
+        while True:  # every connection the pool may hand out, checked out and held
+            held.append(db.engine.connect())
+            if pool.checkedout() >= pool.size() + max(0, pool._max_overflow):  # noqa: SLF001
+                break
+        r = client.get("/api/machines", headers=headers)
+    finally:
+        for c in held:
+            c.close()
+    assert r.status_code == 503
+    assert r.json["code"] == "busy" and r.headers["Retry-After"] == "5"

@@ -554,6 +554,7 @@ def verify(machine: Machine, user=_UNSET) -> bool:
     """Connect and read the OS; sets status/os/last_seen_at. False (status error/offline) on failure."""
     try:
         target = ssh_target(machine, user=user)
+        db.release()  # a new machine's row is committed before the check connects
         result = ssh.run(target, "uname -sr", timeout=min(_connect_timeout(), 15))
     except (MachineUnreachable, HostKeyError, CommandTimeout, TargetNotAllowed) as err:
         machine.status = (
@@ -856,6 +857,7 @@ def register(data: dict, remote_addr: str | None) -> Machine:
         connect_timeout=_connect_timeout(),
         allowed=allowed_networks(),
     )
+    db.release()
     result = ssh.run(target, "uname -sr", timeout=min(_connect_timeout(), 15))
     now = utcnow()
     spent = db.session.execute(
@@ -970,6 +972,7 @@ def run_command(
     """Run one command (operator). A failing command is a result; unreachable 502, timeout 504."""
     command, timeout = _command_args(data)
     target = ssh_target(machine, user=user)
+    db.release()  # no DB connection (or SQLite write lock) held while the command runs
     try:
         result = ssh.run(target, command, timeout=timeout)
     except CommandTimeout:
@@ -1119,8 +1122,12 @@ def broadcast(user, data: dict) -> list[dict]:
     machines = broadcast_machines(user, data)
     by_id = {m.id: m for m in machines}
     targets = broadcast_targets(machines, user)
+    db.release()
+    # Every machine finishes before anything is written: no transaction (on SQLite, no write
+    # lock) stays open while the slowest machine runs.
+    outcomes = dict(run_parallel(targets, command, timeout))
     results = {}
-    for mid, outcome in run_parallel(targets, command, timeout):
+    for mid, outcome in outcomes.items():
         results[mid] = broadcast_entry(by_id[mid], outcome, user, command, timeout)
         m = by_id[mid]
         if not isinstance(outcome, PortalError):

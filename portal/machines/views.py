@@ -396,6 +396,7 @@ def broadcast_run():
         body = json.dumps({"error": err.message}) + "\n"
         return Response(body, status=_form_status(err), mimetype="application/x-ndjson")
     targets = services.broadcast_targets(machines, g.user)
+    db.release()  # the stream writes through its own session; none held while it runs
     by_id = {m.id: m for m in machines}
     user = g.user
     head = render_template("machines/_broadcast_table.html", machines=machines, command=command)

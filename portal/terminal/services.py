@@ -422,6 +422,7 @@ def open_terminal(
             f"you already have {reg.cap} open terminals, the most allowed; close one first"
         )
     target = access.ssh_target(machine)
+    db.release()  # no DB connection held through the SSH handshake
     channel = _open_shell(target, cols, rows)
     try:
         row = TerminalSession(
