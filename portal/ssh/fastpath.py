@@ -29,7 +29,6 @@ __all__ = ["send_data"]
 
 _P = "_Packetizer__"  # paramiko.packet.Packetizer's private attributes
 _SMALL = 4096  # larger input (a paste) takes paramiko's path: it splits by window and packet
-_enabled = True
 
 
 def _unavailable() -> bool:
@@ -58,8 +57,7 @@ def _unavailable() -> bool:
         return True
 
 
-if _unavailable():  # pragma: no cover - a paramiko other than the pinned one
-    _enabled = False
+_enabled = not _unavailable()  # False on a paramiko whose internals moved
 
 
 def send_data(channel: paramiko.Channel, data: bytes) -> None:
