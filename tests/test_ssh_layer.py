@@ -593,6 +593,59 @@ def test_closing_a_channel_on_a_dead_connection_does_not_raise(make_sshd):
         pool.close_all()
 
 
+def test_no_eof_after_our_close(sshd, ssh_pool):
+    """sshd drops the whole connection when an EOF comes for a channel it has freed. The
+    command ends while its EOF waits to be sent: the server's CLOSE is handled and answered
+    first, and the EOF must then be dropped, not sent after the CLOSE (paramiko's
+    shutdown_write() built it before the CLOSE and sent it after; on CI that cut a pooled
+    connection under a neighbour's command)."""
+    from portal.ssh.chansend import send_eof
+
+    target = sshd.target()
+    run(target, "true", pool=ssh_pool)
+    (conn,) = ssh_pool.connections(target)
+    transport = conn.transport
+    for _ in range(8):  # which waiting sender goes first is up to the scheduler
+        channel = ssh_pool.open_session(target)
+        channel.exec_command("sleep 0.1")
+        sent = []
+        transport.clear_to_send.clear()  # as during a key exchange: every sender waits
+        try:
+            eof = threading.Thread(target=lambda ch=channel: sent.append(send_eof(ch)))
+            eof.start()
+            assert wait_until(lambda ch=channel: ch.closed)  # the server's CLOSE is handled
+            time.sleep(0.05)  # our CLOSE and the EOF both wait to be sent now
+        finally:
+            transport.clear_to_send.set()
+        eof.join(10)
+        assert sent == [False]
+        channel.close()
+    # the connection survived: the next command runs on it
+    assert run(target, "echo still here", pool=ssh_pool).stdout == "still here\n"
+    (conn,) = ssh_pool.connections(target)
+    assert conn.transport is transport and transport.is_active()
+    assert "nonexistent channel" not in sshd.log_text()
+
+
+def test_channel_requests_after_close_are_dropped(sshd, ssh_pool):
+    """Resize and signal requests on a channel the server closed are not sent (sshd would
+    drop the connection for an unknown channel); the connection keeps working."""
+    from portal.ssh.chansend import send_request
+
+    target = sshd.target()
+    channel = open_shell(target, pool=ssh_pool)
+    transport = channel.get_transport()
+    assert send_request(channel, "window-change", 100, 30, 0, 0)  # open: sent
+    channel.sendall(b"exit\n")
+    read_until_closed(channel)
+    assert wait_until(lambda: channel.closed)
+    assert not send_request(channel, "window-change", 90, 20, 0, 0)
+    assert not send_request(channel, "signal", "INT")
+    assert run(target, "echo alive", pool=ssh_pool).stdout == "alive\n"
+    assert transport.is_active()
+    assert "unknown channel" not in sshd.log_text()
+
+
 def test_close_all_closes_connections(sshd):
     pool = ConnectionPool()
     run(sshd.target(), "true", pool=pool)

@@ -9,9 +9,9 @@ import time
 from dataclasses import dataclass
 
 import paramiko
-from paramiko.common import cMSG_CHANNEL_REQUEST
 
 from portal.errors import ValidationError
+from portal.ssh.chansend import channel_request, send_eof, send_request
 from portal.ssh.connect import unreachable
 from portal.ssh.errors import CommandTimeout
 from portal.ssh.pool import ConnectionPool, get_pool
@@ -92,23 +92,10 @@ def send_signal(channel: paramiko.Channel, name: str) -> None:
     OpenSSH's sshd (7.9+) delivers it to the session's process group; paramiko
     has no public API for it, so the request is built here.
     """
-    if channel.closed or not channel.active or channel.transport is None:
-        return
     try:
-        channel.transport._send_user_message(_channel_request(channel, "signal", False, name))
+        send_request(channel, "signal", name)  # never after our CLOSE (see chansend)
     except (paramiko.SSHException, OSError, EOFError):
         pass
-
-
-def _channel_request(channel: paramiko.Channel, kind: str, want_reply: bool, arg: str):
-    """An RFC 4254 channel request with one string argument (`exec`, `signal`)."""
-    m = paramiko.Message()
-    m.add_byte(cMSG_CHANNEL_REQUEST)
-    m.add_int(channel.remote_chanid)
-    m.add_string(kind)
-    m.add_boolean(want_reply)
-    m.add_string(arg)
-    return m
 
 
 def run(
@@ -157,9 +144,12 @@ def run(
             if not _exec_request(channel, command, target):
                 raise unreachable(target.host, target.port, "the connection was lost")
         try:
-            channel.shutdown_write()
+            # Not channel.shutdown_write(): a command that already finished may have had its
+            # channel closed meanwhile, and an EOF after our CLOSE makes sshd drop the whole
+            # pooled connection (portal/ssh/chansend.py).
+            send_eof(channel)
         except (paramiko.SSHException, EOFError, OSError):
-            pass  # the command may already have finished and closed the channel
+            pass
         deadline = time.monotonic() + timeout
         stdout, stderr = _Capped(max_output), _Capped(max_output)
         if not _pump(channel, stdout, stderr, deadline) or not channel.status_event.wait(
@@ -197,7 +187,7 @@ def _exec_request(channel: paramiko.Channel, command: str, target: Target) -> bo
         return False
     channel._event_pending()
     try:
-        transport._send_user_message(_channel_request(channel, "exec", True, command))
+        transport._send_user_message(channel_request(channel, "exec", True, command))
     except (EOFError, OSError):
         return False
     try:

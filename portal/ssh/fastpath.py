@@ -15,7 +15,7 @@ paramiko's own state and under paramiko's own locks, in the same order:
    counter and the sequence number, write, count bytes and packets toward a rekey.
 
 Anything else (another cipher, compression, packet dumps, a full window, a key exchange
-in progress, a paramiko whose internals moved) goes through `channel.sendall` unchanged.
+in progress, a paramiko whose internals moved) goes through `chansend.sendall` (paramiko's generic packets, never after the CLOSE).
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ import os
 import struct
 
 import paramiko
+
+from portal.ssh.chansend import sendall
 
 __all__ = ["send_data"]
 
@@ -63,7 +65,7 @@ _enabled = not _unavailable()  # False on a paramiko whose internals moved
 def send_data(channel: paramiko.Channel, data: bytes) -> None:
     """`channel.sendall(data)`, through the short path when it applies."""
     if not (_enabled and 0 < len(data) <= _SMALL and _send_small(channel, data)):
-        channel.sendall(data)
+        sendall(channel, data)
 
 
 def _send_small(ch: paramiko.Channel, data: bytes) -> bool:
@@ -80,7 +82,8 @@ def _send_small(ch: paramiko.Channel, data: bytes) -> bool:
     lock = t.clear_to_send_lock
     lock.acquire()
     try:
-        if t.active and t.clear_to_send.is_set():
+        # `closed` again, now that no CLOSE of ours can go out before this packet (chansend)
+        if t.active and t.clear_to_send.is_set() and not ch.closed:
             with d[_P + "write_lock"]:
                 if (
                     d[_P + "aead_out"]

@@ -7,6 +7,7 @@ import re
 import paramiko
 
 from portal.errors import ValidationError
+from portal.ssh.chansend import send_request
 from portal.ssh.connect import unreachable
 from portal.ssh.exec import close_channel
 from portal.ssh.pool import ConnectionPool, get_pool
@@ -73,6 +74,7 @@ def resize(channel: paramiko.Channel, cols: int, rows: int) -> None:
     """Tell the remote PTY its new size (the remote program gets SIGWINCH)."""
     cols, rows = _check_size(cols, rows)
     try:
-        channel.resize_pty(width=cols, height=rows)
+        # paramiko's resize_pty() may send after the channel's CLOSE (see chansend)
+        send_request(channel, "window-change", cols, rows, 0, 0)
     except (paramiko.SSHException, OSError, EOFError):
         pass  # the channel is closing; the terminal bridge notices on its next read

@@ -25,6 +25,7 @@ import paramiko
 from paramiko.buffered_pipe import BufferedPipe, PipeTimeout
 from paramiko.common import cMSG_CHANNEL_WINDOW_ADJUST
 
+from portal.ssh.chansend import send_request
 from portal.ssh.exec import close_channel
 from portal.ssh.fastpath import send_data
 from portal.terminal.linelog import EchoGate
@@ -353,7 +354,8 @@ class LiveSession:
             return
         self.cols, self.rows = cols, rows
         try:
-            self.channel.resize_pty(width=cols, height=rows)
+            if not send_request(self.channel, "window-change", cols, rows, 0, 0):
+                return
         except (OSError, EOFError, paramiko.SSHException):
             return
         if self.recorder is not None:
