@@ -990,6 +990,21 @@ def test_keystroke_short_path_steps_aside(sshd, ssh_pool, make_sshd):
         channel.close()
 
 
+def test_keystroke_padding_is_drawn_once_per_byte():
+    """The short path's random padding comes from a per-connection pool: consecutive packets
+    get consecutive, never shared, bytes; a pool that runs out is replaced by fresh bytes."""
+    from portal.ssh import fastpath
+
+    d: dict = {}
+    first, second = fastpath._padding(d, 7), fastpath._padding(d, 9)
+    pool, used = d["_portal_pad"]
+    assert (first, second, used) == (pool[:7], pool[7:16], 16)
+    d["_portal_pad"][1] = fastpath._POOL - 3  # only 3 bytes left: a new pool
+    fresh = fastpath._padding(d, 5)
+    assert d["_portal_pad"][0] is not pool and fresh == d["_portal_pad"][0][:5]
+    assert len(set(pool[i : i + 8] for i in range(0, fastpath._POOL, 8))) > fastpath._POOL // 9
+
+
 def test_read_ahead_serves_exact_reads_from_one_kernel_read():
     """paramiko asks for exact sizes; the wrapper reads what the kernel has once and hands
     it out in order, passes timeouts and the end of the stream through, and is otherwise

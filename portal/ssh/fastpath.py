@@ -21,7 +21,9 @@ in progress, a paramiko whose internals moved) goes through `chansend.sendall` (
 from __future__ import annotations
 
 import os
+import socket
 import struct
+import time
 
 import paramiko
 
@@ -50,6 +52,8 @@ def _unavailable() -> bool:
             "sent_bytes",
             "sent_packets",
             "need_rekey",
+            "socket",
+            "keepalive_last",
             "received_bytes_overflow",
             "received_packets_overflow",
         ):
@@ -102,6 +106,45 @@ def _send_small(ch: paramiko.Channel, data: bytes) -> bool:
     return sent
 
 
+_POOL = 16 * 1024  # random padding drawn ahead per connection: one getrandom per ~1000 keys
+
+
+def _padding(d: dict, n: int) -> bytes:
+    """`n` random padding bytes, each used once, from a per-connection pool (write lock
+    held). RFC 4253 asks for random padding; under AES-GCM it is encrypted anyway. A
+    getrandom() call per keystroke cost ~10 us on a cold CPU; one per 16 KiB does not."""
+    pool = d.get("_portal_pad")
+    if pool is None or pool[1] + n > _POOL:
+        pool = d["_portal_pad"] = [os.urandom(_POOL), 0]
+    at = pool[1]
+    pool[1] = at + n
+    return pool[0][at : at + n]
+
+
+def _write(pk, d: dict, out: bytes) -> None:
+    """`Packetizer.write_all(out)` in one write(2) when the kernel takes it all at once.
+
+    paramiko's socket has a timeout, so each `send` is a poll(2) and then a send(2), plus
+    paramiko's retry loop around it. A keystroke's packet (~70 bytes) fits an idle socket's
+    buffer: one `os.write` on the (non-blocking) descriptor sends it. A partial write, a
+    full buffer or anything other than a plain socket (a jump host's channel) goes on
+    through paramiko's `write_all`, which also sends what is left."""
+    sock = d[_P + "socket"]
+    raw = getattr(sock, "_sock", sock)  # under connect.ReadAhead
+    if type(raw) is socket.socket and raw.gettimeout() is not None:
+        try:
+            n = os.write(raw.fileno(), out)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError:
+            n = 0  # let paramiko meet the error and raise as it does
+        d[_P + "keepalive_last"] = time.time()
+        if n == len(out):
+            return
+        out = out[n:]
+    pk.write_all(out)
+
+
 def _seal_and_write(pk, d: dict, payload: bytes) -> None:
     """Packetizer.send_message for an AEAD cipher, without compression (write lock held)."""
     bsize = d[_P + "block_size_out"]
@@ -109,13 +152,13 @@ def _seal_and_write(pk, d: dict, payload: bytes) -> None:
     length = struct.pack(">I", len(payload) + padding + 1)
     iv = d[_P + "iv_out"]
     out = length + d[_P + "block_engine_out"].encrypt(
-        iv, bytes((padding,)) + payload + os.urandom(padding), length
+        iv, bytes((padding,)) + payload + _padding(d, padding), length
     )
     # RFC 5647 7.1: the invocation counter is the IV's last 8 bytes, incremented per packet.
     counter = (int.from_bytes(iv[4:], "big") + 1) & 0xFFFFFFFFFFFFFFFF
     d[_P + "iv_out"] = iv[:4] + counter.to_bytes(8, "big")
     d[_P + "sequence_number_out"] = (d[_P + "sequence_number_out"] + 1) & 0xFFFFFFFF
-    pk.write_all(out)
+    _write(pk, d, out)
     d[_P + "sent_bytes"] += len(out)
     d[_P + "sent_packets"] += 1
     if (
