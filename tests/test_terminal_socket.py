@@ -217,3 +217,31 @@ def test_permessage_deflate_is_not_negotiated(term_env):
     t.ws.sock.sendall(_frame(0x2, b"\x4a\x04\x00", rsv1=True))
     t.drain_close()
     assert t.closed and t.close_code == 1002
+
+
+@pytest.mark.parametrize("stepped_aside", [False, True])
+def test_a_quiet_socket_stays_open_and_keeps_answering(term_env, stepped_aside):
+    """The reader waits for the next frame in recv(2), bounded by SO_RCVTIMEO (1 s): a quiet
+    spell longer than that hands control back to the WebSocket loop and must not read as a
+    dropped socket, before or after the in-place parser stepped aside for good."""
+    _owner, _machine, open_term = term_env
+    t = open_term()
+    t.wait_control("ready")
+    if stepped_aside:  # a fragmented message: wsproto reads everything from here on
+        msg = json.dumps({"type": "input", "data": "echo frag$((1+1))\r"}).encode()
+        t.ws.sock.sendall(_frame(0x1, msg[:9], fin=False) + _frame(0x0, msg[9:]))
+        t.read_until(r"frag2")
+    time.sleep(2.5)
+    t.ws.sock.sendall(_frame(0x9, b"still there?"))
+    deadline = time.monotonic() + 10
+    pong = None
+    while pong is None and time.monotonic() < deadline:
+        opcode, data = t.ws.recv_data(control_frame=True)
+        if opcode == websocket.ABNF.OPCODE_PONG:
+            pong = data
+    assert pong == b"still there?"
+    for c in b"echo quiet$((1+2))\r":  # one key per frame, as a person types
+        t.ws.sock.sendall(_frame(0x2, bytes([c])))
+    t.read_until(r"quiet3")
+    time.sleep(1.5)
+    t.run("echo later$((2+2))", r"later4")
