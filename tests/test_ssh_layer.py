@@ -990,6 +990,44 @@ def test_keystroke_short_path_steps_aside(sshd, ssh_pool, make_sshd):
         channel.close()
 
 
+def test_received_packets_short_path_across_a_rekey(sshd, ssh_pool):
+    """Output is opened by the short reader (AES-GCM) instead of paramiko's read_message:
+    every byte arrives, in order, across a rekey that the received packet count starts;
+    the key exchange itself goes through paramiko's reader."""
+    from portal.ssh import fastread
+
+    channel = open_shell(sshd.target(), pool=ssh_pool)
+    transport = channel.get_transport()
+    pk = transport.packetizer
+    assert transport.remote_cipher.startswith("aes128-gcm")
+    assert pk.read_message.__qualname__.startswith("_reader")  # installed by connect
+    slow_calls = []
+
+    def slow():
+        slow_calls.append(1)
+        return paramiko.Packetizer.read_message(pk)
+
+    pk.read_message = fastread._reader(pk, slow)  # the same reader, its fallback counted
+    try:
+        channel.sendall(b"stty -echo; seq 1 20000; echo DONE$((1+1))\n")
+        pk.REKEY_PACKETS = pk._Packetizer__received_packets + 5  # rekey while reading
+        engine = pk._Packetizer__block_engine_in
+        out = b""
+        channel.settimeout(20)
+        while b"DONE2" not in out:
+            chunk = channel.recv(65536)
+            assert chunk, out[-200:]
+            out += chunk
+        del pk.REKEY_PACKETS
+        numbers = [int(x) for x in terminal_lines(out.decode()) if x.isdigit()]
+        assert numbers == list(range(1, 20001))
+        assert slow_calls  # the key exchange's packets took paramiko's path
+        assert wait_until(lambda: pk._Packetizer__block_engine_in is not engine)  # new keys
+        assert run(sshd.target(), "echo after", pool=ssh_pool).stdout == "after\n"
+    finally:
+        channel.close()
+
+
 def test_keystroke_padding_is_drawn_once_per_byte():
     """The short path's random padding comes from a per-connection pool: consecutive packets
     get consecutive, never shared, bytes; a pool that runs out is replaced by fresh bytes."""
