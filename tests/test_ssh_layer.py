@@ -1028,6 +1028,69 @@ def test_received_packets_short_path_across_a_rekey(sshd, ssh_pool):
         channel.close()
 
 
+def test_a_slow_banner_and_quiet_connection_are_not_errors(sshd, ssh_pool):
+    """paramiko reads with a 0.1 s timeout, kept by the kernel here (connect.ReadAhead): a
+    server whose banner takes longer than that (a busy machine) must still connect, and a
+    connection left quiet for many timeouts must still work."""
+    import socket as _socket
+
+    listener = _socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    stop = threading.Event()
+    socks, pumps = [], []
+
+    def pump(src, dst):
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            try:
+                dst.shutdown(_socket.SHUT_WR)
+            except OSError:
+                pass
+
+    def serve():
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                client, _ = listener.accept()
+            except TimeoutError:
+                continue
+            upstream = _socket.create_connection((sshd.host, sshd.port))
+            socks.extend((client, upstream))
+            time.sleep(0.5)  # the banner (and everything else) comes late
+            for src, dst in ((upstream, client), (client, upstream)):
+                pumps.append(threading.Thread(target=pump, args=(src, dst), daemon=True))
+                pumps[-1].start()
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        target = sshd.target(port=port)
+        assert run(target, "echo slow banner", pool=ssh_pool).stdout == "slow banner\n"
+        (conn,) = ssh_pool.connections(target)
+        assert conn.transport.sock.timed  # the kernel keeps paramiko's timeout
+        time.sleep(0.6)  # several of paramiko's timeouts with nothing to read
+        assert run(target, "echo still", pool=ssh_pool).stdout == "still\n"
+        assert ssh_pool.connections(target)[0].transport is conn.transport
+    finally:
+        stop.set()
+        server.join(5)
+        listener.close()
+        ssh_pool.close_all()
+        for sock in socks:
+            try:
+                sock.shutdown(_socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for thread in pumps:
+            thread.join(5)
+        for sock in socks:
+            sock.close()
+
+
 def test_keystroke_padding_is_drawn_once_per_byte():
     """The short path's random padding comes from a per-connection pool: consecutive packets
     get consecutive, never shared, bytes; a pool that runs out is replaced by fresh bytes."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -156,16 +157,49 @@ class ReadAhead:
     paramiko reads every packet with two `recv`s (the first block, then the rest), each a
     poll and a read on a socket with a timeout. Terminal output arrives as many ~4 KiB
     packets; taking what the kernel has in one read cuts the transport thread's CPU time
-    during a flood by about a sixth (bench/bench_terminal.py). Everything else (send,
-    settimeout, close, ...) is the socket's own.
+    during a flood by about a sixth (bench/bench_terminal.py).
+
+    paramiko's timeout (0.1 s, so its reader can notice a closed transport) is kept by the
+    kernel instead (SO_RCVTIMEO, SO_SNDTIMEO on a blocking socket): with a Python-level
+    timeout every recv and send is a poll(2) first; this way a wake-up for an echoed
+    keystroke is one recv(2). A timeout then shows as EAGAIN, turned back into the
+    `socket.timeout` paramiko expects. Everything else (close, fileno, ...) is the socket's own.
     """
 
-    __slots__ = ("_sock", "_buf", "_pos")
+    __slots__ = ("_sock", "_buf", "_pos", "timed")
 
     def __init__(self, sock: socket.socket):
         self._sock = sock
         self._buf = b""
         self._pos = 0
+        self.timed = False  # the timeout is the kernel's (see settimeout)
+
+    def send(self, data, flags: int = 0) -> int:
+        try:
+            return self._sock.send(data, flags)
+        except BlockingIOError:  # the kernel's timeout (SO_SNDTIMEO): nothing was sent
+            if not self.timed:
+                raise
+            raise TimeoutError("timed out") from None
+
+    def settimeout(self, timeout: float | None) -> None:
+        sock = self._sock
+        if timeout is not None and timeout > 0:
+            try:
+                tv = struct.pack("ll", int(timeout), int(timeout % 1 * 1_000_000))
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
+                sock.settimeout(None)
+                self.timed = True
+                return
+            except OSError:
+                pass
+        if self.timed:
+            off = struct.pack("ll", 0, 0)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, off)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, off)
+            self.timed = False
+        sock.settimeout(timeout)
 
     def take(self, n: int) -> bytes | None:
         """Exactly `n` buffered bytes, or None (nothing taken) when fewer are buffered."""
@@ -187,7 +221,13 @@ class ReadAhead:
                 return buf[pos:] if pos else buf
             self._pos = pos + n
             return buf[pos : pos + n]
-        data = self._sock.recv(max(n, READ_AHEAD))  # may raise socket.timeout: paramiko's
+        try:
+            data = self._sock.recv(max(n, READ_AHEAD))  # may raise socket.timeout: paramiko's
+        except BlockingIOError:  # the kernel's timeout (SO_RCVTIMEO)
+            if not self.timed:
+                raise
+            # as a Python-level timeout reports it: paramiko's banner reader only knows this
+            raise TimeoutError("timed out") from None
         if len(data) > n:
             self._buf, self._pos = data, n
             return data[:n]

@@ -72,8 +72,24 @@ def send_data(channel: paramiko.Channel, data: bytes) -> None:
         sendall(channel, data)
 
 
+# Packetizer attribute names, joined once (not per keystroke)
+_WRITE_LOCK, _AEAD, _COMPRESS, _DUMP = (
+    _P + n for n in ("write_lock", "aead_out", "compress_engine_out", "dump_packets")
+)
+_BSIZE, _IV, _ENGINE, _SEQ = (
+    _P + n for n in ("block_size_out", "iv_out", "block_engine_out", "sequence_number_out")
+)
+_SOCKET, _KEEPALIVE = _P + "socket", _P + "keepalive_last"
+_SENT_BYTES, _SENT_PACKETS, _NEED_REKEY = (
+    _P + n for n in ("sent_bytes", "sent_packets", "need_rekey")
+)
+
+
 def _send_small(ch: paramiko.Channel, data: bytes) -> bool:
-    """Send `data` as one packet; False (nothing sent, nothing changed) if it does not apply."""
+    """Send `data` as one packet; False (nothing sent, nothing changed) if it does not apply.
+
+    One function on purpose: on a CPU that was idle, each Python call on the keystroke's way
+    costs microseconds (bench/bench_terminal.py's trace)."""
     n = len(data)
     with ch.lock:
         if ch.closed or ch.eof_sent or ch.out_window_size < n or n > ch.out_max_packet_size - 64:
@@ -88,15 +104,37 @@ def _send_small(ch: paramiko.Channel, data: bytes) -> bool:
     try:
         # `closed` again, now that no CLOSE of ours can go out before this packet (chansend)
         if t.active and t.clear_to_send.is_set() and not ch.closed:
-            with d[_P + "write_lock"]:
-                if (
-                    d[_P + "aead_out"]
-                    and d[_P + "compress_engine_out"] is None
-                    and not d[_P + "dump_packets"]
-                ):
-                    # SSH_MSG_CHANNEL_DATA (94), recipient channel, data
-                    payload = struct.pack(">BII", 94, ch.remote_chanid, n) + data
-                    _seal_and_write(pk, d, payload)
+            with d[_WRITE_LOCK]:
+                if d[_AEAD] and d[_COMPRESS] is None and not d[_DUMP]:
+                    # Packetizer.send_message for an AEAD cipher, without compression:
+                    # SSH_MSG_CHANNEL_DATA (94), recipient channel, data; random padding;
+                    # sealed with the packet length as associated data (RFC 5647).
+                    size = n + 9
+                    bsize = d[_BSIZE]
+                    padding = 3 + bsize - ((size + 4) % bsize)
+                    length = (size + padding + 1).to_bytes(4, "big")
+                    iv = d[_IV]
+                    out = length + d[_ENGINE].encrypt(
+                        iv,
+                        struct.pack(">BBII", padding, 94, ch.remote_chanid, n)
+                        + data
+                        + _padding(d, padding),
+                        length,
+                    )
+                    # RFC 5647 7.1: the invocation counter (the IV's last 8 bytes) steps per packet
+                    d[_IV] = iv[:4] + (
+                        (int.from_bytes(iv[4:], "big") + 1) & 0xFFFFFFFFFFFFFFFF
+                    ).to_bytes(8, "big")
+                    d[_SEQ] = (d[_SEQ] + 1) & 0xFFFFFFFF
+                    _write(pk, d, out)
+                    d[_SENT_BYTES] += len(out)
+                    d[_SENT_PACKETS] += 1
+                    if (
+                        d[_SENT_PACKETS] >= pk.REKEY_PACKETS or d[_SENT_BYTES] >= pk.REKEY_BYTES
+                    ) and not d[_NEED_REKEY]:
+                        d[_P + "received_bytes_overflow"] = 0
+                        d[_P + "received_packets_overflow"] = 0
+                        pk._trigger_rekey()
                     sent = True
     finally:
         lock.release()
@@ -124,46 +162,26 @@ def _padding(d: dict, n: int) -> bytes:
 def _write(pk, d: dict, out: bytes) -> None:
     """`Packetizer.write_all(out)` in one write(2) when the kernel takes it all at once.
 
-    paramiko's socket has a timeout, so each `send` is a poll(2) and then a send(2), plus
-    paramiko's retry loop around it. A keystroke's packet (~70 bytes) fits an idle socket's
-    buffer: one `os.write` on the (non-blocking) descriptor sends it. A partial write, a
+    paramiko's `write_all` is a retry loop around `send` (and on a socket with a Python
+    timeout each `send` is a poll(2) and then a send(2)). A keystroke's packet (~70 bytes)
+    fits an idle socket's buffer: one `os.write` on the descriptor sends it. A partial write, a
     full buffer or anything other than a plain socket (a jump host's channel) goes on
     through paramiko's `write_all`, which also sends what is left."""
-    sock = d[_P + "socket"]
+    sock = d[_SOCKET]
     raw = getattr(sock, "_sock", sock)  # under connect.ReadAhead
-    if type(raw) is socket.socket and raw.gettimeout() is not None:
+    # a socket that never blocks for long: non-blocking under a Python timeout, or with the
+    # kernel's send timeout (connect.ReadAhead)
+    if type(raw) is socket.socket and (
+        raw.gettimeout() is not None or sock is not raw and sock.timed
+    ):
         try:
             n = os.write(raw.fileno(), out)
         except (BlockingIOError, InterruptedError):
             n = 0
         except OSError:
             n = 0  # let paramiko meet the error and raise as it does
-        d[_P + "keepalive_last"] = time.time()
+        d[_KEEPALIVE] = time.time()
         if n == len(out):
             return
         out = out[n:]
     pk.write_all(out)
-
-
-def _seal_and_write(pk, d: dict, payload: bytes) -> None:
-    """Packetizer.send_message for an AEAD cipher, without compression (write lock held)."""
-    bsize = d[_P + "block_size_out"]
-    padding = 3 + bsize - ((len(payload) + 4) % bsize)
-    length = struct.pack(">I", len(payload) + padding + 1)
-    iv = d[_P + "iv_out"]
-    out = length + d[_P + "block_engine_out"].encrypt(
-        iv, bytes((padding,)) + payload + _padding(d, padding), length
-    )
-    # RFC 5647 7.1: the invocation counter is the IV's last 8 bytes, incremented per packet.
-    counter = (int.from_bytes(iv[4:], "big") + 1) & 0xFFFFFFFFFFFFFFFF
-    d[_P + "iv_out"] = iv[:4] + counter.to_bytes(8, "big")
-    d[_P + "sequence_number_out"] = (d[_P + "sequence_number_out"] + 1) & 0xFFFFFFFF
-    _write(pk, d, out)
-    d[_P + "sent_bytes"] += len(out)
-    d[_P + "sent_packets"] += 1
-    if (
-        d[_P + "sent_packets"] >= pk.REKEY_PACKETS or d[_P + "sent_bytes"] >= pk.REKEY_BYTES
-    ) and not d[_P + "need_rekey"]:
-        d[_P + "received_bytes_overflow"] = 0
-        d[_P + "received_packets_overflow"] = 0
-        pk._trigger_rekey()
