@@ -990,10 +990,10 @@ def test_keystroke_short_path_steps_aside(sshd, ssh_pool, make_sshd):
         channel.close()
 
 
-def test_received_packets_short_path_across_a_rekey(sshd, ssh_pool):
-    """Output is opened by the short reader (AES-GCM) instead of paramiko's read_message:
-    every byte arrives, in order, across a rekey that the received packet count starts;
-    the key exchange itself goes through paramiko's reader."""
+def test_received_packets_short_path_across_a_rekey(sshd, ssh_pool, monkeypatch):
+    """Output is opened by the short reader (AES-GCM) instead of paramiko's read_message and
+    handed straight to its channel: every byte arrives, in order, across a rekey that the
+    received packet count starts; the key exchange itself goes through paramiko's reader."""
     from portal.ssh import fastread
 
     channel = open_shell(sshd.target(), pool=ssh_pool)
@@ -1007,7 +1007,13 @@ def test_received_packets_short_path_across_a_rekey(sshd, ssh_pool):
         slow_calls.append(1)
         return paramiko.Packetizer.read_message(pk)
 
-    pk.read_message = fastread._reader(pk, slow)  # the same reader, its fallback counted
+    delivered = []
+    deliver = fastread._deliver
+    monkeypatch.setattr(
+        fastread, "_deliver", lambda t, payload: deliver(t, payload) and not delivered.append(1)
+    )
+    # the same reader as connect installs, its fallback counted
+    pk.read_message = fastread._reader(pk, slow, transport)
     try:
         channel.sendall(b"stty -echo; seq 1 20000; echo DONE$((1+1))\n")
         pk.REKEY_PACKETS = pk._Packetizer__received_packets + 5  # rekey while reading
@@ -1022,6 +1028,7 @@ def test_received_packets_short_path_across_a_rekey(sshd, ssh_pool):
         numbers = [int(x) for x in terminal_lines(out.decode()) if x.isdigit()]
         assert numbers == list(range(1, 20001))
         assert slow_calls  # the key exchange's packets took paramiko's path
+        assert len(delivered) >= 10  # the output went straight into the channel
         assert wait_until(lambda: pk._Packetizer__block_engine_in is not engine)  # new keys
         assert run(sshd.target(), "echo after", pool=ssh_pool).stdout == "after\n"
     finally:

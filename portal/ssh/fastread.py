@@ -15,7 +15,12 @@ in a few steps, on paramiko's own state:
    takes the whole packet), else through `read_all`;
 2. open it with the transport's AES-GCM engine (packet length as associated data,
    RFC 5647), step the invocation counter and the sequence number, count bytes and
-   packets toward a rekey, as paramiko does.
+   packets toward a rekey, as paramiko does;
+3. SSH_MSG_CHANNEL_DATA for a known channel, once the connection is set up, goes
+   straight into the channel's buffer (what `Channel._feed` does) and the transport's
+   loop is handed an SSH_MSG_IGNORE, so it takes its own per-packet steps (rekey,
+   `active`) before the next read; everything else is returned as a Message, as paramiko
+   returns it.
 
 Anything else (during a key exchange, another cipher, compression, packet dumps, a
 pending rekey, bytes left over from the banner, a paramiko whose internals moved) goes to
@@ -73,16 +78,22 @@ def install(transport: paramiko.Transport) -> None:
     """Use the short path for this transport's received packets (before it starts)."""
     if _enabled:
         pk = transport.packetizer
-        pk.read_message = _reader(pk, pk.read_message)
+        pk.read_message = _reader(pk, pk.read_message, transport)
 
 
-def _reader(pk, slow):
+_IGNORE = paramiko.common.MSG_IGNORE
+_DATA = paramiko.common.MSG_CHANNEL_DATA
+_FEED = paramiko.Channel._feed
+
+
+def _reader(pk, slow, transport=None):
     d = pk.__dict__
     read_all = pk.read_all
     Message = paramiko.Message
     aead, etm, comp, dump, rem, rekey = (_P + n for n in _NAMES[:6])
     bsize, msize, engine, iv_in, seq_in = (_P + n for n in _NAMES[6:11])
     got_bytes, got_packets = _P + "received_bytes", _P + "received_packets"
+    sock = _P + "socket"
 
     def read_message():
         if not d[aead] or d[etm] or d[comp] is not None or d[dump] or d[rem] or d[rekey]:
@@ -91,7 +102,7 @@ def _reader(pk, slow):
         header = read_all(bs, check_rekey=True)
         size = int.from_bytes(header[:4], "big")
         rest = size - bs + 4 + d[msize]
-        take = getattr(d[_P + "socket"], "take", None)
+        take = getattr(d[sock], "take", None)
         tail = take(rest) if take is not None else None
         if tail is None:
             tail = read_all(rest, check_rekey=False)
@@ -102,9 +113,7 @@ def _reader(pk, slow):
             8, "big"
         )
         payload = packet[1 : size - packet[0]]
-        msg = Message(payload[1:])
         seq = d[seq_in]
-        msg.seqno = seq
         nxt = (seq + 1) & 0xFFFFFFFF
         if nxt == 0 and not pk._initial_kex_done:
             raise paramiko.SSHException("Sequence number rolled over during initial kex!")
@@ -116,6 +125,32 @@ def _reader(pk, slow):
                 d[_P + "received_bytes_overflow"] = 0
                 d[_P + "received_packets_overflow"] = 0
                 pk._trigger_rekey()
-        return payload[0], msg
+        ptype = payload[0]
+        if ptype == _DATA and transport is not None and _deliver(transport, payload):
+            # Handed to its channel here, as the transport's loop would have (Channel._feed);
+            # the loop gets an SSH_MSG_IGNORE, so it does its own per-packet steps (rekey,
+            # `active`) before the next read, after the data is on its way.
+            return _IGNORE, _EMPTY
+        msg = Message(payload[1:])
+        msg.seqno = seq
+        return ptype, msg
 
     return read_message
+
+
+_EMPTY = paramiko.Message(b"")
+
+
+def _deliver(t: paramiko.Transport, payload: bytes) -> bool:
+    """SSH_MSG_CHANNEL_DATA straight into its channel's buffer; False: the transport's
+    loop should handle it (during a key exchange or authentication, an unknown channel, a
+    channel class of its own, a packet not exactly in the expected shape)."""
+    if t._expected_packet or not t.initial_kex_done or len(payload) < 9:
+        return False
+    chan = t._channels.get(int.from_bytes(payload[1:5], "big"))
+    if chan is None or type(chan)._feed is not _FEED:
+        return False
+    if int.from_bytes(payload[5:9], "big") != len(payload) - 9:
+        return False
+    chan.in_buffer.feed(payload[9:])
+    return True
