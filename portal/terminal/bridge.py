@@ -170,10 +170,16 @@ def prepare_channel(channel: paramiko.Channel) -> None:
 class Client:
     """One attached WebSocket (terminal owner)."""
 
-    __slots__ = ("ws", "send_lock", "unacked", "acks", "kick", "peer", "event")
+    __slots__ = ("ws", "send_lock", "unacked", "acks", "kick", "peer", "event", "raw", "raw_lock")
 
     def __init__(self, ws, peer: str = ""):
         self.ws = ws
+        # The plain socket under ws._SockProxy and the proxy's frame lock, for the echo
+        # fast path (LiveSession._send_direct); None when the socket is something else.
+        proxy = getattr(ws, "sock", None)
+        raw, lock = getattr(proxy, "_sock", None), getattr(proxy, "_lock", None)
+        ok = type(raw) is socket.socket and lock is not None
+        self.raw, self.raw_lock = (raw, lock) if ok else (None, None)
         self.event = threading.Event()  # wakes the socket's request thread
         self.send_lock = threading.Lock()
         self.unacked = 0
@@ -478,12 +484,10 @@ class LiveSession:
         "buffer it for the pump" (no client, flow control paused, shared, socket busy/full).
         """
         c = self.client
-        if c is None or self.closed or self.broadcasting or (c.acks and c.unacked >= HIGH_WATER):
+        if c is None or self.closed or (c.acks and c.unacked >= HIGH_WATER):
             return False
-        proxy = c.ws.sock
-        raw = getattr(proxy, "_sock", None)
-        plock = getattr(proxy, "_lock", None)
-        if type(raw) is not socket.socket or plock is None:
+        raw, plock = c.raw, c.raw_lock
+        if raw is None or self.shared or (self.watched_until and self.broadcasting):
             return False
         if not c.send_lock.acquire(blocking=False):
             return False

@@ -88,6 +88,7 @@ class _SockProxy:
         self.on_close = None  # called when the reader thread is done with the socket
         self._pending = bytearray()  # received, not yet parsed nor passed on
         self._fast = True  # False once anything unusual was seen: all bytes go to wsproto
+        self._keys = None  # set with the inbox's handler: takes a keystroke frame's payload
         # The fast path waits for the next frame in recv(2) itself, bounded by SO_RCVTIMEO
         # (a quiet second, as below), instead of select(2) then recv(2): one system call
         # and one Python call less per keystroke. Only on a blocking socket (gunicorn's).
@@ -131,21 +132,20 @@ class _SockProxy:
                 data = self._sock.recv(n)
             except BlockingIOError:  # SO_RCVTIMEO: a quiet second (see below)
                 return _HEARTBEAT
-            inbox = ws.input_buffer
-            handler = getattr(inbox, "handler", None)
+            keys = self._keys
             size = len(data) - 6
             if (
-                0 < size < 126
+                keys is not None
+                and 0 < size < 126
                 and data[0] == 0x82  # FIN, binary
                 and data[1] == 0x80 | size  # masked, 7-bit length
-                and handler is not None
                 and not self._pending
             ):
                 # The usual read, a keystroke: exactly one small binary frame. The same as
                 # _take() would do with it, in a few steps (the first code to run after a
                 # wake-up runs on cold caches: every step counts).
                 try:
-                    (getattr(inbox, "keys", None) or handler)(_unmask(data[2:6], data[6:]))
+                    keys(_unmask(data[2:6], data[6:]))
                 except Exception:
                     log.exception("terminal: handling a frame failed")
             else:
@@ -154,7 +154,7 @@ class _SockProxy:
                     data, self._pending = bytes(self._pending), bytearray()
                     return data
                 self._pending += data
-                out = self._take(handler)
+                out = self._take(getattr(ws.input_buffer, "handler", None))
                 if out:
                     return out
             # All handled here (or only part of a frame so far): keep reading while the
@@ -251,6 +251,7 @@ class _Inbox(list):
         self.lock = threading.Lock()
         self.handler = None
         self.keys = None  # optional: takes a small binary frame's payload (see start)
+        self.proxy = None  # the _SockProxy whose fast path calls `keys`
 
     def append(self, msg) -> None:
         handler = self.handler
@@ -277,6 +278,8 @@ class _Inbox(list):
             self.clear()
             self.keys = keys
             self.handler = handler
+            if keys is not None and isinstance(self.proxy, _SockProxy):
+                self.proxy._keys = keys
 
 
 def _prepare(ws) -> None:
@@ -288,6 +291,7 @@ def _prepare(ws) -> None:
             pass
     if not isinstance(ws.input_buffer, _Inbox):
         ws.input_buffer = _Inbox(ws.input_buffer)
+    ws.input_buffer.proxy = ws.sock
 
 
 def _send_json(ws, obj) -> None:
@@ -484,9 +488,22 @@ class _InputFeeder:
 
     def key(self, data: bytes) -> None:
         """A binary frame of at most 125 bytes from the reader's fast path: what `_on_frame`
-        does with it, without the checks that cannot fail for it (size, type)."""
-        if self.client.kick is None:
-            self.feed(data)
+        and `feed` do with it, without the checks that cannot fail for it (size, type)."""
+        if self.client.kick is not None:
+            return
+        lock = self.lock
+        lock.acquire()
+        if self.backlog or self.busy or not self.sess.can_send(len(data)):
+            lock.release()
+            self.feed(data)  # the general case: queue it (or wait for room)
+            return
+        self.busy = True
+        lock.release()
+        try:
+            self.sess.input(data)
+        finally:
+            with lock:
+                self.busy = False
 
     def drain(self) -> None:
         while True:
