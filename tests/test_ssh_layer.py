@@ -1015,8 +1015,8 @@ def test_received_packets_short_path_across_a_rekey(sshd, ssh_pool, monkeypatch)
     # the same reader as connect installs, its fallback counted
     pk.read_message = fastread._reader(pk, slow, transport)
     try:
-        channel.sendall(b"stty -echo; seq 1 20000; echo DONE$((1+1))\n")
-        pk.REKEY_PACKETS = pk._Packetizer__received_packets + 5  # rekey while reading
+        channel.sendall(b"stty -echo; seq 1 40000; echo DONE$((1+1))\n")
+        pk.REKEY_PACKETS = pk._Packetizer__received_packets + 2  # rekey while reading
         engine = pk._Packetizer__block_engine_in
         out = b""
         channel.settimeout(20)
@@ -1026,9 +1026,9 @@ def test_received_packets_short_path_across_a_rekey(sshd, ssh_pool, monkeypatch)
             out += chunk
         del pk.REKEY_PACKETS
         numbers = [int(x) for x in terminal_lines(out.decode()) if x.isdigit()]
-        assert numbers == list(range(1, 20001))
+        assert numbers == list(range(1, 40001))
         assert slow_calls  # the key exchange's packets took paramiko's path
-        assert len(delivered) >= 10  # the output went straight into the channel
+        assert delivered  # output went straight into the channel (packet count is sshd's choice)
         assert wait_until(lambda: pk._Packetizer__block_engine_in is not engine)  # new keys
         assert run(sshd.target(), "echo after", pool=ssh_pool).stdout == "after\n"
     finally:
