@@ -12,10 +12,8 @@ this tree's virtualenv (its own code first on sys.path). Nothing is written to d
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,31 +58,8 @@ def main() -> None:
             f"portal ({other.name})": bt.fresh_shell(that),
             "portal (this tree)": bt.fresh_shell(this),
         }
-        time.sleep(0.3)
-        for c in clients.values():
-            while c.recv(0.05):
-                pass
-        rtts: dict[str, list[float]] = {name: [] for name in clients}
-        for i in range(args.keys):
-            key = b"a" if i % 2 == 0 else b"\x7f"
-            for name, c in clients.items():
-                t0 = time.perf_counter()
-                c.send(key)
-                data = b""
-                while not data:
-                    data = c.recv(5)
-                    if not data and time.perf_counter() - t0 > 5:
-                        raise TimeoutError(f"{name}: no echo")
-                rtts[name].append(time.perf_counter() - t0)
-                c.ack(len(data))
-                time.sleep(0.005)
-                while more := c.recv(0.002):
-                    c.ack(len(more))
-        for name, v in rtts.items():
-            print(
-                f"{name:28s} echo p50 {statistics.median(v) * 1000:.3f} ms"
-                f"  p99 {bt.pct(v, 99) * 1000:.3f} ms"
-            )
+        for name, (p50, p99) in bt.echo_rounds(clients, args.keys).items():
+            print(f"{name:28s} echo p50 {p50:.3f} ms  p99 {p99:.3f} ms")
     finally:
         for c in clients.values():
             c.close()

@@ -339,35 +339,38 @@ def m_throughput(server, path: str, size: int) -> float:
         c.close()
 
 
-def m_echo_all(servers, samples: int) -> dict[str, tuple[float, float]]:
-    """Keystroke round trips, interleaved across the systems (one key each per round), so
-    load from anything else on the machine hits every system alike."""
-    clients = {s.name: fresh_shell(s) for s in servers}
+def echo_rounds(clients: dict, samples: int) -> dict[str, tuple[float, float]]:
+    """Keystroke round trips at an idle prompt, interleaved across `clients` (one key each
+    per round), so load from anything else on the machine hits every system alike.
+    Returns {name: (p50 ms, p99 ms)}."""
     rtts: dict[str, list[float]] = {name: [] for name in clients}
+    time.sleep(0.3)
+    for c in clients.values():
+        while c.recv(0.05):
+            pass
+    for i in range(samples):
+        key = b"a" if i % 2 == 0 else b"\x7f"
+        for name, c in clients.items():
+            t0 = time.perf_counter()
+            c.send(key)
+            data = b""
+            while not data:
+                data = c.recv(5)
+                if not data and time.perf_counter() - t0 > 5:
+                    raise TimeoutError(f"{name}: no echo")
+            rtts[name].append(time.perf_counter() - t0)
+            c.ack(len(data))
+            time.sleep(0.005)
+            while more := c.recv(0.002):  # anything trailing
+                c.ack(len(more))
+    return {name: (statistics.median(v) * 1000, pct(v, 99) * 1000) for name, v in rtts.items()}
+
+
+def m_echo_all(servers, samples: int) -> dict[str, tuple[float, float]]:
+    """echo_rounds() over a fresh shell on each server."""
+    clients = {s.name: fresh_shell(s) for s in servers}
     try:
-        time.sleep(0.3)
-        for c in clients.values():
-            while c.recv(0.05):
-                pass
-        for i in range(samples):
-            key = b"a" if i % 2 == 0 else b"\x7f"
-            for name, c in clients.items():
-                t0 = time.perf_counter()
-                c.send(key)
-                data = b""
-                while not data:
-                    data = c.recv(5)
-                    if not data and time.perf_counter() - t0 > 5:
-                        raise TimeoutError(f"{name}: no echo")
-                rtts[name].append(time.perf_counter() - t0)
-                c.ack(len(data))
-                time.sleep(0.005)
-                while True:  # anything trailing
-                    more = c.recv(0.002)
-                    if not more:
-                        break
-                    c.ack(len(more))
-        return {name: (statistics.median(v) * 1000, pct(v, 99) * 1000) for name, v in rtts.items()}
+        return echo_rounds(clients, samples)
     finally:
         for c in clients.values():
             c.close()
