@@ -150,6 +150,11 @@ def open_socket(
     raise unreachable(host, port, _reason(last) if last else "the connection failed")
 
 
+def timeval(seconds: float) -> bytes:
+    """A `struct timeval` for SO_RCVTIMEO / SO_SNDTIMEO (0 = no timeout)."""
+    return struct.pack("ll", int(seconds), int(seconds % 1 * 1_000_000))
+
+
 class ReadAhead:
     """The SSH socket as paramiko's reader sees it: each `recv` from the kernel takes up to
     64 KiB, and later `recv`s are served from that first.
@@ -186,7 +191,7 @@ class ReadAhead:
         sock = self._sock
         if timeout is not None and timeout > 0:
             try:
-                tv = struct.pack("ll", int(timeout), int(timeout % 1 * 1_000_000))
+                tv = timeval(timeout)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
                 sock.settimeout(None)
@@ -195,7 +200,7 @@ class ReadAhead:
             except OSError:
                 pass
         if self.timed:
-            off = struct.pack("ll", 0, 0)
+            off = timeval(0)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, off)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, off)
             self.timed = False

@@ -14,7 +14,6 @@ import logging
 import secrets
 import select
 import socket
-import struct
 import threading
 import time
 from collections import deque
@@ -25,6 +24,7 @@ from flask_login import current_user
 
 from portal.errors import PortalError
 from portal.extensions import db, sock
+from portal.ssh.connect import timeval
 from portal.terminal import services
 from portal.terminal.bridge import Client
 
@@ -51,10 +51,6 @@ CLOSE_TOO_BIG = 1009
 _HEARTBEAT = bytes((0x8A, 0x80)) + b"\0\0\0\0"
 _FAST_MAX = INPUT_MAX + 14  # the largest frame the fast path buffers (header included)
 _QUIET = 1.0  # seconds without input before the reader's own loop gets control back
-
-
-def _timeval(seconds: float) -> bytes:
-    return struct.pack("ll", int(seconds), int(seconds % 1 * 1_000_000))
 
 
 def _unmask(mask: bytes, payload: bytes) -> bytes:
@@ -95,7 +91,7 @@ class _SockProxy:
         self._timed = False
         try:
             if sock.gettimeout() is None:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(_QUIET))
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(_QUIET))
                 self._timed = True
         except (OSError, AttributeError):
             pass
@@ -106,7 +102,7 @@ class _SockProxy:
         if self._timed:
             self._timed = False
             try:
-                self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(0))
+                self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(0))
             except OSError:
                 pass
 
@@ -250,8 +246,7 @@ class _Inbox(list):
         super().__init__(items)
         self.lock = threading.Lock()
         self.handler = None
-        self.keys = None  # optional: takes a small binary frame's payload (see start)
-        self.proxy = None  # the _SockProxy whose fast path calls `keys`
+        self.proxy = None  # the _SockProxy whose fast path start() hands `keys` to
 
     def append(self, msg) -> None:
         handler = self.handler
@@ -276,7 +271,6 @@ class _Inbox(list):
                 except Exception:
                     log.exception("terminal: handling a frame failed")
             self.clear()
-            self.keys = keys
             self.handler = handler
             if keys is not None and isinstance(self.proxy, _SockProxy):
                 self.proxy._keys = keys
