@@ -142,9 +142,18 @@ class _WsClient:
 
     def recv(self, timeout: float, max_bytes: int = 0) -> bytes:
         """The next data frame's payload (b"" after `timeout` s or at the end)."""
-        deadline = time.perf_counter() + max(timeout, 0.0)
+        ready = False
+        if not self.buf and not self.closed:
+            # Nothing buffered (an echo is awaited): wait first, as RawSsh.recv does. After
+            # a send, the server's thread is woken on this CPU and runs once this client
+            # sleeps (a socket write is a "sync" wake-up): every client step before the wait
+            # would count against the server's echo, and a remote browser has none of them.
+            if not select.select([self.sock], [], [], max(timeout, 0.0))[0]:
+                return b""
+            ready = True
+        deadline = None
         while not self.closed:
-            frame = self._parse()
+            frame = self._parse() if self.buf else None
             if frame is not None:
                 opcode, payload = frame
                 if opcode == 0x8:
@@ -158,9 +167,13 @@ class _WsClient:
                     if data:
                         return data
                 continue
-            left = deadline - time.perf_counter()
-            if left <= 0 or not select.select([self.sock], [], [], left)[0]:
-                return b""
+            if not ready:
+                if deadline is None:  # (after a first wait, the limit starts again: fine here)
+                    deadline = time.perf_counter() + max(timeout, 0.0)
+                left = deadline - time.perf_counter()
+                if left <= 0 or not select.select([self.sock], [], [], left)[0]:
+                    return b""
+            ready = False
             try:
                 data = self.sock.recv(1 << 20)
             except OSError:
