@@ -4,8 +4,8 @@
     sudo .venv/bin/python bench/bench_echo_ab.py /tmp/portal-before [--keys 600]
 
 One sshd; raw `ssh -tt`, the portal from the other tree and the portal from this tree each
-get one keystroke in turn (the same clients and pacing as bench_terminal.py's echo), so
-background load hits all three alike. Prints p50/p99 per system. The other tree runs with
+get one keystroke in turn, in a new random order each round (the same clients, pacing and
+order as bench_terminal.py's echo), so background load hits all three alike. Prints p50/p99 per system. The other tree runs with
 this tree's virtualenv (its own code first on sys.path). Nothing is written to docs/.
 """
 

@@ -64,7 +64,8 @@ client's own work is inside every number):
   key here. A selector-based client for the N sessions.
 - webssh 1.6.3 from its own venv, `--policy=autoadd`, same clients (JSON text input).
 - throughput: best and median of `--rounds` runs, systems alternating; echo: one keystroke per
-  system per round, interleaved, so background load hits all three alike.
+  system per round, interleaved, so background load hits all three alike, in a new
+  random order each round (in a fixed order the last system gained ~0.05 ms).
 - Ctrl-C: `yes` floods, the client reads 1 MB/s (and acks what it read), Ctrl-C then
   `echo CTRL$((1+1))C`: seconds until `CTRL2C` arrives; server RSS sampled every 100 ms.
 - N sessions: all opened at once, 5 s to settle, then every session types `a`/DEL at
