@@ -288,6 +288,26 @@ def _prepare(ws) -> None:
     ws.input_buffer.proxy = ws.sock
 
 
+def _reader_last(route):
+    """The socket's reader thread has the last word: when a route returns after the reader
+    saw the end (a close from the client, a protocol error), wait for that thread to finish
+    before the WSGI server gets the connection back. The reader marks the socket closed
+    before it sends its close frame; without this, the server could write to (or close) the
+    connection first and the client would never see the close code (the dev server even
+    writes an HTTP response into the socket)."""
+
+    @functools.wraps(route)
+    def wrapper(ws, *args, **kwargs):
+        try:
+            return route(ws, *args, **kwargs)
+        finally:
+            reader = getattr(ws, "thread", None)
+            if not ws.connected and reader is not None and reader is not threading.current_thread():
+                reader.join(timeout=2.0)
+
+    return wrapper
+
+
 def _send_json(ws, obj) -> None:
     ws.send(json.dumps(obj, separators=(",", ":")))
 
@@ -371,6 +391,7 @@ def _client_addr() -> str:
 
 
 @sock.route("/api/terminal/<agent_id>/ws", bp=bp)
+@_reader_last
 def terminal(ws, agent_id):
     _prepare(ws)
     user = g.ws_user
@@ -625,6 +646,7 @@ class _WatchQueue:
 
 
 @sock.route("/api/terminal/sessions/<sid>/watch/ws", bp=bp)
+@_reader_last
 def watch(ws, sid):
     _prepare(ws)
     user = g.ws_user
