@@ -301,9 +301,10 @@ def _reader_last(route):
         try:
             return route(ws, *args, **kwargs)
         finally:
-            reader = getattr(ws, "thread", None)
-            if not ws.connected and reader is not None and reader is not threading.current_thread():
-                reader.join(timeout=2.0)
+            # After a close of our own the reader ends on the client's reply or within its
+            # 1 s receive timeout; the bound is for a client that never answers.
+            if not ws.connected:
+                ws.thread.join(timeout=2.0)
 
     return wrapper
 
