@@ -39,3 +39,21 @@ def test_viewer_gets_403_on_the_terminal_page(term_env, login, client, make_user
     grant_role(machine, viewer, "viewer")
     login(viewer)
     assert client.get(f"/machines/{machine.agent_id}/terminal").status_code == 403
+
+
+def test_sessions_list_offers_close_to_machine_admins_not_to_operators(
+    term_env, login, client, make_user, grant_role
+):
+    _owner, machine, open_term = term_env
+    sid = open_term().wait_control("ready")["session_id"]
+    close_url = f"/api/terminal/sessions/{sid}"
+    madmin = make_user("listmadmin")
+    grant_role(machine, madmin, "admin")
+    login(madmin)
+    html = client.get("/sessions").get_data(as_text=True)
+    assert sid in html and f'hx-delete="{close_url}"' in html
+    op = make_user("listop")
+    grant_role(machine, op, "operator")
+    client._cookies.clear()  # signed out
+    login(op)
+    assert f'hx-delete="{close_url}"' not in client.get("/sessions").get_data(as_text=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 
 import pytest
 import requests
@@ -354,3 +355,64 @@ def test_live_byte_counters_are_written_in_one_statement(app, make_user, make_ma
         got = {r.id: (r.bytes_in, r.bytes_out) for r in db.session.query(TerminalSession)}
     assert got[ids[0]] == (5, 7000) and got[ids[1]] == (1, 2) and got[ids[2]] == (0, 0)
     assert live[0].flushed == (5, 7000) and live[1].flushed == (1, 2)
+
+
+def test_resume_while_output_is_stuck_on_the_dropped_socket(term_env):
+    # A phone that vanishes while output streams: the old socket stops reading, the
+    # server's send to it blocks. The resumed window must get live output anyway.
+    _owner, _machine, open_term = term_env
+    t = open_term()
+    sid = t.wait_control("ready")["session_id"]
+    t.send("yes STUCK\r")  # then never read t again: its buffers and the server's fill up
+    time.sleep(3)
+    t2 = open_term(f"session={sid}")
+    assert t2.wait_control("ready", timeout=20)["resumed"] is True
+    t2.send("\x03")
+    t2.run("echo RESUMED$((20+22))", r"RESUMED42", timeout=30)
+
+
+def test_demoting_a_global_admin_closes_terminals_their_roles_do_not_allow(
+    term_env, app, admin, make_user, grant_role, token_for
+):
+    owner, machine, open_term = term_env
+    boss = make_user("boss2", role="admin")  # no role on the machine: an admin's terminal
+    kept = make_user("boss3", role="admin")
+    grant_role(machine, kept, "operator")  # keeps the terminal as an operator
+    t_boss = open_term(token_=token_for(boss))
+    t_boss.wait_control("ready")
+    t_kept = open_term(token_=token_for(kept))
+    t_kept.wait_control("ready")
+    from portal.accounts import services as acc
+    from portal.accounts.models import User
+    from portal.extensions import db
+
+    with app.test_request_context():
+        actor = db.session.get(User, admin.id)
+        acc.set_role(actor, db.session.get(User, boss.id), "user")
+        acc.set_role(actor, db.session.get(User, kept.id), "user")
+        db.session.commit()
+    assert "revoked" in t_boss.wait_control("error")["message"]
+    t_kept.run("echo STILL$((40+2))", r"STILL42")
+    assert not [c for c in t_kept.controls if c.get("type") == "error"]
+
+
+def test_the_janitor_prunes_old_recordings_while_the_server_runs(term_env, app, monkeypatch):
+    import os
+
+    from portal.terminal import registry as registry_mod
+
+    _owner, _machine, open_term = term_env
+    open_term().wait_control("ready")  # the registry's threads are running
+    monkeypatch.setattr(registry_mod, "PRUNE_EVERY", 0.5)
+    app.config["PORTAL_RECORDING_RETENTION_DAYS"] = 7
+    rec_dir = app.config["PORTAL_RECORDINGS_DIR"]
+    os.makedirs(rec_dir, exist_ok=True)
+    old = os.path.join(rec_dir, "janitor-old.cast")
+    new = os.path.join(rec_dir, "janitor-new.cast")
+    for path in (old, new):
+        with open(path, "w") as fh:
+            fh.write('{"version": 2, "width": 80, "height": 24}\n')
+    ten_days_ago = time.time() - 10 * 86400
+    os.utime(old, (ten_days_ago, ten_days_ago))
+    assert wait_for(lambda: not os.path.exists(old), timeout=10)
+    assert os.path.exists(new)

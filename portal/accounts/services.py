@@ -263,8 +263,12 @@ def set_role(actor: User, user: User, role: str) -> None:
         raise ValidationError("role must be admin or user", field="role")
     if user.role == "admin" and role != "admin" and user.active and admin_count() <= 1:
         raise Conflict("the last admin cannot be demoted")
+    demoted = user.role == "admin" and role != "admin"
     user.role = role
     db.session.flush()
+    if demoted:  # what a global admin could open, they may no longer (live terminals)
+        for hook in current_app.extensions.get("portal_user_demoted", []):
+            hook(user)
 
 
 def set_active(actor: User, user: User, active: bool) -> None:

@@ -35,6 +35,19 @@ def register(app) -> None:
     def on_user_deactivated(user):
         registry.close_matching(user_id=user.id, reason="the account was deactivated")
 
+    def on_user_demoted(user):
+        # A global admin made a user keeps only the terminals their machine roles allow.
+        from portal.terminal import access, services
+
+        for machine_id in services.live_machine_ids(user.id):
+            machine = access.machine_by_id(machine_id)
+            if machine is None or not access.has_role(user, machine, "operator"):
+                registry.close_matching(
+                    user_id=user.id,
+                    machine_id=machine_id,
+                    reason="your access to this machine was revoked",
+                )
+
     def on_tokens_revoked(user):
         # Logout-all and password changes end every credential, live terminals included.
         if not user.is_active:
@@ -48,6 +61,7 @@ def register(app) -> None:
     ext.setdefault("portal_machine_deleted", []).append(on_machine_deleted)
     ext.setdefault("portal_user_deactivated", []).append(on_user_deactivated)
     ext.setdefault("portal_tokens_revoked", []).append(on_tokens_revoked)
+    ext.setdefault("portal_user_demoted", []).append(on_user_demoted)
     ext.setdefault("portal_shutdown", []).append(registry.shutdown)
 
     _on_start(app)

@@ -167,6 +167,29 @@ def prepare_channel(channel: paramiko.Channel) -> None:
         channel.in_window_threshold = WINDOW_STEP
 
 
+TAKEOVER_WAIT = 1.0  # seconds a resumed window waits for the old socket's send to end
+
+
+def _cut(client) -> None:
+    """Shut the TCP connection under a client's socket: a blocked send there fails at once."""
+    try:
+        client.ws.sock.shutdown(socket.SHUT_RDWR)
+    except (OSError, AttributeError):
+        pass
+
+
+def _finish_frame(raw: socket.socket, rest: bytes, *locks) -> None:
+    """Send the rest of a started frame (blocking: TCP backpressure), then release `locks`
+    (taken by the thread that started the frame)."""
+    try:
+        raw.sendall(rest)
+    except OSError:
+        pass  # the socket is gone: the pump or the request thread notices and detaches
+    finally:
+        for lock in locks:
+            lock.release()
+
+
 class Client:
     """One attached WebSocket (terminal owner)."""
 
@@ -289,6 +312,13 @@ class LiveSession:
         if old is not None and old is not client:
             old.kick = ("error", "this terminal was opened in another window")
             old.wake()
+            # A send to the old socket can be stuck (a phone that vanished while output was
+            # streaming: TCP takes many minutes to give up), and the pump with it: then the
+            # resumed window would get its screen and nothing after. Cut that socket.
+            if old.send_lock.acquire(timeout=TAKEOVER_WAIT):
+                old.send_lock.release()
+            else:
+                _cut(old)
         if resumed:  # a new session's row already says "active"
             self.registry.status_changed(self)
 
@@ -491,6 +521,7 @@ class LiveSession:
             return False
         if not c.send_lock.acquire(blocking=False):
             return False
+        handed = False  # True: _finish_frame releases the locks
         try:
             if not plock.acquire(blocking=False):
                 return False
@@ -505,11 +536,22 @@ class LiveSession:
                 except OSError:
                     return False  # the pump will find the socket gone and detach
                 if sent < len(frame):
-                    raw.sendall(frame[sent:])  # rare: the rest of a started frame
+                    # Rare (the client's socket is nearly full): the rest of this frame must
+                    # go next, but this thread carries other sessions' output too. Another
+                    # thread sends it and then releases both locks (frames stay in order).
+                    threading.Thread(
+                        target=_finish_frame,
+                        args=(raw, frame[sent:], plock, c.send_lock),
+                        name=f"terminal-finish-{self.sid[:8]}",
+                        daemon=True,
+                    ).start()
+                    handed = True
             finally:
-                plock.release()
+                if not handed:
+                    plock.release()
         finally:
-            c.send_lock.release()
+            if not handed:
+                c.send_lock.release()
         with self.lock:
             self.ring.append(data)
             self.bytes_out += n

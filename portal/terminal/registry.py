@@ -2,7 +2,7 @@
 
 One Registry per app (app.extensions["portal_terminal"]). Threads, all started
 on first use: a janitor (grace period, idle timeout, byte counters, liveness
-heartbeat) and one DB writer (status changes and command logs go through it,
+heartbeat, hourly recording retention) and one DB writer (status changes and command logs go through it,
 so no bridge thread ever waits on the database while holding a lock, and a
 hook called inside another feature's transaction never deadlocks on SQLite).
 """
@@ -21,6 +21,8 @@ from portal.db import utcnow
 from portal.terminal.bus import make_bus
 
 log = logging.getLogger(__name__)
+
+PRUNE_EVERY = 3600.0  # seconds between the janitor's recording-retention sweeps
 
 
 def _process_start() -> str:
@@ -149,6 +151,7 @@ class Registry:
 
     def _janitor(self) -> None:
         last_flush = last_beat = 0.0
+        last_prune = time.monotonic()  # pruned at start-up (portal.terminal._on_start)
         while not self._stop.wait(1.0):
             now = time.monotonic()
             with self.lock:
@@ -172,12 +175,23 @@ class Registry:
                 changed = [s for s in live if (s.bytes_in, s.bytes_out) != s.flushed]
                 if changed:
                     self.submit(self._flush_counters, changed)
+            if now - last_prune >= PRUNE_EVERY:  # retention holds in a long-running process
+                last_prune = now
+                self.submit(self._prune)
             if self.bus.kind == "redis" and now - last_beat >= 10:
                 last_beat = now
                 try:
                     self.bus.heartbeat(self.server_id, 35)
                 except Exception:
                     log.warning("terminal bus heartbeat failed", exc_info=True)
+
+    @staticmethod
+    def _prune() -> None:
+        from portal.terminal import services
+
+        n = services.prune_recordings()
+        if n:
+            log.info("pruned %d recording(s) past the retention period", n)
 
     @staticmethod
     def _flush_counters(sessions) -> None:

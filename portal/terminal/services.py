@@ -232,6 +232,17 @@ def live_count(user_id: int) -> int:
     )
 
 
+def live_machine_ids(user_id: int) -> list[int]:
+    """Machines the user has live (active or detached) terminal sessions on, any process."""
+    return list(
+        db.session.scalars(
+            select(TerminalSession.machine_id)
+            .where(TerminalSession.user_id == user_id, TerminalSession.status.in_(LIVE))
+            .distinct()
+        )
+    )
+
+
 # ---------------------------------------------------------------- tickets
 
 

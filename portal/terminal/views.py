@@ -30,7 +30,11 @@ def page(agent_id):
 @login_required
 def sessions():
     rows = services.list_for_user(g.user)
-    return render_template("terminal/sessions.html", sessions=services.sessions_dicts(rows))
+    # Its user, global admins and the machine's admins may close a session.
+    closable = {r.id for r in rows if r.status != "closed" and services.can_close(g.user, r)}
+    return render_template(
+        "terminal/sessions.html", sessions=services.sessions_dicts(rows), closable=closable
+    )
 
 
 @bp.get("/sessions/<sid>")
