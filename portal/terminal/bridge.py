@@ -170,7 +170,7 @@ def prepare_channel(channel: paramiko.Channel) -> None:
 TAKEOVER_WAIT = 1.0  # seconds a resumed window waits for the old socket's send to end
 
 
-def _cut(client) -> None:
+def cut_socket(client) -> None:
     """Shut the TCP connection under a client's socket: a blocked send there fails at once."""
     try:
         client.ws.sock.shutdown(socket.SHUT_RDWR)
@@ -318,7 +318,7 @@ class LiveSession:
             if old.send_lock.acquire(timeout=TAKEOVER_WAIT):
                 old.send_lock.release()
             else:
-                _cut(old)
+                cut_socket(old)
         if resumed:  # a new session's row already says "active"
             self.registry.status_changed(self)
 

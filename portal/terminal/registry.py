@@ -2,8 +2,8 @@
 
 One Registry per app (app.extensions["portal_terminal"]). Threads, all started
 on first use: a janitor (grace period, idle timeout, byte counters, liveness
-heartbeat, hourly recording retention) and one DB writer (status changes and command logs go through it,
-so no bridge thread ever waits on the database while holding a lock, and a
+heartbeat, hourly recording retention) and one DB writer (status changes and
+command logs go through it, so no bridge thread ever waits on the database while holding a lock, and a
 hook called inside another feature's transaction never deadlocks on SQLite).
 """
 
@@ -18,6 +18,7 @@ import time
 from concurrent.futures import Future
 
 from portal.db import utcnow
+from portal.terminal.bridge import cut_socket
 from portal.terminal.bus import make_bus
 
 log = logging.getLogger(__name__)
@@ -310,10 +311,7 @@ class Registry:
             sess = self.get(sid)
             client = getattr(sess, "client", None) if sess is not None else None
             if client is not None:
-                try:
-                    client.ws.sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+                cut_socket(client)
                 return True
             if time.monotonic() >= deadline:
                 return False
