@@ -143,3 +143,26 @@ def test_nobody_attaches_to_another_users_session(term_env, make_user, grant_rol
     assert "no such session" in t2.wait_control("error")["message"]
     # the owner's terminal is untouched
     t.run("echo $((40+2))", r"42\r\n")
+
+
+def test_a_ticket_for_one_machine_opens_nothing_on_another(
+    term_env, live_server, auth, sshd_machine
+):
+    owner, machine, _open = term_env
+    other = sshd_machine(owner, name="second-box")
+    ticket = requests.post(
+        f"{live_server.url}/api/terminal/{machine.agent_id}/ticket", headers=auth(owner)
+    ).json()["ticket"]
+    t = Term(f"{ws_base(live_server)}/api/terminal/{other.agent_id}/ws?ticket={ticket}")
+    assert t.wait_control("error")["message"] == "this ticket is for another machine"
+    assert not any(c["type"] == "ready" for c in t.controls)
+    t.drain_close()
+    t.close()
+    assert t.close_code == 1008
+    sessions = requests.get(
+        f"{live_server.url}/api/machines/{other.agent_id}/sessions", headers=auth(owner)
+    ).json()["sessions"]
+    assert sessions == []
+    # It was spent by that attempt: it cannot be tried again on its own machine either.
+    url = f"{ws_base(live_server)}/api/terminal/{machine.agent_id}/ws?ticket={ticket}"
+    assert _status_of_refused(url) == 401

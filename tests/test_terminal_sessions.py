@@ -416,3 +416,224 @@ def test_the_janitor_prunes_old_recordings_while_the_server_runs(term_env, app, 
     os.utime(old, (ten_days_ago, ten_days_ago))
     assert wait_for(lambda: not os.path.exists(old), timeout=10)
     assert os.path.exists(new)
+
+
+# ---------------------------------------------------------------- while a terminal opens
+
+
+def _open_stalled(live_server, machine, relay, token):
+    """Open a terminal whose SSH set-up is held at the relay; returns its socket client once
+    the portal's bytes are waiting there (the handshake or channel request is under way)."""
+    relay.pause()
+    held = relay.held
+    url = f"{_helpers.ws_base(live_server)}/api/terminal/{machine.agent_id}/ws?token={token}"
+    t = _helpers.Term(url)
+    assert wait_for(lambda: relay.held > held, timeout=10), "the portal never reached the relay"
+    return t
+
+
+def _active(live_server, machine, headers):
+    r = _get(live_server, f"/api/machines/{machine.agent_id}/sessions/active", headers)
+    return r.json()["sessions"]
+
+
+def test_a_revocation_while_the_terminal_opens_closes_it(
+    app, live_server, auth, make_user, grant_role, token_for, relayed_machine
+):
+    owner = make_user("relayowner")
+    machine, relay = relayed_machine(owner)
+    op = make_user("relayop")
+    grant_role(machine, op, "operator")
+    t = _open_stalled(live_server, machine, relay, token_for(op))
+    try:
+        r = requests.post(
+            f"{live_server.url}/api/machines/{machine.agent_id}/access/revoke",
+            headers=auth(owner),
+            json={"user": op.username},
+            timeout=10,
+        )
+        assert r.status_code in (200, 204), r.text
+    finally:
+        relay.resume()
+    msg = t.wait_control("error")
+    assert "revoked" in msg["message"]
+    assert not any(c["type"] == "ready" for c in t.controls)
+    assert wait_for(lambda: _active(live_server, machine, auth(owner)) == [], timeout=10)
+    t.close()
+
+
+def test_access_removed_without_a_hook_while_opening_is_caught_on_registration(
+    app, live_server, auth, make_user, grant_role, token_for, relayed_machine
+):
+    """A revocation written before the session could be cancelled (its hook found nothing
+    to close) is caught by reading access again once the session is registered."""
+    from sqlalchemy import delete
+
+    from portal.extensions import db
+    from portal.machines.models import MachineAccess
+
+    owner = make_user("relayowner2")
+    machine, relay = relayed_machine(owner)
+    op = make_user("relayop2")
+    grant_role(machine, op, "operator")
+    t = _open_stalled(live_server, machine, relay, token_for(op))
+    try:
+        with app.app_context():
+            db.session.execute(
+                delete(MachineAccess).where(
+                    MachineAccess.machine_id == machine.id, MachineAccess.user_id == op.id
+                )
+            )
+            db.session.commit()
+            db.session.remove()
+    finally:
+        relay.resume()
+    assert "revoked" in t.wait_control("error")["message"]
+    assert wait_for(lambda: _active(live_server, machine, auth(owner)) == [], timeout=10)
+    t.close()
+
+
+def test_the_per_user_cap_counts_terminals_still_opening(
+    app, live_server, auth, make_user, token_for, relayed_machine
+):
+    owner = make_user("relayowner3")
+    machine, relay = relayed_machine(owner)
+    app.extensions["portal_terminal"].cap = 1
+    token = token_for(owner)
+    first = _open_stalled(live_server, machine, relay, token)
+    try:
+        url = f"{_helpers.ws_base(live_server)}/api/terminal/{machine.agent_id}/ws?token={token}"
+        second = _helpers.Term(url)
+        assert "most allowed" in second.wait_control("error")["message"]
+        second.close()
+    finally:
+        relay.resume()
+    sid = first.wait_control("ready")["session_id"]
+    assert [s["id"] for s in _active(live_server, machine, auth(owner))] == [sid]
+    first.close()
+
+
+def test_shutdown_while_a_terminal_opens_closes_it_with_the_reason(
+    app, live_server, make_user, token_for, relayed_machine
+):
+    owner = make_user("relayowner4")
+    machine, relay = relayed_machine(owner)
+    t = _open_stalled(live_server, machine, relay, token_for(owner))
+    try:
+        app.extensions["portal_terminal"].shutdown("the server is restarting")
+    finally:
+        relay.resume()
+    assert "restarting" in t.wait_control("error")["message"]
+    t.close()
+
+
+def test_input_sent_while_the_terminal_opens_is_bounded_in_bytes(
+    app, live_server, make_user, token_for, relayed_machine
+):
+    """Until the session is set up, input frames wait in the socket's inbox; past 1 MiB the
+    reader stops taking bytes (TCP backpressure), however the bytes are split into frames."""
+    import websocket
+
+    owner = make_user("relayowner5")
+    machine, relay = relayed_machine(owner)
+    t = _open_stalled(live_server, machine, relay, token_for(owner))
+    frame = b"x" * (900 * 1024)  # under the socket's 1 MiB message limit
+    sent = 0
+    t.ws.settimeout(3)
+    try:
+        while sent < 60 * len(frame):
+            t.ws.send_binary(frame)  # blocks once the server stops reading
+            sent += len(frame)
+    except (websocket.WebSocketTimeoutException, TimeoutError):
+        pass
+    finally:
+        relay.resume()
+    # What got through: the 1 MiB inbox, one frame being parsed, and the kernel's buffers
+    # (a few MiB on loopback). Without the byte bound, 256 such frames (225 MiB) would fit.
+    assert sent < 24 * len(frame), f"{sent} bytes were taken in while the terminal opened"
+    # Once set up, those oversized frames are refused like any other.
+    t.drain_close(timeout=15)
+    t.close()
+    assert t.close_code == 1009
+
+
+# ---------------------------------------------------------------- DELETE of a row held elsewhere
+
+
+def _server_id_of(pid: int) -> str:
+    with open(f"/proc/{pid}/stat", "rb") as fh:
+        start = fh.read().rsplit(b")", 1)[1].split()[19].decode()
+    return f"{socket.gethostname()}:{pid}:{start}"
+
+
+def _row(app, machine, owner, server_id: str) -> str:
+    import uuid
+
+    from portal.extensions import db
+    from portal.terminal.models import TerminalSession
+
+    sid = str(uuid.uuid4())
+    with app.app_context():
+        db.session.add(
+            TerminalSession(
+                id=sid,
+                machine_id=machine.id,
+                user_id=owner.id,
+                status="active",
+                server_id=server_id,
+            )
+        )
+        db.session.commit()
+        db.session.remove()
+    return sid
+
+
+def _delete_rows_held_elsewhere(app, live_server, auth, make_user, make_machine, expect: str):
+    import subprocess
+
+    owner = make_user("elsewhere")
+    machine = make_machine(owner)
+    other = subprocess.Popen(["sleep", "60"])  # a running process that holds nothing
+    try:
+        held = _row(app, machine, owner, _server_id_of(other.pid))
+        r = requests.delete(
+            f"{live_server.url}/api/terminal/sessions/{held}", headers=auth(owner), timeout=15
+        )
+        assert r.status_code == 503, r.text
+        assert expect in r.json()["error"]
+        s = _get(live_server, f"/api/sessions/{held}", auth(owner)).json()["session"]
+        assert s["status"] == "active"  # not marked closed while its owner may hold a shell
+    finally:
+        other.kill()
+        other.wait()
+    # Its process is gone now: the same DELETE marks it closed.
+    r = requests.delete(
+        f"{live_server.url}/api/terminal/sessions/{held}", headers=auth(owner), timeout=15
+    )
+    assert r.status_code == 204, r.text
+    s = _get(live_server, f"/api/sessions/{held}", auth(owner)).json()["session"]
+    assert s["status"] == "closed"
+
+
+def test_delete_of_a_session_another_local_process_holds_is_refused(
+    app, live_server, auth, make_user, make_machine
+):
+    _delete_rows_held_elsewhere(app, live_server, auth, make_user, make_machine, "REDIS_URL")
+
+
+class TestDeleteOverRedis:
+    @pytest.fixture
+    def app_config(self, app_config):
+        import uuid
+
+        return {
+            **app_config,
+            "REDIS_URL": "redis://127.0.0.1:6379/0",
+            "PORTAL_TERMINAL_BUS_PREFIX": f"test-term-{uuid.uuid4().hex[:12]}",
+        }
+
+    def test_an_owner_that_does_not_answer_is_not_declared_closed(
+        self, app, live_server, auth, make_user, make_machine
+    ):
+        assert app.extensions["portal_terminal"].bus.kind == "redis"
+        _delete_rows_held_elsewhere(app, live_server, auth, make_user, make_machine, "try again")

@@ -245,3 +245,57 @@ def test_a_quiet_socket_stays_open_and_keeps_answering(term_env, stepped_aside):
     t.read_until(r"quiet3")
     time.sleep(1.5)
     t.run("echo later$((2+2))", r"later4")
+
+
+# ---------------------------------------------------------------- output framing and memory
+
+
+def test_bulk_output_is_coalesced_into_large_frames(term_env):
+    """`seq` writes ~1.9 MB: it reaches the browser as frames of up to 64 KiB, not one frame
+    per SSH packet (or per line)."""
+    _owner, _machine, open_term = term_env
+    t = open_term()
+    t.wait_control("ready")
+    t.run("stty -echo", r"\$ $")
+    t.out.clear()
+    t.send("seq 1 300000; echo done$((5*5))\r")
+    sizes = []
+    deadline = time.monotonic() + 40
+    while b"done25" not in bytes(t.out[-4096:]) and time.monotonic() < deadline:
+        what, data = t.recv_one(10)
+        if what == "data":
+            sizes.append(len(data))
+            del t.out[:-8192]
+    assert b"done25" in bytes(t.out[-4096:])
+    total = sum(sizes)
+    assert total > 1_900_000
+    assert max(sizes) <= 64 * 1024
+    assert len(sizes) < total / 4096, f"{len(sizes)} frames for {total} bytes"
+
+
+def test_a_client_that_never_reads_nor_acks_holds_the_server_to_a_bound(app, term_env):
+    """No acks and no reads: TCP backpressure stops the pump, the pump stops reading the
+    channel, the SSH window stops the remote `yes`. Nothing grows on the server meanwhile,
+    and the shell answers once the client reads again."""
+    _owner, _machine, open_term = term_env
+    t = open_term()
+    sid = t.wait_control("ready")["session_id"]
+    sess = app.extensions["portal_terminal"].get(sid)
+    t.send("yes\r")
+    time.sleep(2.0)  # buffers fill (kernel, SSH window); then everything should stand still
+    before = sess.bytes_out
+    time.sleep(2.0)
+    grew = sess.bytes_out - before
+    assert grew <= 64 * 1024, f"{grew} more bytes went out to a client that reads nothing"
+    from portal.terminal.bridge import WINDOW_FAST
+    from portal.terminal.ring import DEFAULT_RING
+
+    assert len(sess.channel.in_buffer) <= WINDOW_FAST  # at most what the SSH window lets in
+    assert len(sess.ring) <= DEFAULT_RING
+    t.send(b"\x03")
+    t.send("echo back$((6*7))\r")
+    deadline = time.monotonic() + 60
+    while b"back42" not in bytes(t.out[-4096:]) and time.monotonic() < deadline:
+        t.recv_one(10)
+        del t.out[:-8192]
+    assert b"back42" in bytes(t.out[-4096:])

@@ -39,7 +39,8 @@ def register(app) -> None:
         # A global admin made a user keeps only the terminals their machine roles allow.
         from portal.terminal import access, services
 
-        for machine_id in services.live_machine_ids(user.id):
+        opening = registry.pending_machine_ids(user.id)
+        for machine_id in set(services.live_machine_ids(user.id)) | opening:
             machine = access.machine_by_id(machine_id)
             if machine is None or not access.has_role(user, machine, "operator"):
                 registry.close_matching(

@@ -248,6 +248,7 @@ class LiveSession:
         self.channel = channel
         self.cols, self.rows = cols, rows
         self.recorder = recorder
+        self.reservation = None  # its place while it was being opened (Registry.reserve)
         self.shared = shared
         self.watched_until = 0.0  # monotonic; see WATCH_LEASE
         self.lock = threading.Lock()

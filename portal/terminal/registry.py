@@ -15,6 +15,7 @@ import queue
 import socket
 import threading
 import time
+import weakref
 from concurrent.futures import Future
 
 from portal.db import utcnow
@@ -24,6 +25,19 @@ from portal.terminal.bus import make_bus
 log = logging.getLogger(__name__)
 
 PRUNE_EVERY = 3600.0  # seconds between the janitor's recording-retention sweeps
+
+
+class Reservation:
+    """A terminal being opened (SSH handshake under way) that is not registered yet: it
+    counts against the user's cap, and a revocation or shutdown meanwhile cancels it (the
+    opener closes the new session instead of serving it)."""
+
+    __slots__ = ("user_id", "machine_id", "cancelled")
+
+    def __init__(self, user_id: int, machine_id: int):
+        self.user_id = user_id
+        self.machine_id = machine_id
+        self.cancelled: str | None = None  # the reason, once cancelled
 
 
 def _process_start() -> str:
@@ -57,7 +71,15 @@ def process_alive(server_id: str | None) -> bool | None:
 
 
 class Registry:
+    _instances: weakref.WeakSet = weakref.WeakSet()  # one per app in this process
+
+    @classmethod
+    def holds_anywhere(cls, sid: str) -> bool:
+        """True when an app of this process holds the session live (tests run several)."""
+        return any(reg.get(sid) is not None for reg in list(cls._instances))
+
     def __init__(self, app):
+        Registry._instances.add(self)
         self.app = app
         cfg = app.config
         self.grace = int(cfg.get("PORTAL_SESSION_GRACE", 120))
@@ -67,12 +89,14 @@ class Registry:
         self.bus = make_bus(cfg)
         self.sessions: dict[str, object] = {}
         self.watchers: set = set()  # live watch sockets of this process (ws._WatchQueue)
+        self.pending: set[Reservation] = set()  # terminals being opened (see Reservation)
         self.lock = threading.Lock()
         self._db_q: queue.Queue = queue.Queue(maxsize=20000)
         self._threads_started = False
         self._stop = threading.Event()
         self._start_lock = threading.Lock()
         self._shut = False
+        self._shut_reason = "the server is shutting down"
 
     # ------------------------------------------------------------ threads
 
@@ -224,15 +248,53 @@ class Registry:
 
     # ------------------------------------------------------------ sessions
 
-    def add(self, sess) -> None:
+    def reserve(self, user_id: int, machine_id: int, elsewhere: int = 0) -> Reservation | None:
+        """Hold a place for a terminal about to be opened, or None when the user's cap is
+        reached: their live sessions here, the ones being opened here, and `elsewhere` (live
+        ones other processes hold) together. Checked and taken under one lock, so two opens
+        at once cannot both take the last place."""
+        with self.lock:
+            if self._shut:  # cancelled from the start: the opener refuses with the reason
+                r = Reservation(user_id, machine_id)
+                r.cancelled = self._shut_reason
+                return r
+            if self.cap:
+                here = sum(1 for s in self.sessions.values() if s.user_id == user_id)
+                here += sum(1 for r in self.pending if r.user_id == user_id)
+                if here + elsewhere >= self.cap:
+                    return None
+            r = Reservation(user_id, machine_id)
+            self.pending.add(r)
+            return r
+
+    def release(self, reservation: Reservation | None) -> None:
+        if reservation is not None:
+            with self.lock:
+                self.pending.discard(reservation)
+
+    def pending_machine_ids(self, user_id: int) -> set[int]:
+        """Machines this user has terminals being opened on, in this process."""
+        with self.lock:
+            return {r.machine_id for r in self.pending if r.user_id == user_id}
+
+    def add(self, sess, reservation: Reservation | None = None) -> str | None:
+        """Register a new live session (its reservation ends). Returns why it may not run
+        after all (a revocation or shutdown cancelled the reservation meanwhile), else None:
+        the caller then closes it with that reason."""
         self.ensure_started()
         with self.lock:
             self.sessions[sess.sid] = sess
+            if reservation is not None:
+                self.pending.discard(reservation)
+            why = reservation.cancelled if reservation is not None else None
+            if why is None and self._shut:
+                why = self._shut_reason
         if self.bus.kind == "redis":
             try:
                 self.bus.heartbeat(self.server_id, 35)
             except Exception:
                 log.warning("terminal bus heartbeat failed", exc_info=True)
+        return why
 
     def get(self, sid: str):
         with self.lock:
@@ -294,7 +356,13 @@ class Registry:
         return True
 
     def close_where(self, pred, reason: str) -> int:
+        """Close the live sessions `pred` matches, and cancel the matching ones being opened
+        (the revocation lands while their SSH handshake runs)."""
         n = 0
+        with self.lock:
+            for r in self.pending:
+                if r.cancelled is None and pred(r):
+                    r.cancelled = reason
         for s in self.live():
             if pred(s):
                 s.close(reason)
@@ -420,7 +488,11 @@ class Registry:
     def shutdown(self, reason: str = "the server is shutting down") -> None:
         if self._shut:
             return
-        self._shut = True
+        with self.lock:
+            self._shut = True
+            self._shut_reason = reason
+            for r in self.pending:
+                r.cancelled = r.cancelled or reason
         for s in self.live():
             try:
                 s.close(reason)

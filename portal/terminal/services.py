@@ -22,6 +22,13 @@ log = logging.getLogger(__name__)
 TICKET_TTL = 60
 
 
+class OwnerUnavailable(PortalError):
+    """The process holding this session cannot be reached right now; try again shortly."""
+
+    status = 503
+    code = "unavailable"
+
+
 class TicketsUnavailable(PortalError):
     """Terminal tickets cannot be issued right now; try again shortly."""
 
@@ -187,7 +194,8 @@ def close_session(user, row: TerminalSession, reason: str | None = None) -> None
                 log.warning("waiting for session %s to be marked closed failed", row.id)
         db.session.expire(row)
         return
-    if reg.bus.kind == "redis":
+    held = owner_running(reg, row)
+    if held and reg.bus.kind == "redis":
         reg.request_close(row.id, reason)
         import time
 
@@ -198,11 +206,34 @@ def close_session(user, row: TerminalSession, reason: str | None = None) -> None
             db.session.expire(row)
             if row.status == "closed":
                 return
+        if owner_running(reg, row):
+            # Its shell may still run there: saying "closed" would be a lie.
+            raise OwnerUnavailable(
+                "the server holding this session did not answer in time; try again"
+            )
+    elif held:
+        raise OwnerUnavailable(
+            "another server process holds this session and cannot be reached from this one"
+            " (connect the processes with REDIS_URL)"
+        )
     # Nobody holds it (its process is gone): mark it closed here.
     row.status = "closed"
     row.close_reason = reason[:255]
     row.ended_at = row.ended_at or utcnow()
     db.session.flush()
+
+
+def owner_running(reg, row: TerminalSession) -> bool | None:
+    """Whether the process that holds the session is still running: this process (any app in
+    it), another on this host (/proc), another host (its bus heartbeat; None without Redis)."""
+    from portal.terminal.registry import Registry, process_alive
+
+    if row.server_id == reg.server_id:
+        return Registry.holds_anywhere(row.id)
+    alive = process_alive(row.server_id)
+    if alive is None and reg.bus.kind == "redis":
+        alive = reg.bus.alive(row.server_id)
+    return alive
 
 
 def set_shared(user, row: TerminalSession, shared: bool) -> None:
@@ -224,11 +255,16 @@ def set_shared(user, row: TerminalSession, shared: bool) -> None:
             log.exception("terminal bus: unshare notice failed")
 
 
-def live_count(user_id: int) -> int:
+def live_elsewhere(user_id: int, server_id: str) -> int:
+    """The user's live sessions held by other processes (this one counts its own live)."""
     return db.session.scalar(
         select(func.count())
         .select_from(TerminalSession)
-        .where(TerminalSession.user_id == user_id, TerminalSession.status.in_(LIVE))
+        .where(
+            TerminalSession.user_id == user_id,
+            TerminalSession.status.in_(LIVE),
+            (TerminalSession.server_id != server_id) | TerminalSession.server_id.is_(None),
+        )
     )
 
 
@@ -428,13 +464,23 @@ def open_terminal(
             why = row.close_reason or "it is not held by this server"
             raise Conflict(f"that session has ended ({why})")
         return sess, True
-    if reg.cap and live_count(user.id) >= reg.cap:
+    # A place is reserved before the handshake: the cap counts terminals being opened, and a
+    # revocation that lands while the handshake runs cancels it (see Registry.reserve).
+    elsewhere = live_elsewhere(user.id, reg.server_id) if reg.cap else 0
+    reservation = reg.reserve(user.id, machine.id, elsewhere)
+    if reservation is None:
         raise Conflict(
             f"you already have {reg.cap} open terminals, the most allowed; close one first"
         )
-    target = access.ssh_target(machine)
-    db.release()  # no DB connection held through the SSH handshake
-    channel = _open_shell(target, cols, rows)
+    try:
+        if reservation.cancelled:
+            raise Conflict(reservation.cancelled)
+        target = access.ssh_target(machine)
+        db.release()  # no DB connection held through the SSH handshake
+        channel = _open_shell(target, cols, rows)
+    except BaseException:
+        reg.release(reservation)
+        raise
     try:
         row = TerminalSession(
             machine_id=machine.id,
@@ -470,7 +516,42 @@ def open_terminal(
             rows=rows,
             recorder=recorder,
         )
+        sess.reservation = reservation  # Registry.add ends it
     except BaseException:
+        reg.release(reservation)
         close_channel(channel)
         raise
     return sess, False
+
+
+def abandon(sess) -> None:
+    """A new session that will not be served (its row was not committed): free its place
+    and close its channel."""
+    registry().release(getattr(sess, "reservation", None))
+    try:
+        sess.close("could not open the terminal")
+    except Exception:
+        log.exception("terminal: closing an abandoned session failed")
+
+
+def denied_now(user_id: int, token_version, machine_id: int) -> str | None:
+    """Why this user may not hold a terminal on this machine any more (None: they may),
+    read afresh from the database: the check after a new session is registered, for a
+    revocation that was written between the first check and the registration."""
+    from portal.accounts.models import User
+
+    try:
+        user = db.session.get(User, user_id)
+        if user is None or not user.is_active:
+            return "the account was deactivated"
+        if token_version is not None and user.token_version != token_version:
+            return "you were signed out everywhere"
+        machine = access.machine_by_id(machine_id)
+        if machine is None:
+            return "the machine was deleted"
+        if not access.has_role(user, machine, "operator"):
+            return "your access to this machine was revoked"
+        return None
+    finally:
+        db.session.rollback()
+        db.session.remove()

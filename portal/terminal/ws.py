@@ -34,6 +34,7 @@ bp = Blueprint("terminal_ws", __name__)
 
 INPUT_MAX = 64 * 1024  # bytes per input frame; larger -> close 1009
 INPUT_BACKLOG = 256  # frames waiting for the bridge before the socket stops reading
+INPUT_BACKLOG_BYTES = 1024 * 1024  # and bytes: past either, the reader stops taking input
 WATCH_QUEUE_MAX = 2 * 1024 * 1024
 WATCH_RECHECK = 10.0  # seconds between a watcher's access re-checks
 
@@ -116,8 +117,12 @@ class _SockProxy:
 
     def recv(self, n):
         ws = self._ws
-        while len(ws.input_buffer) > INPUT_BACKLOG and ws.connected:
+        inbox = ws.input_buffer
+        while ws.connected and (
+            len(inbox) > INPUT_BACKLOG or getattr(inbox, "queued", 0) > INPUT_BACKLOG_BYTES
+        ):
             time.sleep(0.01)
+            inbox = ws.input_buffer
         if not self._fast:
             if self._pending:  # bytes held back while the fast path was on
                 data, self._pending = bytes(self._pending), bytearray()
@@ -247,6 +252,7 @@ class _Inbox(list):
         self.lock = threading.Lock()
         self.handler = None
         self.proxy = None  # the _SockProxy whose fast path start() hands `keys` to
+        self.queued = sum(len(m) for m in self)  # bytes waiting (the reader's bound)
 
     def append(self, msg) -> None:
         handler = self.handler
@@ -254,12 +260,19 @@ class _Inbox(list):
             with self.lock:
                 if self.handler is None:
                     super().append(msg)
+                    self.queued += len(msg)
                     return
                 handler = self.handler
         try:
             handler(msg)
         except Exception:
             log.exception("terminal: handling a frame failed")
+
+    def pop(self, index=-1):  # simple_websocket's receive() (the watch socket) takes here
+        with self.lock:
+            msg = super().pop(index)
+            self.queued -= len(msg)
+            return msg
 
     def start(self, handler, keys=None) -> None:
         """Handle messages with `handler` from now on (queued ones first). `keys`, if given,
@@ -271,6 +284,7 @@ class _Inbox(list):
                 except Exception:
                     log.exception("terminal: handling a frame failed")
             self.clear()
+            self.queued = 0
             self.handler = handler
             if keys is not None and isinstance(self.proxy, _SockProxy):
                 self.proxy._keys = keys
@@ -403,6 +417,8 @@ def terminal(ws, agent_id):
     rows = services.parse_size(request.args.get("rows"), 24)
     resume = request.args.get("session") or None
     client = Client(ws, _client_addr())
+    uid, tv = user.id, user.token_version
+    sess = resumed = None
     try:
         sess, resumed = services.open_terminal(
             user,
@@ -416,17 +432,32 @@ def terminal(ws, agent_id):
         db.session.commit()
     except PortalError as err:
         db.session.rollback()
+        if sess is not None and not resumed:
+            services.abandon(sess)
         _refuse(ws, err.message)
         return
     except Exception:
         db.session.rollback()
+        if sess is not None and not resumed:
+            services.abandon(sess)  # e.g. the commit failed: the channel must not leak
         log.exception("opening a terminal failed")
         _refuse(ws, "could not open the terminal", 1011)
         return
     finally:
         db.session.remove()  # no DB connection held for the life of the socket
     if not resumed:
-        services.registry().add(sess)
+        # A revocation during the handshake cancelled the reservation; one written just
+        # before it (its hook found nothing to close yet) is caught by reading access again.
+        why = services.registry().add(sess, sess.reservation)
+        try:
+            why = why or services.denied_now(uid, tv, sess.machine_id)
+        except Exception:
+            log.exception("re-checking terminal access failed")
+            why = "could not open the terminal"
+        if why:
+            sess.close(why)
+            _refuse(ws, why, CLOSE_NORMAL)
+            return
     elif cols != sess.cols or rows != sess.rows:
         sess.resize(cols, rows)
     try:
