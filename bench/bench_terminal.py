@@ -146,8 +146,11 @@ def wait_http(url: str, timeout: float = 30) -> None:
 class PortalServer:
     name = "portal"
 
-    def __init__(self, sshd):
+    def __init__(self, sshd, workers: int = 1):
         self.sshd = sshd
+        self.workers = workers
+        if workers > 1:
+            self.name = f"portal-{workers}w"
         self.dir = Path(tempfile.mkdtemp(prefix="portal-bench-"))
         self.port = free_port()
         self.env = {
@@ -159,7 +162,13 @@ class PortalServer:
             "PORTAL_ACCESS_LOG": "0",
             "HOST": "127.0.0.1",
             "PORT": str(self.port),
+            "PORTAL_WORKERS": str(workers),
         }
+        if workers > 1:  # several workers share terminal events through Redis
+            import uuid
+
+            self.env["REDIS_URL"] = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+            self.env["PORTAL_TERMINAL_BUS_PREFIX"] = f"bench-{uuid.uuid4().hex[:12]}"
         self.proc = None
 
     def setup(self) -> None:
@@ -573,6 +582,12 @@ def main() -> int:
     ap.add_argument("--size-mb", type=int, default=25)
     ap.add_argument("--rounds", type=int, default=5, help="throughput runs per system")
     ap.add_argument("--no-webssh", action="store_true")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="also run the portal with this many gunicorn workers + Redis (1: only the default)",
+    )
     ap.add_argument("--no-raw-many", action="store_true", help="skip N raw ssh processes")
     ap.add_argument("--only", default="", help="comma list: throughput,echo,ctrlc,many")
     ap.add_argument("--no-write", action="store_true")
@@ -593,6 +608,8 @@ def main() -> int:
         user, name="bench", config={"MaxSessions": "1000", "MaxStartups": "4000:30:8000"}
     ).start()
     servers = [RawServer(sshd, work), PortalServer(sshd)]
+    if args.workers > 1:
+        servers.append(PortalServer(sshd, workers=args.workers))
     if not args.no_webssh:
         servers.append(WebSshServer(sshd))
     try:
@@ -618,7 +635,8 @@ def main() -> int:
                 print(f"{s.name}: ctrl-c {r['ctrlc']}", flush=True)
         if want("many"):
             for s in servers:
-                kind = {"portal": "portal", "webssh": "webssh"}.get(s.name, "raw")
+                kind = "portal" if s.name.startswith("portal") else s.name
+                kind = kind if kind in ("portal", "webssh") else "raw"
                 if kind == "raw" and args.no_raw_many:
                     continue
                 r = results.setdefault(s.name, {})
@@ -698,8 +716,9 @@ def render(results: dict, args) -> str:
     )
     env = (
         f"{platform.node()}: {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"gunicorn worker_class={gconf.worker_class} workers={gconf.workers} "
-        f"threads={getattr(gconf, 'threads', '-')}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+        f"gunicorn worker_class={gconf.worker_class} threads={getattr(gconf, 'threads', '-')}; "
+        f"portal: 1 worker (the default), portal-Nw: PORTAL_WORKERS=N with REDIS_URL, "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
     )
     return "\n".join([head, sep, *rows, "", env])
 

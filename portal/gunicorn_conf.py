@@ -1,16 +1,27 @@
 """Gunicorn settings for long-lived WebSockets (see docs/terminal.md, "Worker model").
 
-One worker process holds every live terminal: re-attaching (`?session=`) must reach the
-process that owns the SSH channel, and one process means no sticky routing is needed.
+One worker process by default. With REDIS_URL set, PORTAL_WORKERS=N runs N workers: each
+holds the terminals it opened; a re-attach (`?session=`) accepted by another worker is
+handed to the owner with its socket (portal/terminal/handoff.py), so no sticky routing is
+needed; revocations, DELETE, watchers and tickets cross workers through Redis.
 `gthread` with many threads: each open terminal holds one request thread for its socket,
 so `threads` bounds the number of terminals (plus page requests) one instance serves.
 Measured with bench/bench_terminal.py; results in docs/benchmarks.md.
 """
 
 import os
+import sys
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"  # noqa: S104
 workers = int(os.environ.get("PORTAL_WORKERS", "1"))
+if workers > 1 and not os.environ.get("REDIS_URL"):
+    # Revocations, DELETE, watchers and tickets reach other workers only through Redis.
+    print(
+        f"PORTAL_WORKERS={workers} needs REDIS_URL (workers share terminal events through it):"
+        " running 1 worker",
+        file=sys.stderr,
+    )
+    workers = 1
 worker_class = os.environ.get("PORTAL_WORKER_CLASS", "gthread")
 threads = int(os.environ.get("PORTAL_THREADS", "1024"))
 worker_connections = int(os.environ.get("PORTAL_WORKER_CONNECTIONS", "2000"))

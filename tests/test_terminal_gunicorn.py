@@ -8,6 +8,8 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import uuid
 from pathlib import Path
 
 import pytest
@@ -27,58 +29,82 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def gunicorn_portal(app, app_config, tmp_path):
-    """The portal under gunicorn on the test database (same secrets as `app`, so its
-    tokens and stored machine credentials are valid there). Yields (base_url, process)."""
-    port = _free_port()
-    env = {
-        **os.environ,
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "DATABASE_URL": app_config["DATABASE_URL"],
-        "SECRET_KEY": app.config["SECRET_KEY"],
-        "PORTAL_VAULT_KEY": app.config["PORTAL_VAULT_KEY"],
-        "PORTAL_INSTANCE_PATH": str(tmp_path / "gunicorn-instance"),
-        "PORTAL_RECORDINGS_DIR": str(tmp_path / "gunicorn-recordings"),
-        "PORTAL_ACCESS_LOG": "0",
-        "PORTAL_THREADS": "32",
-    }
-    env.pop("REDIS_URL", None)
-    log = open(tmp_path / "gunicorn.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "python:portal.gunicorn_conf", "app:app"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
+def start_gunicorn(app, app_config, tmp_path):
+    """start_gunicorn(workers=1, redis=False) -> (base_url, process): the portal under
+    gunicorn on the test database (same secrets as `app`, so its tokens and stored machine
+    credentials are valid there). Stopped after the test."""
+    started: list = []
 
-    def up():
-        try:
-            return requests.get(f"{base}/health", timeout=1).status_code == 200
-        except requests.RequestException:
-            return proc.poll() is not None  # died: stop waiting
+    def _start(workers: int = 1, redis: bool = False):
+        port = _free_port()
+        n = len(started)
+        env = {
+            **os.environ,
+            "HOST": "127.0.0.1",
+            "PORT": str(port),
+            "DATABASE_URL": app_config["DATABASE_URL"],
+            "SECRET_KEY": app.config["SECRET_KEY"],
+            "PORTAL_VAULT_KEY": app.config["PORTAL_VAULT_KEY"],
+            "PORTAL_INSTANCE_PATH": str(tmp_path / f"gunicorn-instance-{n}"),
+            "PORTAL_RECORDINGS_DIR": str(tmp_path / f"gunicorn-recordings-{n}"),
+            "PORTAL_ACCESS_LOG": "0",
+            "PORTAL_THREADS": "32",
+            "PORTAL_WORKERS": str(workers),
+        }
+        env.pop("REDIS_URL", None)
+        if redis:
+            env["REDIS_URL"] = "redis://127.0.0.1:6379/0"
+            env["PORTAL_TERMINAL_BUS_PREFIX"] = f"test-term-{uuid.uuid4().hex[:12]}"
+        logfile = tmp_path / f"gunicorn-{n}.log"
+        log = open(logfile, "wb")  # noqa: SIM115 - closed at teardown
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "python:portal.gunicorn_conf", "app:app"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        started.append((proc, log))
+        base = f"http://127.0.0.1:{port}"
 
-    try:
-        assert wait_for(up, timeout=30, interval=0.2) and proc.poll() is None, (
-            tmp_path / "gunicorn.log"
-        ).read_text(errors="replace")[-2000:]
-        yield base, proc
-    finally:
+        def up():
+            if proc.poll() is not None:
+                return True  # died: stop waiting
+            if len(_workers(proc.pid)) < workers:
+                return False
+            try:
+                return requests.get(f"{base}/health", timeout=1).status_code == 200
+            except requests.RequestException:
+                return False
+
+        assert wait_for(up, timeout=30, interval=0.2) and proc.poll() is None, logfile.read_text(
+            errors="replace"
+        )[-2000:]
+        return base, proc
+
+    yield _start
+    for proc, log in started:
         if proc.poll() is None:
             proc.kill()
         proc.wait(10)
         log.close()
 
 
+def _workers(master: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{master}/task/{master}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
 def test_sigterm_closes_live_terminals_with_a_reason(
-    app, gunicorn_portal, make_user, sshd_machine, token_for
+    app, start_gunicorn, make_user, sshd_machine, token_for
 ):
     from portal.extensions import db
     from portal.terminal.models import TerminalSession
 
-    base, proc = gunicorn_portal
+    base, proc = start_gunicorn()
     owner = make_user("sigtermowner")
     machine = sshd_machine(owner)
     ws = base.replace("http://", "ws://")
@@ -102,3 +128,49 @@ def test_sigterm_closes_live_terminals_with_a_reason(
     # The server is gone, and nothing of it holds the port.
     with pytest.raises(requests.RequestException):
         requests.get(f"{base}/health", timeout=2)
+
+
+def test_a_reattach_accepted_by_another_worker_reaches_the_one_holding_the_shell(
+    app, start_gunicorn, make_user, sshd_machine, token_for
+):
+    """Two workers. The worker holding the terminal is stopped (SIGSTOP) while the browser
+    re-attaches, so the other one must accept that connection: it hands the socket over,
+    and once the owner runs again the browser is back in the same shell."""
+    from portal.extensions import db
+    from portal.terminal.models import TerminalSession
+
+    base, _proc = start_gunicorn(workers=2, redis=True)
+    owner = make_user("handoffowner")
+    machine = sshd_machine(owner)
+    ws = base.replace("http://", "ws://")
+    url = f"{ws}/api/terminal/{machine.agent_id}/ws?token={token_for(owner)}"
+    t = Term(url)
+    sid = t.wait_control("ready")["session_id"]
+    t.run("HANDED=kept$((1+1)); echo set$((2+2))", r"set4")
+    with app.app_context():
+        holder = int(db.session.get(TerminalSession, sid).server_id.split(":")[1])
+        db.session.remove()
+    t.drop()
+
+    opened: dict = {}
+
+    def reattach():
+        try:
+            opened["term"] = Term(f"{url}&session={sid}", timeout=20)
+        except Exception as exc:  # reported below
+            opened["error"] = exc
+
+    os.kill(holder, signal.SIGSTOP)
+    try:
+        th = threading.Thread(target=reattach)
+        th.start()
+        th.join(1.0)  # the other worker has it now; the holder cannot answer yet
+    finally:
+        os.kill(holder, signal.SIGCONT)
+    th.join(20)
+    assert "term" in opened, opened.get("error")
+    t2 = opened["term"]
+    assert t2.wait_control("ready") == {"type": "ready", "session_id": sid, "resumed": True}
+    t2.read_until(r"set4")  # the screen, replayed by the holder
+    t2.run("echo V=$HANDED", r"V=kept2")
+    t2.close()

@@ -97,6 +97,7 @@ class Registry:
         self._start_lock = threading.Lock()
         self._shut = False
         self._shut_reason = "the server is shutting down"
+        self.handoff = None  # handoff.Listener, once started
 
     # ------------------------------------------------------------ threads
 
@@ -108,6 +109,20 @@ class Registry:
             threading.Thread(target=self._janitor, name="terminal-janitor", daemon=True).start()
             threading.Thread(target=self._db_worker, name="terminal-db", daemon=True).start()
             self.bus.set_control_handler(self.on_control)
+            self._listen_for_handoffs()
+
+    def _listen_for_handoffs(self) -> None:
+        """Take re-attaches other workers of this host hand over (handoff.py)."""
+        import functools
+
+        from portal.terminal import handoff, ws
+
+        try:
+            self.handoff = handoff.Listener(
+                self.server_id, functools.partial(ws.serve_handed, self.app)
+            )
+        except OSError:  # another app of this process listens already (tests run several)
+            self.handoff = None
 
     def submit(self, fn, *args) -> Future:
         """Run fn(*args) in the DB thread inside an app context; it commits after fn."""
@@ -499,6 +514,8 @@ class Registry:
             except Exception:
                 log.exception("closing %s on shutdown failed", s.sid)
         self._stop.set()
+        if self.handoff is not None:
+            self.handoff.close()
         if self._threads_started:
             # Futures resolve after their batch is committed: wait for everything queued.
             fut: Future = Future()

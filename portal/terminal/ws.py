@@ -361,6 +361,13 @@ def _plain(status: int, message: str) -> Response:
 
 @bp.before_request
 def _authenticate():
+    refused = _authenticate_user()
+    if refused is not None:
+        return refused
+    return _hand_over_if_held_elsewhere()
+
+
+def _authenticate_user():
     from portal.accounts.services import user_from_token
 
     g.ws_user = None
@@ -402,21 +409,134 @@ def _client_addr() -> str:
     return (request.remote_addr or "")[:64]
 
 
+class _HandedOver(Response):
+    """The answer for a connection given to another worker: nothing may be written to it.
+    Raising StopIteration is how gunicorn is told the request is over (as flask-sock does)."""
+
+    def __call__(self, environ, start_response):
+        raise StopIteration()
+
+
+_HANDOFF_HEADERS_DROPPED = {"HTTP_COOKIE", "HTTP_AUTHORIZATION"}  # already checked here
+
+
+def _hand_over_if_held_elsewhere():
+    """A re-attach to a terminal that another worker on this host holds: give it the
+    connection (see handoff.py). None: serve it here (held here, or nobody to hand to)."""
+    from portal.terminal import handoff
+    from portal.terminal.models import TerminalSession
+    from portal.terminal.registry import process_alive
+
+    sid = request.args.get("session")
+    raw = request.environ.get("gunicorn.socket")
+    if request.endpoint != "terminal_ws.terminal" or not sid or raw is None or len(sid) > 36:
+        return None
+    reg = services.registry()
+    if reg.get(sid) is not None:
+        return None
+    row = db.session.get(TerminalSession, sid)
+    user = g.ws_user
+    if (
+        row is None
+        or row.user_id != user.id
+        or row.status == "closed"
+        or not row.server_id
+        or row.server_id == reg.server_id
+        or process_alive(row.server_id) is not True
+    ):
+        return None  # served here: the route refuses what it cannot resume
+    info = {
+        "user_id": user.id,
+        "tv": user.token_version,
+        "agent_id": (request.view_args or {}).get("agent_id"),
+        "ticket_agent": g.ws_ticket_agent,
+        "args": {k: request.args.get(k) for k in ("cols", "rows", "session") if k in request.args},
+        "client_addr": _client_addr(),
+        "user_agent": request.headers.get("User-Agent"),
+        "headers": {
+            k: v
+            for k, v in request.environ.items()
+            if k.startswith("HTTP_") and k not in _HANDOFF_HEADERS_DROPPED and isinstance(v, str)
+        },
+    }
+    db.session.rollback()
+    if not handoff.hand_over(row.server_id, raw.fileno(), info):
+        return None
+    handoff.give_up_fd(raw)
+    log.info("terminal: re-attach to %s handed to worker %s", sid, row.server_id)
+    return _HandedOver()
+
+
+def serve_handed(app, sock, info: dict) -> None:
+    """Serve a connection another worker handed over (handoff.Listener, in its own thread):
+    the WebSocket upgrade, then the terminal, as the route would."""
+    from simple_websocket import Server
+
+    from portal.accounts.models import User
+
+    environ = {k: v for k, v in info.get("headers", {}).items() if k.startswith("HTTP_")}
+    environ["gunicorn.socket"] = sock
+    try:
+        ws = Server(environ, **app.config.get("SOCK_SERVER_OPTIONS", {}))
+    except Exception:
+        sock.close()
+        return
+    try:
+        with app.app_context():
+            user = db.session.get(User, info.get("user_id"))
+            if user is None or not user.is_active or user.token_version != info.get("tv"):
+                db.session.remove()
+                _refuse(ws, "authentication required")
+                return
+            _run_terminal(
+                ws,
+                user,
+                str(info.get("agent_id") or ""),
+                args=info.get("args") or {},
+                ticket_agent=info.get("ticket_agent"),
+                client_addr=str(info.get("client_addr") or "")[:64],
+                user_agent=info.get("user_agent"),
+            )
+    finally:
+        try:
+            ws.close()
+        except Exception:  # noqa: S110 - closed already
+            pass
+        ws.thread.join(timeout=2.0)
+        try:
+            sock.close()
+        except OSError:
+            pass
+
+
 # ---------------------------------------------------------------- the terminal
 
 
 @sock.route("/api/terminal/<agent_id>/ws", bp=bp)
 @_reader_last
 def terminal(ws, agent_id):
+    _run_terminal(
+        ws,
+        g.ws_user,
+        agent_id,
+        args=request.args,
+        ticket_agent=g.ws_ticket_agent,
+        client_addr=_client_addr(),
+        user_agent=request.headers.get("User-Agent"),
+    )
+
+
+def _run_terminal(ws, user, agent_id, *, args, ticket_agent, client_addr, user_agent) -> None:
+    """The terminal socket's life, from `ready` to the end (needs an app context only: it
+    also serves connections another worker handed over, see handoff.py)."""
     _prepare(ws)
-    user = g.ws_user
-    if g.ws_ticket_agent is not None and g.ws_ticket_agent != agent_id:
+    if ticket_agent is not None and ticket_agent != agent_id:
         _refuse(ws, "this ticket is for another machine")
         return
-    cols = services.parse_size(request.args.get("cols"), 80)
-    rows = services.parse_size(request.args.get("rows"), 24)
-    resume = request.args.get("session") or None
-    client = Client(ws, _client_addr())
+    cols = services.parse_size(args.get("cols"), 80)
+    rows = services.parse_size(args.get("rows"), 24)
+    resume = args.get("session") or None
+    client = Client(ws, client_addr)
     uid, tv = user.id, user.token_version
     sess = resumed = None
     try:
@@ -426,8 +546,8 @@ def terminal(ws, agent_id):
             cols=cols,
             rows=rows,
             resume=resume,
-            client_addr=_client_addr(),
-            user_agent=request.headers.get("User-Agent"),
+            client_addr=client_addr,
+            user_agent=user_agent,
         )
         db.session.commit()
     except PortalError as err:
