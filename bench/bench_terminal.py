@@ -62,6 +62,9 @@ client's own work is inside every number):
   key, `select` + `recv` for output, acking every frame like the page does) — as lean as
   OpenSSH's client on the raw side; websocket-client's own `send()` alone cost ~0.2 ms per
   key here. A selector-based client for the N sessions.
+- portal-2w: the same with `PORTAL_WORKERS=2` and `REDIS_URL` (`--workers N`, default 2;
+  `--workers 1` leaves the column out): one worker per CPU, the deployment for hundreds of
+  busy terminals. Its server CPU and RSS are both workers' together.
 - webssh 1.6.3 from its own venv, `--policy=autoadd`, same clients (JSON text input).
 - throughput: best and median of `--rounds` runs, systems alternating; echo: one keystroke per
   system per round, interleaved, so background load hits all three alike, in a new
@@ -728,7 +731,8 @@ def write_doc(table: str) -> None:
     text = doc.read_text() if doc.exists() else "# Benchmarks\n"
     section = (
         f"{START}\n## Terminal\n\nRun: `sudo .venv/bin/python bench/bench_terminal.py` "
-        "(raw `ssh -tt` vs the portal vs webssh 1.6.3, same sshd, loopback).\n\n"
+        "(raw `ssh -tt` vs the portal with one and with two workers vs webssh 1.6.3, same sshd, "
+        "loopback).\n\n"
         f"{table}\n\n{NOTES}\n{END}"
     )
     if START in text and END in text:

@@ -50,6 +50,12 @@ def post_worker_init(worker):
     import gc
     import sys
 
+    # The terminal's background work starts with the worker, not with its first terminal:
+    # from the start it answers other workers' requests (bus, re-attach handoffs).
+    app = getattr(worker, "wsgi", None)
+    registry = getattr(app, "extensions", {}).get("portal_terminal")
+    if registry is not None:
+        registry.ensure_started()
     if not GC_THRESHOLD.strip():
         return
     try:

@@ -30,7 +30,7 @@ def _free_port() -> int:
 
 @pytest.fixture
 def start_gunicorn(app, app_config, tmp_path):
-    """start_gunicorn(workers=1, redis=False) -> (base_url, process): the portal under
+    """start_gunicorn(workers=1, redis=False) -> (base_url, process, log path): the portal under
     gunicorn on the test database (same secrets as `app`, so its tokens and stored machine
     credentials are valid there). Stopped after the test."""
     started: list = []
@@ -52,9 +52,13 @@ def start_gunicorn(app, app_config, tmp_path):
             "PORTAL_WORKERS": str(workers),
         }
         env.pop("REDIS_URL", None)
-        if redis:
+        if redis:  # the same bus as `app` when it has one (it can then talk to the workers)
             env["REDIS_URL"] = "redis://127.0.0.1:6379/0"
-            env["PORTAL_TERMINAL_BUS_PREFIX"] = f"test-term-{uuid.uuid4().hex[:12]}"
+            env["PORTAL_TERMINAL_BUS_PREFIX"] = (
+                app.config["PORTAL_TERMINAL_BUS_PREFIX"]
+                if app.config.get("REDIS_URL")
+                else f"test-term-{uuid.uuid4().hex[:12]}"
+            )
         logfile = tmp_path / f"gunicorn-{n}.log"
         log = open(logfile, "wb")  # noqa: SIM115 - closed at teardown
         proc = subprocess.Popen(
@@ -63,8 +67,9 @@ def start_gunicorn(app, app_config, tmp_path):
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its workers go with it at teardown (killpg)
         )
-        started.append((proc, log))
+        started.append((proc, log, logfile))
         base = f"http://127.0.0.1:{port}"
 
         def up():
@@ -80,14 +85,34 @@ def start_gunicorn(app, app_config, tmp_path):
         assert wait_for(up, timeout=30, interval=0.2) and proc.poll() is None, logfile.read_text(
             errors="replace"
         )[-2000:]
-        return base, proc
+        return base, proc, logfile
 
     yield _start
-    for proc, log in started:
-        if proc.poll() is None:
-            proc.kill()
+    for proc, log, _path in started:
+        # Master and workers together, so no worker outlives the test (and writes into the
+        # next test's database).
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         proc.wait(10)
+        wait_for(lambda: not _group_alive(proc.pid), timeout=10)
         log.close()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
 
 
 def _workers(master: int) -> list[int]:
@@ -104,7 +129,7 @@ def test_sigterm_closes_live_terminals_with_a_reason(
     from portal.extensions import db
     from portal.terminal.models import TerminalSession
 
-    base, proc = start_gunicorn()
+    base, proc, _log = start_gunicorn()
     owner = make_user("sigtermowner")
     machine = sshd_machine(owner)
     ws = base.replace("http://", "ws://")
@@ -139,7 +164,7 @@ def test_a_reattach_accepted_by_another_worker_reaches_the_one_holding_the_shell
     from portal.extensions import db
     from portal.terminal.models import TerminalSession
 
-    base, _proc = start_gunicorn(workers=2, redis=True)
+    base, _proc, logfile = start_gunicorn(workers=2, redis=True)
     owner = make_user("handoffowner")
     machine = sshd_machine(owner)
     ws = base.replace("http://", "ws://")
@@ -174,3 +199,51 @@ def test_a_reattach_accepted_by_another_worker_reaches_the_one_holding_the_shell
     t2.read_until(r"set4")  # the screen, replayed by the holder
     t2.run("echo V=$HANDED", r"V=kept2")
     t2.close()
+    assert f"re-attach to {sid} handed to worker" in logfile.read_text(errors="replace")
+
+
+class TestWithTheSameBus:
+    @pytest.fixture
+    def app_config(self, app_config):
+        return {
+            **app_config,
+            "REDIS_URL": "redis://127.0.0.1:6379/0",
+            "PORTAL_TERMINAL_BUS_PREFIX": f"test-term-{uuid.uuid4().hex[:12]}",
+        }
+
+    def test_a_row_its_live_worker_no_longer_holds_is_closed_by_that_worker(
+        self, app, start_gunicorn, live_server, make_user, make_machine, auth
+    ):
+        """A row names a running worker that holds no such session (its end was never
+        written). A DELETE elsewhere asks that worker over Redis, and it closes the row:
+        not a 503 for ever."""
+        from portal.extensions import db
+        from portal.terminal.models import TerminalSession
+
+        _base, proc, _log = start_gunicorn(workers=1, redis=True)
+        (worker,) = _workers(proc.pid)
+        with open(f"/proc/{worker}/stat", "rb") as fh:
+            start = fh.read().rsplit(b")", 1)[1].split()[19].decode()
+        owner = make_user("staleowner")
+        machine = make_machine(owner)
+        sid = str(uuid.uuid4())
+        with app.app_context():
+            db.session.add(
+                TerminalSession(
+                    id=sid,
+                    machine_id=machine.id,
+                    user_id=owner.id,
+                    status="active",
+                    server_id=f"{socket.gethostname()}:{worker}:{start}",
+                )
+            )
+            db.session.commit()
+            db.session.remove()
+        r = requests.delete(
+            f"{live_server.url}/api/terminal/sessions/{sid}", headers=auth(owner), timeout=15
+        )
+        assert r.status_code == 204, r.text
+        with app.app_context():
+            row = db.session.get(TerminalSession, sid)
+            assert row.status == "closed" and row.close_reason == "closed by its user"
+            db.session.remove()

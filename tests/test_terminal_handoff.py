@@ -46,13 +46,61 @@ def listener():
     lst.close()
 
 
-def test_a_worker_of_the_same_user_hands_a_connection_over(listener):
+def test_a_name_squatted_by_another_process_is_sent_nothing():
+    """A listener holds the handoff name of a worker whose pid is not its own (what another
+    local user could do by binding a worker's name before it does): nothing is sent to it."""
     from portal.terminal import handoff
 
-    server_id, served = listener
+    served: list = []
+    worker = subprocess.Popen(["sleep", "60"])  # the "worker" the name belongs to
     a, b = socket.socketpair()
     try:
-        assert handoff.hand_over(server_id, a.fileno(), {"user_id": 7, "args": {"cols": "90"}})
+        server_id = f"{socket.gethostname()}:{worker.pid}:{_start_of(worker.pid)}"
+        squatter = handoff.Listener(server_id, lambda sock, info: served.append(info))
+        try:
+            assert handoff.hand_over(server_id, a.fileno(), {"user_id": 7}) == "unreachable"
+        finally:
+            squatter.close()
+        assert served == []
+    finally:
+        worker.kill()
+        worker.wait()
+        a.close()
+        b.close()
+
+
+def _start_of(pid: int) -> str:
+    with open(f"/proc/{pid}/stat", "rb") as fh:
+        return fh.read().rsplit(b")", 1)[1].split()[19].decode()
+
+
+@pytest.fixture
+def own_listener():
+    """A listener under this process's own server id (as a worker's is)."""
+    from portal.terminal import handoff
+
+    served: list = []
+
+    def serve(sock, info):
+        served.append(info)
+        sock.close()
+
+    server_id = f"{socket.gethostname()}:{os.getpid()}:{_start_of(os.getpid())}"
+    handoff.stop_listening()  # an app of this test run may hold the process's listener
+    lst = handoff.Listener(server_id, serve)
+    yield server_id, served
+    lst.close()
+
+
+def test_a_worker_of_the_same_user_hands_a_connection_over(own_listener):
+    from portal.terminal import handoff
+
+    server_id, served = own_listener
+    a, b = socket.socketpair()
+    try:
+        assert handoff.hand_over(server_id, a.fileno(), {"user_id": 7, "args": {"cols": "90"}}) == (
+            "taken"
+        )
         assert wait_for(lambda: served, timeout=5)
         assert served == [{"user_id": 7, "args": {"cols": "90"}}]
     finally:
@@ -65,7 +113,8 @@ def test_nobody_can_hand_over_to_a_worker_that_is_not_there():
 
     a, b = socket.socketpair()
     try:
-        assert handoff.hand_over(f"gone-{uuid.uuid4().hex}", a.fileno(), {"user_id": 1}) is False
+        gone = f"{socket.gethostname()}:999999:1"
+        assert handoff.hand_over(gone, a.fileno(), {"user_id": 1}) == "unreachable"
     finally:
         a.close()
         b.close()

@@ -97,7 +97,8 @@ class Registry:
         self._start_lock = threading.Lock()
         self._shut = False
         self._shut_reason = "the server is shutting down"
-        self.handoff = None  # handoff.Listener, once started
+        self.handoff = False  # True once this registry started the process's listener
+        self._subscribed = False
 
     # ------------------------------------------------------------ threads
 
@@ -108,21 +109,39 @@ class Registry:
             self._threads_started = True
             threading.Thread(target=self._janitor, name="terminal-janitor", daemon=True).start()
             threading.Thread(target=self._db_worker, name="terminal-db", daemon=True).start()
-            self.bus.set_control_handler(self.on_control)
             self._listen_for_handoffs()
+            self._subscribe()
+
+    def _subscribe(self) -> None:
+        """Take close/snapshot requests from the bus. With Redis down this fails: the janitor
+        tries again every second (a terminal opened meanwhile still works here)."""
+        try:
+            self.bus.set_control_handler(self.on_control)
+            self._subscribed = True
+        except Exception:
+            self._subscribed = False
+            log.warning("terminal bus: cannot subscribe to requests yet", exc_info=True)
 
     def _listen_for_handoffs(self) -> None:
         """Take re-attaches other workers of this host hand over (handoff.py)."""
-        import functools
+        from portal.terminal import handoff
 
-        from portal.terminal import handoff, ws
+        handoff.listen(self.server_id, Registry._serve_handed)
+        self.handoff = True
 
-        try:
-            self.handoff = handoff.Listener(
-                self.server_id, functools.partial(ws.serve_handed, self.app)
-            )
-        except OSError:  # another app of this process listens already (tests run several)
-            self.handoff = None
+    @classmethod
+    def _serve_handed(cls, sock, info: dict) -> None:
+        """A connection handed over by another worker: served by the app that holds the
+        session (one per process outside tests), or refused by any, for a clear answer."""
+        from portal.terminal import ws
+
+        sid = str((info.get("args") or {}).get("session") or "")
+        regs = list(cls._instances)
+        owner = next((r for r in regs if r.get(sid) is not None), regs[0] if regs else None)
+        if owner is None:
+            sock.close()
+            return
+        ws.serve_handed(owner.app, sock, info)
 
     def submit(self, fn, *args) -> Future:
         """Run fn(*args) in the DB thread inside an app context; it commits after fn."""
@@ -194,6 +213,8 @@ class Registry:
         last_prune = time.monotonic()  # pruned at start-up (portal.terminal._on_start)
         while not self._stop.wait(1.0):
             now = time.monotonic()
+            if not self._subscribed:
+                self._subscribe()
             with self.lock:
                 live = list(self.sessions.values())
             for s in live:
@@ -276,7 +297,7 @@ class Registry:
             if self.cap:
                 here = sum(1 for s in self.sessions.values() if s.user_id == user_id)
                 here += sum(1 for r in self.pending if r.user_id == user_id)
-                if here + elsewhere >= self.cap:
+                if here + elsewhere >= self.cap:  # (count_here, inline: the lock is held)
                     return None
             r = Reservation(user_id, machine_id)
             self.pending.add(r)
@@ -286,6 +307,12 @@ class Registry:
         if reservation is not None:
             with self.lock:
                 self.pending.discard(reservation)
+
+    def count_here(self, user_id: int) -> int:
+        """The user's live sessions in this process, and the ones being opened."""
+        with self.lock:
+            n = sum(1 for s in self.sessions.values() if s.user_id == user_id)
+            return n + sum(1 for r in self.pending if r.user_id == user_id)
 
     def pending_machine_ids(self, user_id: int) -> set[int]:
         """Machines this user has terminals being opened on, in this process."""
@@ -354,6 +381,20 @@ class Registry:
         if status == "closed":
             row.close_reason = (reason or "closed")[:255]
             row.ended_at = utcnow()
+
+    @staticmethod
+    def _close_stale_row(sid: str, server_id: str, reason: str) -> None:
+        from portal.extensions import db
+        from portal.terminal.models import LIVE, TerminalSession
+
+        if Registry.holds_anywhere(sid):
+            return
+        row = db.session.get(TerminalSession, sid)
+        if row is None or row.status not in LIVE or row.server_id != server_id:
+            return
+        row.status = "closed"
+        row.close_reason = reason[:255]
+        row.ended_at = row.ended_at or utcnow()
 
     def log_commands(self, sess, lines: list[str]) -> None:
         from portal.terminal import access
@@ -487,7 +528,11 @@ class Registry:
             if sess is not None:
                 sess.set_shared(bool(msg.get("shared")))
         elif op == "close":
-            self.close(sid, str(msg.get("reason") or "closed")[:200])
+            reason = str(msg.get("reason") or "closed")[:200]
+            if not self.close(sid, reason):
+                # A row naming this process that no session here matches (its end was never
+                # written): nobody else can close it, so this process does.
+                self.submit(self._close_stale_row, sid, self.server_id, reason)
         elif op == "snapshot":
             sess = self.get(sid)
             nonce = msg.get("nonce")
@@ -514,8 +559,10 @@ class Registry:
             except Exception:
                 log.exception("closing %s on shutdown failed", s.sid)
         self._stop.set()
-        if self.handoff is not None:
-            self.handoff.close()
+        if self.handoff:
+            from portal.terminal import handoff
+
+            handoff.stop_listening()
         if self._threads_started:
             # Futures resolve after their batch is committed: wait for everything queued.
             fut: Future = Future()

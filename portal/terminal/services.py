@@ -534,10 +534,12 @@ def abandon(sess) -> None:
         log.exception("terminal: closing an abandoned session failed")
 
 
-def denied_now(user_id: int, token_version, machine_id: int) -> str | None:
+def denied_now(user_id: int, token_version, machine_id: int, reg=None) -> str | None:
     """Why this user may not hold a terminal on this machine any more (None: they may),
     read afresh from the database: the check after a new session is registered, for a
-    revocation that was written between the first check and the registration."""
+    revocation that was written between the first check and the registration. With `reg`,
+    the cap is counted again with other processes' rows as they are now (two workers
+    opening at once each saw the other's count before it was written)."""
     from portal.accounts.models import User
 
     try:
@@ -551,6 +553,11 @@ def denied_now(user_id: int, token_version, machine_id: int) -> str | None:
             return "the machine was deleted"
         if not access.has_role(user, machine, "operator"):
             return "your access to this machine was revoked"
+        if reg is not None and reg.cap:
+            if reg.count_here(user_id) + live_elsewhere(user_id, reg.server_id) > reg.cap:
+                return (
+                    f"you already have {reg.cap} open terminals, the most allowed; close one first"
+                )
         return None
     finally:
         db.session.rollback()

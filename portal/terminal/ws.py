@@ -460,10 +460,16 @@ def _hand_over_if_held_elsewhere():
         },
     }
     db.session.rollback()
-    if not handoff.hand_over(row.server_id, raw.fileno(), info):
-        return None
-    handoff.give_up_fd(raw)
-    log.info("terminal: re-attach to %s handed to worker %s", sid, row.server_id)
+    if type(raw) is not socket.socket:  # TLS in gunicorn: its state cannot move with the fd
+        return _plain(503, "this terminal is held by another worker (terminate TLS at a proxy)")
+    dummy = socket.socket()  # made first: once the socket is sent, nothing may fail here
+    outcome = handoff.hand_over(row.server_id, raw.fileno(), info)
+    if outcome == "unreachable":
+        dummy.close()
+        # Not "ended": the shell lives on there. The page retries a refused upgrade.
+        return _plain(503, "the worker holding this terminal did not answer; try again")
+    handoff.give_up_fd(raw, dummy)
+    log.info("terminal: re-attach to %s handed to worker %s (%s)", sid, row.server_id, outcome)
     return _HandedOver()
 
 
@@ -568,9 +574,16 @@ def _run_terminal(ws, user, agent_id, *, args, ticket_agent, client_addr, user_a
     if not resumed:
         # A revocation during the handshake cancelled the reservation; one written just
         # before it (its hook found nothing to close yet) is caught by reading access again.
-        why = services.registry().add(sess, sess.reservation)
+        reg = services.registry()
         try:
-            why = why or services.denied_now(uid, tv, sess.machine_id)
+            why = reg.add(sess, sess.reservation)
+        except Exception:
+            log.exception("registering a terminal failed")
+            services.abandon(sess)
+            _refuse(ws, "could not open the terminal", 1011)
+            return
+        try:
+            why = why or services.denied_now(uid, tv, sess.machine_id, reg)
         except Exception:
             log.exception("re-checking terminal access failed")
             why = "could not open the terminal"
