@@ -644,3 +644,37 @@ class TestDeleteOverRedis:
     ):
         assert app.extensions["portal_terminal"].bus.kind == "redis"
         _delete_rows_held_elsewhere(app, live_server, auth, make_user, make_machine, "try again")
+
+
+def test_losing_the_jump_host_while_the_terminal_opens_is_caught_on_registration(
+    app, live_server, auth, make_user, grant_role, token_for, relayed_machine, sshd_machine
+):
+    """The terminal goes through a jump host; the user's role on the jump host goes (written
+    without a hook) while the handshake runs: the re-check walks the jump hosts too."""
+    from sqlalchemy import delete
+
+    from portal.extensions import db
+    from portal.machines.models import MachineAccess
+
+    owner = make_user("jumpowner")
+    jump, relay = relayed_machine(owner, name="jump")
+    inner = sshd_machine(owner, name="inner", gateway=jump.agent_id)
+    op = make_user("jumpop")
+    grant_role(jump, op, "operator")
+    grant_role(inner, op, "operator")
+    t = _open_stalled(live_server, inner, relay, token_for(op))
+    try:
+        with app.app_context():
+            db.session.execute(
+                delete(MachineAccess).where(
+                    MachineAccess.machine_id == jump.id, MachineAccess.user_id == op.id
+                )
+            )
+            db.session.commit()
+            db.session.remove()
+    finally:
+        relay.resume()
+    msg = t.wait_control("error")["message"]
+    assert "jump host jump" in msg
+    assert wait_for(lambda: _active(live_server, inner, auth(owner)) == [], timeout=10)
+    t.close()

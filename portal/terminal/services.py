@@ -553,6 +553,15 @@ def denied_now(user_id: int, token_version, machine_id: int, reg=None) -> str | 
             return "the machine was deleted"
         if not access.has_role(user, machine, "operator"):
             return "your access to this machine was revoked"
+        from portal.machines.services import MAX_GATEWAY_DEPTH
+
+        hop = machine
+        for _ in range(MAX_GATEWAY_DEPTH):  # every jump host on the way, as ssh_target checks
+            hop = hop.gateway
+            if hop is None:
+                break
+            if not access.has_role(user, hop, "operator"):
+                return f"your access to the jump host {hop.name} was revoked"
         if reg is not None and reg.cap:
             if reg.count_here(user_id) + live_elsewhere(user_id, reg.server_id) > reg.cap:
                 return (
