@@ -71,6 +71,10 @@ client's own work is inside every number):
   random order each round (in a fixed order the last system gained ~0.05 ms).
 - Ctrl-C: `yes` floods, the client reads 1 MB/s (and acks what it read), Ctrl-C then
   `echo CTRL$((1+1))C`: seconds until `CTRL2C` arrives; server RSS sampled every 100 ms.
+- DELETE: a fresh session (at an idle prompt, then under `yes`), `DELETE
+  /api/terminal/sessions/<id>` with the user's token, time until the socket has the `error`
+  frame; five of each. With two workers the DELETE may land on the worker that does not
+  hold the session and travel over Redis.
 - N sessions: all opened at once, 5 s to settle, then every session types `a`/DEL at
   random intervals and times each echo; first the lighter rate, then the heavier one.
   Server CPU is the server process's CPU time over wall time (100 % = one core). After
@@ -343,6 +347,42 @@ def fresh_shell(server):
     return c
 
 
+def m_delete(server, rounds: int = 5) -> dict:
+    """`DELETE /api/terminal/sessions/<id>` until the browser has the `error` frame, ms: at an
+    idle prompt and while `yes` floods (the socket full of output). The issue: <= 1 s."""
+    import requests
+
+    out = {}
+    for label, flood in (("idle", False), ("flood", True)):
+        times = []
+        for _ in range(rounds):
+            c = fresh_shell(server)
+            try:
+                sid = next(m["session_id"] for m in c.controls if m.get("type") == "ready")
+                if flood:
+                    c.send(b"yes\r")
+                    read_until(c, b"y\r\ny\r\n", 10)
+                t0 = time.perf_counter()
+                r = requests.delete(
+                    f"http://127.0.0.1:{server.port}/api/terminal/sessions/{sid}",
+                    headers={"Authorization": f"Bearer {server.token}"},
+                    timeout=30,
+                )
+                r.raise_for_status()
+                deadline = t0 + 30
+                while time.perf_counter() < deadline:
+                    data = c.recv(0.05)
+                    if data:
+                        c.ack(len(data))
+                    if any(m.get("type") == "error" for m in c.controls):
+                        times.append((time.perf_counter() - t0) * 1000)
+                        break
+            finally:
+                c.close()
+        out[label] = (statistics.median(times), max(times)) if times else None
+    return out
+
+
 def m_throughput(server, path: str, size: int) -> float:
     c = fresh_shell(server)
     try:
@@ -592,7 +632,7 @@ def main() -> int:
         help="also run the portal with this many gunicorn workers + Redis (1: only the default)",
     )
     ap.add_argument("--no-raw-many", action="store_true", help="skip N raw ssh processes")
-    ap.add_argument("--only", default="", help="comma list: throughput,echo,ctrlc,many")
+    ap.add_argument("--only", default="", help="comma list: throughput,echo,ctrlc,delete,many")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     only = set(filter(None, args.only.split(",")))
@@ -636,6 +676,12 @@ def main() -> int:
             if want("ctrlc"):
                 r["ctrlc"] = m_ctrl_c(s)
                 print(f"{s.name}: ctrl-c {r['ctrlc']}", flush=True)
+        if want("delete"):
+            for s in servers:
+                if s.name.startswith("portal"):
+                    r = results.setdefault(s.name, {})
+                    r["delete"] = m_delete(s)
+                    print(f"{s.name}: delete -> browser {r['delete']}", flush=True)
         if want("many"):
             for s in servers:
                 kind = "portal" if s.name.startswith("portal") else s.name
@@ -693,6 +739,15 @@ def render(results: dict, args) -> str:
     row(
         "server RSS growth during the flood, MB", lambda r: fmt((r.get("ctrlc") or (None, None))[1])
     )
+    for label in ("idle", "flood"):
+        row(
+            f"DELETE -> `error` in the browser, {label}, median / max of 5, ms",
+            lambda r, label=label: (
+                "/".join(fmt(v, ".0f") for v in r["delete"][label])
+                if r.get("delete") and r["delete"].get(label)
+                else "—"
+            ),
+        )
     row(
         f"{n} sessions together: failures",
         lambda r: str(r["many"]["failures"]) if r.get("many") else "—",
