@@ -115,6 +115,12 @@ def _group_alive(pgid: int) -> bool:
         return True
 
 
+def _unix_entries(path: str) -> int:
+    """Unix sockets bound to or connected at `path` ("@..." for an abstract name)."""
+    with open("/proc/net/unix") as fh:
+        return sum(1 for line in fh if line.rstrip("\n").split(" ")[-1] == path)
+
+
 def _workers(master: int) -> list[int]:
     try:
         text = Path(f"/proc/{master}/task/{master}/children").read_text()
@@ -173,8 +179,9 @@ def test_a_reattach_accepted_by_another_worker_reaches_the_one_holding_the_shell
     sid = t.wait_control("ready")["session_id"]
     t.run("HANDED=kept$((1+1)); echo set$((2+2))", r"set4")
     with app.app_context():
-        holder = int(db.session.get(TerminalSession, sid).server_id.split(":")[1])
+        row_server_id = db.session.get(TerminalSession, sid).server_id
         db.session.remove()
+    holder = int(row_server_id.split(":")[1])
     t.drop()
 
     opened: dict = {}
@@ -185,11 +192,17 @@ def test_a_reattach_accepted_by_another_worker_reaches_the_one_holding_the_shell
         except Exception as exc:  # reported below
             opened["error"] = exc
 
+    from portal.terminal import handoff
+
+    name = "@" + handoff.address(row_server_id)[1:]
+    listening = _unix_entries(name)
     os.kill(holder, signal.SIGSTOP)
     try:
         th = threading.Thread(target=reattach)
         th.start()
-        th.join(1.0)  # the other worker has it now; the holder cannot answer yet
+        # The other worker took the connection and is at the holder's handoff socket (a
+        # connection waits in its backlog); the holder cannot answer while stopped.
+        assert wait_for(lambda: _unix_entries(name) > listening, timeout=20), "no handoff seen"
     finally:
         os.kill(holder, signal.SIGCONT)
     th.join(20)
