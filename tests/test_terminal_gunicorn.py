@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests import test_terminal_helpers as _helpers
 from tests.test_terminal_helpers import Term, wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -218,11 +219,7 @@ def test_a_reattach_accepted_by_another_worker_reaches_the_one_holding_the_shell
 class TestWithTheSameBus:
     @pytest.fixture
     def app_config(self, app_config):
-        return {
-            **app_config,
-            "REDIS_URL": "redis://127.0.0.1:6379/0",
-            "PORTAL_TERMINAL_BUS_PREFIX": f"test-term-{uuid.uuid4().hex[:12]}",
-        }
+        return _helpers.redis_config(app_config)
 
     def test_a_row_its_live_worker_no_longer_holds_is_closed_by_that_worker(
         self, app, start_gunicorn, live_server, make_user, make_machine, auth
@@ -234,9 +231,9 @@ class TestWithTheSameBus:
         from portal.terminal.models import TerminalSession
 
         _base, proc, _log = start_gunicorn(workers=1, redis=True)
+        from portal.terminal.registry import server_id_for
+
         (worker,) = _workers(proc.pid)
-        with open(f"/proc/{worker}/stat", "rb") as fh:
-            start = fh.read().rsplit(b")", 1)[1].split()[19].decode()
         owner = make_user("staleowner")
         machine = make_machine(owner)
         sid = str(uuid.uuid4())
@@ -247,7 +244,7 @@ class TestWithTheSameBus:
                     machine_id=machine.id,
                     user_id=owner.id,
                     status="active",
-                    server_id=f"{socket.gethostname()}:{worker}:{start}",
+                    server_id=server_id_for(worker),
                 )
             )
             db.session.commit()

@@ -31,65 +31,63 @@ except OSError as exc:
 
 
 @pytest.fixture
-def listener():
+def listen():
+    """listen(server_id) -> served: a handoff listener under that id that records what it
+    is handed (closed after the test)."""
     from portal.terminal import handoff
 
-    served: list = []
+    made: list = []
 
-    def serve(sock, info):
-        served.append(info)
-        sock.close()
+    def _listen(server_id: str) -> list:
+        served: list = []
 
+        def serve(sock, info):
+            served.append(info)
+            sock.close()
+
+        made.append(handoff.Listener(server_id, serve))
+        return served
+
+    yield _listen
+    for lst in made:
+        lst.close()
+
+
+@pytest.fixture
+def listener(listen):
     server_id = f"test-handoff-{uuid.uuid4().hex}"
-    lst = handoff.Listener(server_id, serve)
-    yield server_id, served
-    lst.close()
+    return server_id, listen(server_id)
 
 
-def test_a_name_squatted_by_another_process_is_sent_nothing():
+@pytest.fixture
+def own_listener(listen):
+    """A listener under this process's own server id (as a worker's is)."""
+    from portal.terminal import handoff
+    from portal.terminal.registry import make_server_id
+
+    handoff.stop_listening()  # an app of this test run may hold the process's listener
+    server_id = make_server_id()
+    return server_id, listen(server_id)
+
+
+def test_a_name_squatted_by_another_process_is_sent_nothing(listen):
     """A listener holds the handoff name of a worker whose pid is not its own (what another
     local user could do by binding a worker's name before it does): nothing is sent to it."""
     from portal.terminal import handoff
+    from portal.terminal.registry import server_id_for
 
-    served: list = []
     worker = subprocess.Popen(["sleep", "60"])  # the "worker" the name belongs to
     a, b = socket.socketpair()
     try:
-        server_id = f"{socket.gethostname()}:{worker.pid}:{_start_of(worker.pid)}"
-        squatter = handoff.Listener(server_id, lambda sock, info: served.append(info))
-        try:
-            assert handoff.hand_over(server_id, a.fileno(), {"user_id": 7}) == "unreachable"
-        finally:
-            squatter.close()
+        server_id = server_id_for(worker.pid)
+        served = listen(server_id)  # this process squats that worker's name
+        assert handoff.hand_over(server_id, a.fileno(), {"user_id": 7}) == "unreachable"
         assert served == []
     finally:
         worker.kill()
         worker.wait()
         a.close()
         b.close()
-
-
-def _start_of(pid: int) -> str:
-    with open(f"/proc/{pid}/stat", "rb") as fh:
-        return fh.read().rsplit(b")", 1)[1].split()[19].decode()
-
-
-@pytest.fixture
-def own_listener():
-    """A listener under this process's own server id (as a worker's is)."""
-    from portal.terminal import handoff
-
-    served: list = []
-
-    def serve(sock, info):
-        served.append(info)
-        sock.close()
-
-    server_id = f"{socket.gethostname()}:{os.getpid()}:{_start_of(os.getpid())}"
-    handoff.stop_listening()  # an app of this test run may hold the process's listener
-    lst = handoff.Listener(server_id, serve)
-    yield server_id, served
-    lst.close()
 
 
 def test_a_worker_of_the_same_user_hands_a_connection_over(own_listener):

@@ -160,3 +160,14 @@ def wait_for(pred, timeout: float = 10.0, interval: float = 0.05):
             return value
         time.sleep(interval)
     return pred()
+
+
+def redis_config(app_config: dict) -> dict:
+    """`app_config` with the terminal bus on the local Redis, under a prefix of its own."""
+    import uuid
+
+    return {
+        **app_config,
+        "REDIS_URL": "redis://127.0.0.1:6379/0",
+        "PORTAL_TERMINAL_BUS_PREFIX": f"test-term-{uuid.uuid4().hex[:12]}",
+    }

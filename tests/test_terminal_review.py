@@ -5,7 +5,6 @@ live recordings flushed, resize frames for watchers."""
 from __future__ import annotations
 
 import json
-import uuid
 
 import pytest
 import requests
@@ -189,11 +188,7 @@ class TestRedis:
 
     @pytest.fixture
     def app_config(self, app_config):
-        return {
-            **app_config,
-            "REDIS_URL": "redis://127.0.0.1:6379/0",
-            "PORTAL_TERMINAL_BUS_PREFIX": f"test-term-{uuid.uuid4().hex[:12]}",
-        }
+        return _helpers.redis_config(app_config)
 
     def test_watchers_on_another_worker_are_closed(
         self, app, app_config, term_env, live_server, auth, make_user, grant_role, token_for, admin

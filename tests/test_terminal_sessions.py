@@ -432,6 +432,23 @@ def _open_stalled(live_server, machine, relay, token):
     return t
 
 
+def _remove_grant_quietly(app, machine, user) -> None:
+    """Delete the user's grant on the machine straight in the database (no hook fires)."""
+    from sqlalchemy import delete
+
+    from portal.extensions import db
+    from portal.machines.models import MachineAccess
+
+    with app.app_context():
+        db.session.execute(
+            delete(MachineAccess).where(
+                MachineAccess.machine_id == machine.id, MachineAccess.user_id == user.id
+            )
+        )
+        db.session.commit()
+        db.session.remove()
+
+
 def _active(live_server, machine, headers):
     r = _get(live_server, f"/api/machines/{machine.agent_id}/sessions/active", headers)
     return r.json()["sessions"]
@@ -467,25 +484,13 @@ def test_access_removed_without_a_hook_while_opening_is_caught_on_registration(
 ):
     """A revocation written before the session could be cancelled (its hook found nothing
     to close) is caught by reading access again once the session is registered."""
-    from sqlalchemy import delete
-
-    from portal.extensions import db
-    from portal.machines.models import MachineAccess
-
     owner = make_user("relayowner2")
     machine, relay = relayed_machine(owner)
     op = make_user("relayop2")
     grant_role(machine, op, "operator")
     t = _open_stalled(live_server, machine, relay, token_for(op))
     try:
-        with app.app_context():
-            db.session.execute(
-                delete(MachineAccess).where(
-                    MachineAccess.machine_id == machine.id, MachineAccess.user_id == op.id
-                )
-            )
-            db.session.commit()
-            db.session.remove()
+        _remove_grant_quietly(app, machine, op)
     finally:
         relay.resume()
     assert "revoked" in t.wait_control("error")["message"]
@@ -567,12 +572,6 @@ def test_input_sent_while_the_terminal_opens_is_bounded_in_bytes(
 # ---------------------------------------------------------------- DELETE of a row held elsewhere
 
 
-def _server_id_of(pid: int) -> str:
-    with open(f"/proc/{pid}/stat", "rb") as fh:
-        start = fh.read().rsplit(b")", 1)[1].split()[19].decode()
-    return f"{socket.gethostname()}:{pid}:{start}"
-
-
 def _row(app, machine, owner, server_id: str) -> str:
     import uuid
 
@@ -598,11 +597,13 @@ def _row(app, machine, owner, server_id: str) -> str:
 def _delete_rows_held_elsewhere(app, live_server, auth, make_user, make_machine, expect: str):
     import subprocess
 
+    from portal.terminal.registry import server_id_for
+
     owner = make_user("elsewhere")
     machine = make_machine(owner)
     other = subprocess.Popen(["sleep", "60"])  # a running process that holds nothing
     try:
-        held = _row(app, machine, owner, _server_id_of(other.pid))
+        held = _row(app, machine, owner, server_id_for(other.pid))
         r = requests.delete(
             f"{live_server.url}/api/terminal/sessions/{held}", headers=auth(owner), timeout=15
         )
@@ -631,13 +632,7 @@ def test_delete_of_a_session_another_local_process_holds_is_refused(
 class TestDeleteOverRedis:
     @pytest.fixture
     def app_config(self, app_config):
-        import uuid
-
-        return {
-            **app_config,
-            "REDIS_URL": "redis://127.0.0.1:6379/0",
-            "PORTAL_TERMINAL_BUS_PREFIX": f"test-term-{uuid.uuid4().hex[:12]}",
-        }
+        return _helpers.redis_config(app_config)
 
     def test_an_owner_that_does_not_answer_is_not_declared_closed(
         self, app, live_server, auth, make_user, make_machine
@@ -651,11 +646,6 @@ def test_losing_the_jump_host_while_the_terminal_opens_is_caught_on_registration
 ):
     """The terminal goes through a jump host; the user's role on the jump host goes (written
     without a hook) while the handshake runs: the re-check walks the jump hosts too."""
-    from sqlalchemy import delete
-
-    from portal.extensions import db
-    from portal.machines.models import MachineAccess
-
     owner = make_user("jumpowner")
     jump, relay = relayed_machine(owner, name="jump")
     inner = sshd_machine(owner, name="inner", gateway=jump.agent_id)
@@ -664,14 +654,7 @@ def test_losing_the_jump_host_while_the_terminal_opens_is_caught_on_registration
     grant_role(inner, op, "operator")
     t = _open_stalled(live_server, inner, relay, token_for(op))
     try:
-        with app.app_context():
-            db.session.execute(
-                delete(MachineAccess).where(
-                    MachineAccess.machine_id == jump.id, MachineAccess.user_id == op.id
-                )
-            )
-            db.session.commit()
-            db.session.remove()
+        _remove_grant_quietly(app, jump, op)
     finally:
         relay.resume()
     msg = t.wait_control("error")["message"]

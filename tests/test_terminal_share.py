@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 import requests
 
@@ -70,11 +68,7 @@ def test_share_and_watch_in_process(term_env, live_server, auth, make_user, gran
 class TestRedisBus:
     @pytest.fixture
     def app_config(self, app_config):
-        return {
-            **app_config,
-            "REDIS_URL": "redis://127.0.0.1:6379/0",
-            "PORTAL_TERMINAL_BUS_PREFIX": f"test-term-{uuid.uuid4().hex[:12]}",
-        }
+        return _helpers.redis_config(app_config)
 
     def test_share_and_watch_over_redis(
         self, app, term_env, live_server, auth, make_user, grant_role, token_for

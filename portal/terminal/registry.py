@@ -40,16 +40,22 @@ class Reservation:
         self.cancelled: str | None = None  # the reason, once cancelled
 
 
-def _process_start() -> str:
+def _start_time(pid: int | str) -> str | None:
+    """The process's start time (clock ticks since boot, /proc/<pid>/stat), None if gone."""
     try:
-        with open("/proc/self/stat", "rb") as fh:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
             return fh.read().rsplit(b")", 1)[1].split()[19].decode()
     except (OSError, IndexError):
-        return "0"
+        return None
+
+
+def server_id_for(pid: int) -> str:
+    """The server id of a process of this host: host:pid:start time (a reused pid differs)."""
+    return f"{socket.gethostname()}:{pid}:{_start_time(pid) or '0'}"
 
 
 def make_server_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{_process_start()}"
+    return server_id_for(os.getpid())
 
 
 def process_alive(server_id: str | None) -> bool | None:
@@ -63,11 +69,7 @@ def process_alive(server_id: str | None) -> bool | None:
         return False
     if host != socket.gethostname():
         return None
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[1].split()[19].decode() == start
-    except (OSError, IndexError):
-        return False
+    return _start_time(pid) == start
 
 
 class Registry:
@@ -294,11 +296,8 @@ class Registry:
                 r = Reservation(user_id, machine_id)
                 r.cancelled = self._shut_reason
                 return r
-            if self.cap:
-                here = sum(1 for s in self.sessions.values() if s.user_id == user_id)
-                here += sum(1 for r in self.pending if r.user_id == user_id)
-                if here + elsewhere >= self.cap:  # (count_here, inline: the lock is held)
-                    return None
+            if self.cap and self._count_locked(user_id) + elsewhere >= self.cap:
+                return None
             r = Reservation(user_id, machine_id)
             self.pending.add(r)
             return r
@@ -311,8 +310,11 @@ class Registry:
     def count_here(self, user_id: int) -> int:
         """The user's live sessions in this process, and the ones being opened."""
         with self.lock:
-            n = sum(1 for s in self.sessions.values() if s.user_id == user_id)
-            return n + sum(1 for r in self.pending if r.user_id == user_id)
+            return self._count_locked(user_id)
+
+    def _count_locked(self, user_id: int) -> int:
+        n = sum(1 for s in self.sessions.values() if s.user_id == user_id)
+        return n + sum(1 for r in self.pending if r.user_id == user_id)
 
     def pending_machine_ids(self, user_id: int) -> set[int]:
         """Machines this user has terminals being opened on, in this process."""

@@ -534,6 +534,15 @@ def abandon(sess) -> None:
         log.exception("terminal: closing an abandoned session failed")
 
 
+def account_denied(user, token_version) -> str | None:
+    """Why this account's credential of `token_version` no longer holds (None: it does)."""
+    if user is None or not user.is_active:
+        return "the account was deactivated"
+    if token_version is not None and user.token_version != token_version:
+        return "you were signed out everywhere"
+    return None
+
+
 def denied_now(user_id: int, token_version, machine_id: int, reg=None) -> str | None:
     """Why this user may not hold a terminal on this machine any more (None: they may),
     read afresh from the database: the check after a new session is registered, for a
@@ -544,10 +553,9 @@ def denied_now(user_id: int, token_version, machine_id: int, reg=None) -> str | 
 
     try:
         user = db.session.get(User, user_id)
-        if user is None or not user.is_active:
-            return "the account was deactivated"
-        if token_version is not None and user.token_version != token_version:
-            return "you were signed out everywhere"
+        why = account_denied(user, token_version)
+        if why:
+            return why
         machine = access.machine_by_id(machine_id)
         if machine is None:
             return "the machine was deleted"

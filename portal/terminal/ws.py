@@ -118,9 +118,9 @@ class _SockProxy:
     def recv(self, n):
         ws = self._ws
         inbox = ws.input_buffer
-        while ws.connected and (
+        while (
             len(inbox) > INPUT_BACKLOG or getattr(inbox, "queued", 0) > INPUT_BACKLOG_BYTES
-        ):
+        ) and ws.connected:
             time.sleep(0.01)
             inbox = ws.input_buffer
         if not self._fast:
@@ -490,9 +490,10 @@ def serve_handed(app, sock, info: dict) -> None:
     try:
         with app.app_context():
             user = db.session.get(User, info.get("user_id"))
-            if user is None or not user.is_active or user.token_version != info.get("tv"):
+            why = services.account_denied(user, info.get("tv"))
+            if why:
                 db.session.remove()
-                _refuse(ws, "authentication required")
+                _refuse(ws, why)
                 return
             _run_terminal(
                 ws,
@@ -908,10 +909,9 @@ def _watch_denied(user_id: int, token_version, sid: str) -> str | None:
 
     try:
         user = db.session.get(User, user_id)
-        if user is None or not user.is_active:
-            return "the account was deactivated"
-        if token_version is not None and user.token_version != token_version:
-            return "you were signed out everywhere"
+        why = services.account_denied(user, token_version)
+        if why:
+            return why
         try:
             row = services.get_session(user, sid)
         except PortalError:
