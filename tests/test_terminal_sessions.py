@@ -36,17 +36,57 @@ def _get(live_server, path, headers):
     return requests.get(f"{live_server.url}{path}", headers=headers, timeout=10)
 
 
-def test_resume_after_a_forced_drop_keeps_shell_state(term_env):
-    _owner, _machine, open_term = term_env
-    t = open_term()
+def test_resume_after_a_forced_drop_keeps_shell_state(term_env, live_server, auth):
+    owner, _machine, open_term = term_env
+
+    def status(want):
+        s = _get(live_server, f"/api/sessions/{sid}", auth(owner)).json()["session"]
+        return s if s["status"] == want else None
+
+    t = open_term("cols=100&rows=30")
     sid = t.wait_control("ready")["session_id"]
     t.run("MYVAR=kept$((1+1)); echo BEFORE$((2+2))", r"BEFORE4")
+    assert wait_for(lambda: status("active"))
     t.drop()
+    assert wait_for(lambda: status("detached"))  # the shell lives on, the row says so
     t2 = open_term(f"session={sid}")
     ready = t2.wait_control("ready")
     assert ready == {"type": "ready", "session_id": sid, "resumed": True}
     t2.read_until(r"BEFORE4")  # the ring buffer replays the screen
     t2.run("echo V=$MYVAR", r"V=kept2")
+    t2.control({"type": "resize", "cols": 90, "rows": 20})
+    t2.run("stty size", r"20 90")
+    # sizes are written at once, byte counters every 5 s
+    s = wait_for(
+        lambda: (r := status("active")) and (r["cols"], r["rows"]) == (90, 20) and r, timeout=15
+    )
+    assert s, "the resize never reached the row"
+    s = wait_for(lambda: (r := status("active")) and r["bytes_in"] > 0 and r, timeout=15)
+    assert s and s["bytes_out"] > s["bytes_in"] > 0, s
+
+
+def test_a_lost_ssh_connection_ends_with_an_error(term_env, make_sshd, sshd_machine):
+    """The machine's sshd goes away under a live terminal: no exit status exists, so the
+    browser gets `error` with the reason (the contract's `exit` carries an integer code)."""
+    from tests.fixtures.sshd import _descendants
+
+    owner, _machine, open_term = term_env
+    server = make_sshd("lostconn")
+    machine = sshd_machine(owner, server=server)
+    t = open_term(agent_id=machine.agent_id)
+    t.wait_control("ready")
+    t.run("echo up$((1+1))", r"up2")
+    import os
+    import signal
+
+    for pid in _descendants(server.proc.pid):  # the connection's sshd and its shell
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    msg = t.wait_control("error")
+    assert msg["message"] == "the connection to the machine was lost"
+    assert not [c for c in t.controls if c.get("type") == "exit"]
 
 
 def test_delete_reaches_the_client_and_closes_the_session(term_env, live_server, auth):
@@ -168,8 +208,9 @@ def test_ghost_sessions_are_closed_on_start(app, app_config, make_user, make_mac
             assert rows["00000000-0000-0000-0000-000000000001"].status == "closed"
             assert rows["00000000-0000-0000-0000-000000000001"].close_reason == "server restarted"
             assert rows["00000000-0000-0000-0000-000000000002"].status == "closed"
-            # another instance's session (no Redis to ask): left alone
-            assert rows["00000000-0000-0000-0000-000000000003"].status == "active"
+            # another host's row, without Redis: instances share a database only with
+            # Redis, so it was left by an earlier incarnation (a new container hostname)
+            assert rows["00000000-0000-0000-0000-000000000003"].status == "closed"
             db.session.remove()
     finally:
         for hook in app2.extensions.get("portal_shutdown", []):

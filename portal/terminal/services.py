@@ -225,14 +225,18 @@ def close_session(user, row: TerminalSession, reason: str | None = None) -> None
 
 def owner_running(reg, row: TerminalSession) -> bool | None:
     """Whether the process that holds the session is still running: this process (any app in
-    it), another on this host (/proc), another host (its bus heartbeat; None without Redis)."""
+    it), another on this host (/proc), another host (its bus heartbeat).
+
+    Without Redis a row naming another host counts as gone: instances share a database only
+    with Redis (it carries their close requests and heartbeats), so such a row was left by an
+    earlier incarnation of this one (say, a container that came back with a new hostname)."""
     from portal.terminal.registry import Registry, process_alive
 
     if row.server_id == reg.server_id:
         return Registry.holds_anywhere(row.id)
     alive = process_alive(row.server_id)
-    if alive is None and reg.bus.kind == "redis":
-        alive = reg.bus.alive(row.server_id)
+    if alive is None:
+        alive = reg.bus.alive(row.server_id) if reg.bus.kind == "redis" else False
     return alive
 
 
@@ -373,11 +377,12 @@ def close_ghosts(reason: str = "server restarted") -> int:
     rows = db.session.scalars(select(TerminalSession).where(TerminalSession.status.in_(LIVE))).all()
     n = 0
     for row in rows:
-        if reg is not None and reg.get(row.id) is not None:
-            continue
-        alive = process_alive(row.server_id)
-        if alive is None and reg is not None and reg.bus.kind == "redis":
-            alive = reg.bus.alive(row.server_id)
+        if reg is None:
+            alive = process_alive(row.server_id) is not False
+        elif reg.get(row.id) is not None or row.server_id == reg.server_id:
+            continue  # this process's own (held, or being opened)
+        else:
+            alive = owner_running(reg, row)
         if alive is False:
             row.status = "closed"
             row.close_reason = reason
