@@ -504,7 +504,9 @@ class LiveSession:
                 except Exception:  # noqa: S110
                     pass
                 if code is None or code < 0:
-                    self.close("the connection to the machine was lost", kind="exit", code=code)
+                    # No exit status (the SSH connection went away): an `error`, since the
+                    # contract's `exit` carries the shell's integer code.
+                    self.close("the connection to the machine was lost")
                 else:
                     self.close(f"the shell exited with code {code}", kind="exit", code=code)
 
