@@ -161,6 +161,80 @@ def test_phone_key_bar_sends_ctrl_c_and_arrows(term_setup, phone):
     assert phone.js_errors == []
 
 
+def test_phone_key_bar_sends_the_right_bytes_for_every_key(term_setup, phone):
+    """Esc, Tab, Alt (a prefix ESC), | ~ / - and the arrows, read back by `cat -A` on the
+    real shell: each key's bytes, as the shell received them."""
+    user, machine, base = term_setup
+    open_terminal(phone, base, user, machine)
+    phone.tap(".term-host")
+    phone.keyboard.type("echo ready-$((1+2)); cat -A\n")
+    wait_line(phone, "ready-3")  # the line runs: the terminal is back in canonical mode
+    for sel in (
+        "[data-key=esc]",
+        "[data-key=tab]",
+        "[data-mod=alt]",
+        "[data-char='/']",  # Alt+/ -> ESC /
+        "[data-char='|']",
+        "[data-char='~']",
+        "[data-char='-']",
+        "[data-key=left]",
+        "[data-key=down]",
+        "[data-key=right]",
+    ):
+        phone.tap(sel)
+    phone.keyboard.press("Enter")
+    # cat -A shows ESC as ^[ and Tab as ^I and ends the line with $; the arrows are CSI (or
+    # SS3 when the application has asked for application cursor keys)
+    phone.wait_for_function(
+        """() => portalTerminals.text().split('\\n').some(
+             l => /^\\^\\[\\^I\\^\\[\\/\\|~-\\^\\[[\\[O]D\\^\\[[\\[O]B\\^\\[[\\[O]C\\$$/.test(l.trim()))"""
+    )
+    phone.tap("[data-mod=ctrl]")
+    phone.keyboard.type("d")  # Ctrl-D ends cat
+    phone.keyboard.type("echo done-$((1+1))\n")
+    wait_line(phone, "done-2")
+    assert phone.js_errors == []
+
+
+def test_returning_from_the_background_reconnects_a_silently_dead_socket(
+    term_setup, page, live_server
+):
+    """A phone back from the background: its socket looks open but nothing gets through
+    (here a relay between the browser and the server holds what either side sends). The
+    page pings on `visibilitychange`, hears nothing back, and re-attaches the same shell."""
+    from urllib.parse import urlsplit
+
+    from tests.fixtures.machines import PausableRelay
+
+    user, machine, _base = term_setup
+    u = urlsplit(live_server.url)
+    relay = PausableRelay(u.hostname, u.port)
+    try:
+        base = f"http://127.0.0.1:{relay.port}"
+        open_terminal(page, base, user, machine)
+        page.keyboard.type("Z=back-$((6*7))\n")
+        sid = active(page, "t.sessionId")
+        connects = active(page, "t.connects")
+        relay.pause(both=True)  # the connection goes silent both ways, without a close
+        page.evaluate("() => document.dispatchEvent(new Event('visibilitychange'))")
+        # the page's probe gives up after 4 s without an answer; nothing else would notice
+        # for 25 s (the keep-alive ping's period)
+        page.wait_for_function(
+            "() => portalTerminals.active().state === 'reconnecting'", timeout=10_000
+        )
+        relay.resume()
+        page.wait_for_function(
+            "(n) => { const t = portalTerminals.active(); return t.connects > n && t.state === 'connected'; }",
+            arg=connects,
+        )
+        assert active(page, "t.sessionId") == sid
+        page.keyboard.type("echo $Z\n")
+        wait_line(page, "back-42")
+        assert page.js_errors == []
+    finally:
+        relay.close()
+
+
 def test_dropped_socket_reconnects_and_keeps_the_shell(term_setup, page, app):
     user, machine, base = term_setup
     open_terminal(page, base, user, machine)
