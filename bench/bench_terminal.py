@@ -67,8 +67,9 @@ client's own work is inside every number):
   busy terminals. Its server CPU and RSS are both workers' together.
 - webssh 1.6.3 from its own venv, `--policy=autoadd`, same clients (JSON text input).
 - throughput: best and median of `--rounds` runs, systems alternating; echo: one keystroke per
-  system per round, interleaved, so background load hits all three alike, in a new
-  random order each round (in a fixed order the last system gained ~0.05 ms).
+  system per round (`--echo-samples`, 600), interleaved, so background load hits all three
+  alike, in a new random order each round (in a fixed order the last system gained
+  ~0.05 ms), once the machine is quiet (CPUs under 5 % busy for a second, at most 30 s).
 - Ctrl-C: `yes` floods, the client reads 1 MB/s (and acks what it read), Ctrl-C then
   `echo CTRL$((1+1))C`: seconds until `CTRL2C` arrives; server RSS sampled every 100 ms.
 - DELETE: a fresh session (at an idle prompt, then under `yes`), `DELETE
@@ -480,6 +481,28 @@ def m_ctrl_c(server, flood_secs: float = 3.0, rate: int = 1_000_000, limit: floa
         c.close()
 
 
+def machine_busy() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine so far, from /proc/stat."""
+    with open("/proc/stat") as fh:
+        fields = [int(x) for x in fh.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def quiet(limit: float = 30.0, below: float = 0.05, window: float = 1.0) -> float:
+    """Wait (at most `limit` s) until the machine's CPUs were busy less than `below` of a
+    `window`: "an idle prompt" on an idle machine, not one still writing the throughput
+    rounds' recordings or reaping their shells. Returns the seconds waited."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit:
+        b0, a0 = machine_busy()
+        time.sleep(window)
+        b1, a1 = machine_busy()
+        if a1 > a0 and (b1 - b0) / (a1 - a0) < below:
+            break
+    return time.monotonic() - t0
+
+
 def settle(sshd, limit: float = 90.0) -> None:
     """Wait until the 500 closed sessions are gone from the sshd (their per-connection
     processes and shells exit over several seconds, using CPU), so the next system's run
@@ -621,7 +644,7 @@ def main() -> int:
         default="0.5-1.5,0.2-0.4",
         help="seconds between a session's keystrokes, lo-hi, one N-test phase per pair",
     )
-    ap.add_argument("--echo-samples", type=int, default=300)
+    ap.add_argument("--echo-samples", type=int, default=600)
     ap.add_argument("--size-mb", type=int, default=25)
     ap.add_argument("--rounds", type=int, default=5, help="throughput runs per system")
     ap.add_argument("--no-webssh", action="store_true")
@@ -668,6 +691,7 @@ def main() -> int:
                     r.setdefault("throughput_runs", []).append(mbps)
                     print(f"{s.name}: throughput {mbps:.1f} MB/s", flush=True)
         if want("echo"):
+            print(f"echo: waited {quiet():.1f} s for a quiet machine", flush=True)
             for name, value in m_echo_all(servers, args.echo_samples).items():
                 results.setdefault(name, {})["echo"] = value
                 print(f"{name}: echo p50 {value[0]:.2f} ms p99 {value[1]:.2f}", flush=True)
