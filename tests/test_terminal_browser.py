@@ -470,11 +470,12 @@ def test_copy_and_paste(term_setup, page, context):
     assert page.js_errors == []
 
 
-def test_ctrl_c_stops_a_flood(term_setup, page):
+@pytest.mark.parametrize("flood", ["yes flood-line", "cat /dev/urandom | base64"])
+def test_ctrl_c_stops_a_flood(term_setup, page, flood):
     """Output is acked as xterm renders it, so a flood stays interruptible."""
     user, machine, base = term_setup
     open_terminal(page, base, user, machine)
-    page.keyboard.type("yes flood-line\n")
+    page.keyboard.type(flood + "\n")
     page.wait_for_function("() => portalTerminals.active().bytesIn > 256 * 1024")
     page.keyboard.press("Control+C")
     page.keyboard.type("echo after-$((50+1))\n")

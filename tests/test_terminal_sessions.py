@@ -241,6 +241,27 @@ def test_command_log_from_typed_input(term_env, live_server, auth):
     assert all(c["source"] == "terminal" and c["session_id"] == sid for c in body["commands"])
 
 
+def test_pasted_lines_are_logged_one_command_each(term_env, live_server, auth):
+    """A paste arrives as one frame; bash (5.1+) brackets it. Each pasted line runs and is
+    logged as its own command, in order; the bracket markers never reach the log."""
+    owner, _machine, open_term = term_env
+    t = open_term()
+    sid = t.wait_control("ready")["session_id"]
+    t.run("echo ready-$((2*2))", r"ready-4")
+    t.send("\x1b[200~echo p$((1+0))\recho p$((1+1))\r\x1b[201~")  # as xterm sends a paste
+    t.send("\recho p$((1+2))\r")
+    t.read_until(r"p3\r\n")
+
+    def commands():
+        body = _get(live_server, f"/api/sessions/{sid}", auth(owner)).json()
+        cmds = [c["command"] for c in body["commands"]]
+        return cmds if len(cmds) >= 4 else None
+
+    cmds = wait_for(commands, timeout=10)
+    assert cmds == ["echo ready-$((2*2))", "echo p$((1+0))", "echo p$((1+1))", "echo p$((1+2))"]
+    assert t.out.count(b"p1\r\n") >= 1 and t.out.count(b"p2\r\n") >= 1
+
+
 def test_recording_is_valid_asciicast_v2(term_env, live_server, auth):
     owner, _machine, open_term = term_env
     t = open_term("cols=100&rows=30")
