@@ -56,6 +56,9 @@ def post_worker_init(worker):
     registry = getattr(app, "extensions", {}).get("portal_terminal")
     if registry is not None:
         registry.ensure_started()
+        from portal.terminal import on_serve
+
+        on_serve(app)  # no ghosts from an earlier incarnation of this server (new hostname)
     if not GC_THRESHOLD.strip():
         return
     try:

@@ -162,6 +162,42 @@ def test_sigterm_closes_live_terminals_with_a_reason(
         requests.get(f"{base}/health", timeout=2)
 
 
+def test_the_server_closes_rows_another_host_left_when_there_is_no_redis(
+    app, start_gunicorn, make_user, make_machine
+):
+    """A terminal server that comes back under a new hostname (a recreated container) closes
+    the live rows its earlier incarnation left: without Redis no other terminal server
+    shares the database. A plain app start leaves them (a `flask` command elsewhere)."""
+    from portal.extensions import db
+    from portal.terminal.models import TerminalSession
+
+    owner = make_user("oldhostowner")
+    machine = make_machine(owner)
+    sid = str(uuid.uuid4())
+    with app.app_context():
+        db.session.add(
+            TerminalSession(
+                id=sid,
+                machine_id=machine.id,
+                user_id=owner.id,
+                status="active",
+                server_id="old-container-hostname:7:12345",
+            )
+        )
+        db.session.commit()
+        db.session.remove()
+    start_gunicorn()
+
+    def closed():
+        with app.app_context():
+            row = db.session.get(TerminalSession, sid)
+            done = row.status == "closed" and row.close_reason == "server restarted"
+            db.session.remove()
+            return done
+
+    assert wait_for(closed, timeout=10)
+
+
 def test_a_reattach_accepted_by_another_worker_reaches_the_one_holding_the_shell(
     app, start_gunicorn, make_user, sshd_machine, token_for
 ):

@@ -208,9 +208,19 @@ def test_ghost_sessions_are_closed_on_start(app, app_config, make_user, make_mac
             assert rows["00000000-0000-0000-0000-000000000001"].status == "closed"
             assert rows["00000000-0000-0000-0000-000000000001"].close_reason == "server restarted"
             assert rows["00000000-0000-0000-0000-000000000002"].status == "closed"
-            # another host's row, without Redis: instances share a database only with
-            # Redis, so it was left by an earlier incarnation (a new container hostname)
-            assert rows["00000000-0000-0000-0000-000000000003"].status == "closed"
+            # another host's row and no Redis to ask: an app start alone (a `flask` command
+            # in a container of its own) cannot tell, and leaves it alone
+            assert rows["00000000-0000-0000-0000-000000000003"].status == "active"
+            db.session.remove()
+        # The terminal server's worker start (gunicorn's post_worker_init) closes it:
+        # servers share a database only through Redis, so it was left by an earlier
+        # incarnation of this one (a container that came back with a new hostname).
+        from portal.terminal import on_serve
+
+        on_serve(app2)
+        with app2.app_context():
+            row = db.session.get(TerminalSession, "00000000-0000-0000-0000-000000000003")
+            assert row.status == "closed" and row.close_reason == "server restarted"
             db.session.remove()
     finally:
         for hook in app2.extensions.get("portal_shutdown", []):

@@ -70,14 +70,20 @@ def register(app) -> None:
         _install_sigterm(registry)
 
 
-def _on_start(app) -> None:
+def on_serve(app) -> None:
+    """The terminal server's worker starts (portal/gunicorn_conf.py): as on every start, and
+    without Redis a live row naming another host is closed too (see close_ghosts)."""
+    _on_start(app, other_hosts=True)
+
+
+def _on_start(app, other_hosts: bool = False) -> None:
     """No ghosts: sessions whose process is gone are closed; old recordings pruned."""
     from portal.extensions import db
     from portal.terminal import services
 
     with app.app_context():
         try:
-            n = services.close_ghosts("server restarted")
+            n = services.close_ghosts("server restarted", other_hosts=other_hosts)
             services.prune_recordings()
             db.session.commit()
             if n:

@@ -21,12 +21,18 @@ def prune_recordings(days):
 
 
 @terminal_cli.command("close-ghosts")
-def close_ghosts():
+@click.option(
+    "--other-hosts",
+    is_flag=True,
+    help="Without REDIS_URL, also close live rows that name another host (no terminal server"
+    " of another host shares this database).",
+)
+def close_ghosts(other_hosts):
     """Mark sessions left open by a dead server process as closed."""
     from portal.extensions import db
     from portal.terminal import services
 
-    n = services.close_ghosts()
+    n = services.close_ghosts(other_hosts=other_hosts)
     db.session.commit()
     click.echo(f"closed {n} session(s)")
 

@@ -225,18 +225,14 @@ def close_session(user, row: TerminalSession, reason: str | None = None) -> None
 
 def owner_running(reg, row: TerminalSession) -> bool | None:
     """Whether the process that holds the session is still running: this process (any app in
-    it), another on this host (/proc), another host (its bus heartbeat).
-
-    Without Redis a row naming another host counts as gone: instances share a database only
-    with Redis (it carries their close requests and heartbeats), so such a row was left by an
-    earlier incarnation of this one (say, a container that came back with a new hostname)."""
+    it), another on this host (/proc), another host (its bus heartbeat; None without Redis)."""
     from portal.terminal.registry import Registry, process_alive
 
     if row.server_id == reg.server_id:
         return Registry.holds_anywhere(row.id)
     alive = process_alive(row.server_id)
-    if alive is None:
-        alive = reg.bus.alive(row.server_id) if reg.bus.kind == "redis" else False
+    if alive is None and reg.bus.kind == "redis":
+        alive = reg.bus.alive(row.server_id)
     return alive
 
 
@@ -369,20 +365,26 @@ def prune_recordings(days: int | None = None) -> int:
 # ---------------------------------------------------------------- ghosts
 
 
-def close_ghosts(reason: str = "server restarted") -> int:
-    """Mark sessions whose process is gone as closed (on start; no ghosts stay active)."""
+def close_ghosts(reason: str = "server restarted", *, other_hosts: bool = False) -> int:
+    """Mark sessions whose process is gone as closed (on start; no ghosts stay active).
+
+    A row naming another host is checked against its heartbeat when Redis is there; without
+    Redis nothing can tell, and the row is left alone unless `other_hosts` is set. The
+    terminal server sets it when its worker starts (portal/gunicorn_conf.py): instances that
+    serve terminals share a database only through Redis, so such a row was left by an earlier
+    incarnation of this one (a container that came back with a new hostname). Any other app
+    start (a `flask` command in a container of its own) leaves those rows alone."""
     from portal.terminal.registry import process_alive
 
     reg = current_app.extensions.get("portal_terminal")
     rows = db.session.scalars(select(TerminalSession).where(TerminalSession.status.in_(LIVE))).all()
     n = 0
     for row in rows:
-        if reg is None:
-            alive = process_alive(row.server_id) is not False
-        elif reg.get(row.id) is not None or row.server_id == reg.server_id:
+        if reg is not None and (reg.get(row.id) is not None or row.server_id == reg.server_id):
             continue  # this process's own (held, or being opened)
-        else:
-            alive = owner_running(reg, row)
+        alive = owner_running(reg, row) if reg is not None else process_alive(row.server_id)
+        if alive is None and other_hosts:
+            alive = False
         if alive is False:
             row.status = "closed"
             row.close_reason = reason
