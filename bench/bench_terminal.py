@@ -482,25 +482,28 @@ def m_ctrl_c(server, flood_secs: float = 3.0, rate: int = 1_000_000, limit: floa
 
 
 def machine_busy() -> tuple[int, int]:
-    """(busy, total) jiffies of the whole machine so far, from /proc/stat."""
+    """(busy, total) jiffies of this machine's CPUs so far, from /proc/stat: busy is user,
+    nice, system, irq and softirq (guest time is already in user; steal is the host's other
+    tenants, which no waiting here changes, so it counts toward the total only)."""
     with open("/proc/stat") as fh:
-        fields = [int(x) for x in fh.readline().split()[1:]]
-    idle = fields[3] + fields[4]  # idle + iowait
-    return sum(fields) - idle, sum(fields)
+        f = [int(x) for x in fh.readline().split()[1:9]]
+    user, nice, system, idle, iowait, irq, softirq, steal = f + [0] * (8 - len(f))
+    busy = user + nice + system + irq + softirq
+    return busy, busy + idle + iowait + steal
 
 
-def quiet(limit: float = 30.0, below: float = 0.05, window: float = 1.0) -> float:
+def quiet(limit: float = 30.0, below: float = 0.05, window: float = 1.0) -> tuple[float, bool]:
     """Wait (at most `limit` s) until the machine's CPUs were busy less than `below` of a
     `window`: "an idle prompt" on an idle machine, not one still writing the throughput
-    rounds' recordings or reaping their shells. Returns the seconds waited."""
+    rounds' recordings or reaping their shells. Returns (seconds waited, quiet reached)."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < limit:
         b0, a0 = machine_busy()
         time.sleep(window)
         b1, a1 = machine_busy()
         if a1 > a0 and (b1 - b0) / (a1 - a0) < below:
-            break
-    return time.monotonic() - t0
+            return time.monotonic() - t0, True
+    return time.monotonic() - t0, False
 
 
 def settle(sshd, limit: float = 90.0) -> None:
@@ -691,7 +694,9 @@ def main() -> int:
                     r.setdefault("throughput_runs", []).append(mbps)
                     print(f"{s.name}: throughput {mbps:.1f} MB/s", flush=True)
         if want("echo"):
-            print(f"echo: waited {quiet():.1f} s for a quiet machine", flush=True)
+            waited, calm = quiet()
+            state = "quiet" if calm else "still busy: measuring anyway"
+            print(f"echo: waited {waited:.1f} s for a quiet machine ({state})", flush=True)
             for name, value in m_echo_all(servers, args.echo_samples).items():
                 results.setdefault(name, {})["echo"] = value
                 print(f"{name}: echo p50 {value[0]:.2f} ms p99 {value[1]:.2f}", flush=True)

@@ -180,14 +180,33 @@ def test_phone_key_bar_sends_the_right_bytes_for_every_key(term_setup, phone):
         "[data-key=left]",
         "[data-key=down]",
         "[data-key=right]",
+        "[data-key=up]",
+        "[data-key=home]",
+        "[data-key=end]",
+        "[data-key=pgup]",
+        "[data-key=pgdn]",
+        "[data-mod=ctrl]",
+        "[data-key=right]",  # Ctrl+Right -> CSI 1;5C
     ):
         phone.tap(sel)
     phone.keyboard.press("Enter")
-    # cat -A shows ESC as ^[ and Tab as ^I and ends the line with $; the arrows are CSI (or
-    # SS3 when the application has asked for application cursor keys)
+    # cat -A shows ESC as ^[ and Tab as ^I and ends the line with $; the arrows, Home and
+    # End are CSI (or SS3 when the application has asked for application cursor keys)
     phone.wait_for_function(
-        """() => portalTerminals.text().split('\\n').some(
-             l => /^\\^\\[\\^I\\^\\[\\/\\|~-\\^\\[[\\[O]D\\^\\[[\\[O]B\\^\\[[\\[O]C\\$$/.test(l.trim()))"""
+        """() => {
+             // logical lines: the cat -A line is wider than 45 columns and wraps
+             const b = portalTerminals.active().term.buffer.active, lines = [];
+             for (let i = 0; i < b.length; i++) {
+               const l = b.getLine(i), s = l ? l.translateToString(true) : '';
+               if (l && l.isWrapped && lines.length) lines[lines.length - 1] += s;
+               else lines.push(s);
+             }
+             return lines.some(l => new RegExp(
+             '^\\\\^\\\\[\\\\^I\\\\^\\\\[/\\\\|~-'
+             + '(\\\\^\\\\[[\\\\[O])D(\\\\^\\\\[[\\\\[O])B(\\\\^\\\\[[\\\\[O])C'
+             + '(\\\\^\\\\[[\\\\[O])A(\\\\^\\\\[[\\\\[O])H(\\\\^\\\\[[\\\\[O])F'
+             + '\\\\^\\\\[\\\\[5~\\\\^\\\\[\\\\[6~\\\\^\\\\[\\\\[1;5C\\\\$$').test(l.trim()));
+           }"""
     )
     phone.tap("[data-mod=ctrl]")
     phone.keyboard.type("d")  # Ctrl-D ends cat
@@ -212,10 +231,12 @@ def test_returning_from_the_background_reconnects_a_silently_dead_socket(
     try:
         base = f"http://127.0.0.1:{relay.port}"
         open_terminal(page, base, user, machine)
-        page.keyboard.type("Z=back-$((6*7))\n")
+        page.keyboard.type("Z=back-$((6*7)); echo set-$((1+1))\n")
+        wait_line(page, "set-2")  # typed, run and echoed: nothing in flight either way
         sid = active(page, "t.sessionId")
         connects = active(page, "t.connects")
         relay.pause(both=True)  # the connection goes silent both ways, without a close
+        time.sleep(0.3)  # a prompt still on its way arrives before the page's ping goes out
         page.evaluate("() => document.dispatchEvent(new Event('visibilitychange'))")
         # the page's probe gives up after 4 s without an answer; nothing else would notice
         # for 25 s (the keep-alive ping's period)

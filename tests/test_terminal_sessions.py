@@ -251,6 +251,17 @@ def test_command_log_from_typed_input(term_env, live_server, auth):
     assert all(c["source"] == "terminal" and c["session_id"] == sid for c in body["commands"])
 
 
+def test_a_shell_killed_by_a_signal_ends_with_an_error_that_says_so(term_env):
+    """sshd reports a signal (exit-signal), not an exit status: no integer code to send."""
+    _owner, _machine, open_term = term_env
+    t = open_term()
+    t.wait_control("ready")
+    t.run("echo up$((2+2))", r"up4")
+    t.send("kill -9 $$\r")
+    assert t.wait_control("error")["message"] == "the shell was killed by a signal"
+    assert not [c for c in t.controls if c.get("type") == "exit"]
+
+
 def test_pasted_lines_are_logged_one_command_each(term_env, live_server, auth):
     """A paste arrives as one frame; bash (5.1+) brackets it. Each pasted line runs and is
     logged as its own command, in order; the bracket markers never reach the log."""

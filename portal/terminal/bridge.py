@@ -504,9 +504,14 @@ class LiveSession:
                 except Exception:  # noqa: S110
                     pass
                 if code is None or code < 0:
-                    # No exit status (the SSH connection went away): an `error`, since the
-                    # contract's `exit` carries the shell's integer code.
-                    self.close("the connection to the machine was lost")
+                    # No exit status: an `error`, since the contract's `exit` carries the
+                    # shell's integer code. With the connection still up, sshd sent an
+                    # exit-signal instead (paramiko does not read it): the shell was killed.
+                    t = ch.get_transport()
+                    if t is not None and t.is_active():
+                        self.close("the shell was killed by a signal")
+                    else:
+                        self.close("the connection to the machine was lost")
                 else:
                     self.close(f"the shell exited with code {code}", kind="exit", code=code)
 
