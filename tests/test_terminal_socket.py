@@ -273,6 +273,43 @@ def test_bulk_output_is_coalesced_into_large_frames(term_env):
     assert len(sizes) < total / 4096, f"{len(sizes)} frames for {total} bytes"
 
 
+def test_the_pump_stops_at_the_high_watermark_and_resumes_under_the_low_one(app, term_env):
+    """A client that acks, then reads a flood without acking: the server sends up to the
+    high watermark (plus the frame that crossed it) and stops reading the channel; acks
+    that bring the count under the low watermark start it again."""
+    import websocket
+
+    from portal.terminal.bridge import FRAME_MAX, HIGH_WATER, LOW_WATER
+
+    _owner, _machine, open_term = term_env
+    t = open_term()
+    sid = t.wait_control("ready")["session_id"]
+    sess = app.extensions["portal_terminal"].get(sid)
+    t.control({"type": "ack", "bytes": 0})  # this client acks (as the page does)
+    t.send("yes\r")
+
+    def read_for(seconds: float) -> int:
+        got, deadline = 0, time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                what, data = t.recv_one(0.2)
+            except (websocket.WebSocketTimeoutException, TimeoutError):
+                continue
+            if what == "data":
+                got += len(data)
+                del t.out[:]
+        return got
+
+    got = read_for(3.0)  # everything sent is read; nothing is acked
+    # (the prompt, read before, counts as unacked too: a few bytes of slack below)
+    assert HIGH_WATER - 4096 <= got <= HIGH_WATER + FRAME_MAX, got
+    assert read_for(1.5) == 0  # paused: not one more byte while nothing is acked
+    assert HIGH_WATER <= sess.client.unacked <= HIGH_WATER + FRAME_MAX
+    t.control({"type": "ack", "bytes": got - LOW_WATER // 2})  # under the low watermark
+    assert read_for(1.0) > 0  # flowing again
+    t.send(b"\x03")
+
+
 def test_a_client_that_never_reads_nor_acks_holds_the_server_to_a_bound(app, term_env):
     """No acks and no reads: TCP backpressure stops the pump, the pump stops reading the
     channel, the SSH window stops the remote `yes`. Nothing grows on the server meanwhile,
