@@ -71,20 +71,23 @@ def register(app) -> None:
 
 
 def on_serve(app) -> None:
-    """The terminal server's worker starts (portal/gunicorn_conf.py): as on every start, and
-    without Redis a live row naming another host is closed too (see close_ghosts)."""
+    """The terminal server's worker starts (portal/gunicorn_conf.py): without Redis, live
+    rows naming another host are closed too (see close_ghosts). The app's start already
+    closed the rest and pruned the recordings."""
     _on_start(app, other_hosts=True)
 
 
 def _on_start(app, other_hosts: bool = False) -> None:
-    """No ghosts: sessions whose process is gone are closed; old recordings pruned."""
+    """No ghosts: sessions whose process is gone are closed; old recordings pruned (once,
+    at the app's start)."""
     from portal.extensions import db
     from portal.terminal import services
 
     with app.app_context():
         try:
             n = services.close_ghosts("server restarted", other_hosts=other_hosts)
-            services.prune_recordings()
+            if not other_hosts:
+                services.prune_recordings()
             db.session.commit()
             if n:
                 log.info("closed %d terminal session(s) left open by a stopped server", n)
