@@ -50,6 +50,14 @@ def wait_line(page, line: str, tab: int | None = None) -> None:
     page.wait_for_function(HAS_LINE, arg=[line, tab])
 
 
+def wait_reconnected(page, connects: int) -> None:
+    """Until the active tab has connected again since it had made `connects` connections."""
+    page.wait_for_function(
+        "(n) => { const t = portalTerminals.active(); return t.connects > n && t.state === 'connected'; }",
+        arg=connects,
+    )
+
+
 def term_text(page, tab: int | None = None) -> str:
     return page.evaluate(
         "(i) => portalTerminals.text(i === null ? null : portalTerminals.tabs[i])", tab
@@ -244,10 +252,7 @@ def test_returning_from_the_background_reconnects_a_silently_dead_socket(
             "() => portalTerminals.active().state === 'reconnecting'", timeout=10_000
         )
         relay.resume()
-        page.wait_for_function(
-            "(n) => { const t = portalTerminals.active(); return t.connects > n && t.state === 'connected'; }",
-            arg=connects,
-        )
+        wait_reconnected(page, connects)
         assert active(page, "t.sessionId") == sid
         page.keyboard.type("echo $Z\n")
         wait_line(page, "back-42")
@@ -264,10 +269,7 @@ def test_dropped_socket_reconnects_and_keeps_the_shell(term_setup, page, app):
     sid = active(page, "t.sessionId")
     connects = active(page, "t.connects")
     drop_socket(app, sid)
-    page.wait_for_function(
-        "(n) => { const t = portalTerminals.active(); return t.connects > n && t.state === 'connected'; }",
-        arg=connects,
-    )
+    wait_reconnected(page, connects)
     assert active(page, "t.sessionId") == sid
     page.keyboard.type("echo again:$X\n")
     wait_line(page, "again:kept-42")

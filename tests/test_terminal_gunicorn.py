@@ -172,20 +172,7 @@ def test_the_server_closes_rows_another_host_left_when_there_is_no_redis(
     from portal.terminal.models import TerminalSession
 
     owner = make_user("oldhostowner")
-    machine = make_machine(owner)
-    sid = str(uuid.uuid4())
-    with app.app_context():
-        db.session.add(
-            TerminalSession(
-                id=sid,
-                machine_id=machine.id,
-                user_id=owner.id,
-                status="active",
-                server_id="old-container-hostname:7:12345",
-            )
-        )
-        db.session.commit()
-        db.session.remove()
+    sid = _helpers.live_row(app, make_machine(owner), owner, "old-container-hostname:7:12345")
     start_gunicorn()
 
     def closed():
@@ -271,20 +258,7 @@ class TestWithTheSameBus:
 
         (worker,) = _workers(proc.pid)
         owner = make_user("staleowner")
-        machine = make_machine(owner)
-        sid = str(uuid.uuid4())
-        with app.app_context():
-            db.session.add(
-                TerminalSession(
-                    id=sid,
-                    machine_id=machine.id,
-                    user_id=owner.id,
-                    status="active",
-                    server_id=server_id_for(worker),
-                )
-            )
-            db.session.commit()
-            db.session.remove()
+        sid = _helpers.live_row(app, make_machine(owner), owner, server_id_for(worker))
         r = requests.delete(
             f"{live_server.url}/api/terminal/sessions/{sid}", headers=auth(owner), timeout=15
         )

@@ -162,6 +162,30 @@ def wait_for(pred, timeout: float = 10.0, interval: float = 0.05):
     return pred()
 
 
+def live_row(app, machine, owner, server_id: str) -> str:
+    """A TerminalSession row, status "active", that names `server_id` as its holder (no
+    shell behind it): what a server left, or holds, somewhere else. Returns its id."""
+    import uuid
+
+    from portal.extensions import db
+    from portal.terminal.models import TerminalSession
+
+    sid = str(uuid.uuid4())
+    with app.app_context():
+        db.session.add(
+            TerminalSession(
+                id=sid,
+                machine_id=machine.id,
+                user_id=owner.id,
+                status="active",
+                server_id=server_id,
+            )
+        )
+        db.session.commit()
+        db.session.remove()
+    return sid
+
+
 def redis_config(app_config: dict) -> dict:
     """`app_config` with the terminal bus on the local Redis, under a prefix of its own."""
     import uuid

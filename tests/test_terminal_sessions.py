@@ -36,6 +36,17 @@ def _get(live_server, path, headers):
     return requests.get(f"{live_server.url}{path}", headers=headers, timeout=10)
 
 
+def _logged_commands(live_server, headers, sid: str, count: int) -> list[str] | None:
+    """The session's logged commands once there are `count` of them (up to 10 s)."""
+
+    def commands():
+        body = _get(live_server, f"/api/sessions/{sid}", headers).json()
+        cmds = [c["command"] for c in body["commands"]]
+        return cmds if len(cmds) >= count else None
+
+    return wait_for(commands, timeout=10)
+
+
 def test_resume_after_a_forced_drop_keeps_shell_state(term_env, live_server, auth):
     owner, _machine, open_term = term_env
 
@@ -240,12 +251,7 @@ def test_command_log_from_typed_input(term_env, live_server, auth):
     t.send("echo wrong\x15echo $((3*3))\r")
     t.read_until(r"\r9\r\n")
 
-    def commands():
-        body = _get(live_server, f"/api/sessions/{sid}", auth(owner)).json()
-        cmds = [c["command"] for c in body["commands"]]
-        return cmds if len(cmds) >= 3 else None
-
-    cmds = wait_for(commands, timeout=10)
+    cmds = _logged_commands(live_server, auth(owner), sid, 3)
     assert cmds == ["echo abc", "echo one two three", "echo $((3*3))"]
     body = _get(live_server, f"/api/sessions/{sid}", auth(owner)).json()
     assert all(c["source"] == "terminal" and c["session_id"] == sid for c in body["commands"])
@@ -273,12 +279,7 @@ def test_pasted_lines_are_logged_one_command_each(term_env, live_server, auth):
     t.send("\recho p$((1+2))\r")
     t.read_until(r"p3\r\n")
 
-    def commands():
-        body = _get(live_server, f"/api/sessions/{sid}", auth(owner)).json()
-        cmds = [c["command"] for c in body["commands"]]
-        return cmds if len(cmds) >= 4 else None
-
-    cmds = wait_for(commands, timeout=10)
+    cmds = _logged_commands(live_server, auth(owner), sid, 4)
     assert cmds == ["echo ready-$((2*2))", "echo p$((1+0))", "echo p$((1+1))", "echo p$((1+2))"]
     assert t.out.count(b"p1\r\n") >= 1 and t.out.count(b"p2\r\n") >= 1
 
@@ -655,28 +656,6 @@ def test_input_sent_while_the_terminal_opens_is_bounded_in_bytes(
 # ---------------------------------------------------------------- DELETE of a row held elsewhere
 
 
-def _row(app, machine, owner, server_id: str) -> str:
-    import uuid
-
-    from portal.extensions import db
-    from portal.terminal.models import TerminalSession
-
-    sid = str(uuid.uuid4())
-    with app.app_context():
-        db.session.add(
-            TerminalSession(
-                id=sid,
-                machine_id=machine.id,
-                user_id=owner.id,
-                status="active",
-                server_id=server_id,
-            )
-        )
-        db.session.commit()
-        db.session.remove()
-    return sid
-
-
 def _delete_rows_held_elsewhere(app, live_server, auth, make_user, make_machine, expect: str):
     import subprocess
 
@@ -686,7 +665,7 @@ def _delete_rows_held_elsewhere(app, live_server, auth, make_user, make_machine,
     machine = make_machine(owner)
     other = subprocess.Popen(["sleep", "60"])  # a running process that holds nothing
     try:
-        held = _row(app, machine, owner, server_id_for(other.pid))
+        held = _helpers.live_row(app, machine, owner, server_id_for(other.pid))
         r = requests.delete(
             f"{live_server.url}/api/terminal/sessions/{held}", headers=auth(owner), timeout=15
         )
