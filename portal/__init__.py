@@ -107,17 +107,9 @@ def _register_blueprints(app: Flask) -> None:
 
     for bp in (health, accounts_api, accounts_views):
         app.register_blueprint(bp)
-    # Feature packages register themselves when present: portal.<feature>.register(app).
+    # Every feature package registers its blueprints, CLI and hooks: portal.<feature>.register(app).
     for feature in ("dashboard", "machines", "terminal", "community"):
-        try:
-            module = importlib.import_module(f"portal.{feature}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"portal.{feature}":
-                raise
-            continue
-        register = getattr(module, "register", None)
-        if register is not None:
-            register(app)
+        importlib.import_module(f"portal.{feature}").register(app)
 
 
 def _register_template_helpers(app: Flask) -> None:
@@ -130,7 +122,6 @@ def _register_template_helpers(app: Flask) -> None:
         return {
             "csrf_token": generate_csrf,
             "portal_version": __version__,
-            "url_endpoints": app.view_functions,
         }
 
     @app.template_filter("iso")

@@ -4,7 +4,6 @@ fixtures live in tests/fixtures/ and are loaded as plugins."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import uuid
@@ -12,13 +11,12 @@ import uuid
 import pytest
 from sqlalchemy import text
 
-_PLUGINS = (
+pytest_plugins = [
     "tests.fixtures.sshd",
     "tests.fixtures.oidc_provider",
     "tests.fixtures.browser",
     "tests.fixtures.machines",
-)
-pytest_plugins = [m for m in _PLUGINS if importlib.util.find_spec(m) is not None]
+]
 
 PASSWORD = "pw-Portal-test-42"
 

@@ -581,11 +581,8 @@ def _fence(text_: str) -> str:
 
 def draft_from_log(user: User, log_id) -> dict:
     """A prefilled, unsaved issue from a command log the user may see (NotFound otherwise)."""
-    try:
-        from portal.machines import services as machine_services
-        from portal.machines.models import CommandLog, Machine
-    except ImportError:
-        raise NotFound("command logs are not available") from None
+    from portal.machines import services as machine_services
+    from portal.machines.models import CommandLog, Machine
     try:
         log_id = int(log_id)
     except (TypeError, ValueError):

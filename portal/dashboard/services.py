@@ -15,19 +15,9 @@ from sqlalchemy import case, func, literal, select, union_all
 
 from portal.db import utcnow
 from portal.extensions import db
-
-try:  # the machines feature owns Machine and CommandLog
-    from portal.machines import services as machine_services
-    from portal.machines.models import CommandLog, Machine, MachineAccess
-except ImportError:  # pragma: no cover - a tree without the machines feature
-    machine_services = None
-    CommandLog = Machine = MachineAccess = None
-
-try:  # the terminal feature owns TerminalSession
-    from portal.terminal.models import LIVE, TerminalSession
-except ImportError:  # pragma: no cover - a tree without the terminal feature
-    TerminalSession = None
-    LIVE = ("active", "detached")
+from portal.machines import services as machine_services
+from portal.machines.models import CommandLog, Machine
+from portal.terminal.models import LIVE, TerminalSession
 
 CHART_DAYS = 14
 
@@ -42,7 +32,7 @@ class Scope:
 
     @property
     def ids(self) -> list[int]:
-        if self.all or Machine is None:
+        if self.all:
             return []
         if self._ids is None:
             q = machine_services.visible_machines_query(self.user).with_only_columns(Machine.id)
@@ -87,10 +77,8 @@ def stats(user, scope: Scope | None = None) -> dict:
         "sessions_active": 0,
         "commands_today": 0,
         "commands_failed_today": 0,
-        "issues_open": _issues_open(open_issues_count),
+        "issues_open": open_issues_count(),
     }
-    if Machine is None:
-        return out
     total, online = db.session.execute(
         scope.filter_machines(
             select(
@@ -118,17 +106,8 @@ def stats(user, scope: Scope | None = None) -> dict:
     return out
 
 
-def _issues_open(fn) -> int:
-    try:
-        return fn()
-    except Exception:  # noqa: BLE001 - the community tables may not be migrated yet
-        return 0
-
-
 def recent_machines(user, limit: int = 5, scope: Scope | None = None) -> list:
     """The last active machines: most recently seen first, then newest."""
-    if Machine is None:
-        return []
     scope = scope or Scope(user)
     last = func.coalesce(Machine.last_seen_at, Machine.created_at)
     stmt = (
