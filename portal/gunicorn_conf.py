@@ -78,8 +78,11 @@ def post_worker_init(worker):
 def worker_exit(server, worker):
     """Close live terminals with a reason (and mark them closed) before the worker goes."""
     app = getattr(worker, "wsgi", None)
-    for hook in getattr(app, "extensions", {}).get("portal_shutdown", []):
-        try:
-            hook()
-        except Exception:  # noqa: S110 - best effort on the way out
-            pass
+    if app is None or not hasattr(app, "app_context"):
+        return
+    from portal import signals
+
+    try:
+        signals.shutdown(app)
+    except Exception:  # noqa: S110 - best effort on the way out
+        pass

@@ -103,15 +103,13 @@ def app_config(migrated_db, tmp_path):
 
 @pytest.fixture
 def app(app_config):
-    from portal import create_app
+    from portal import create_app, signals
     from portal.extensions import db
 
     app = create_app(app_config)
     yield app
     db.session.remove()
-    hooks = app.extensions.get("portal_shutdown", [])
-    for hook in hooks:
-        hook()
+    signals.shutdown(app)
     _truncate_all(db.engine)
     db.engine.dispose()
 

@@ -162,12 +162,21 @@ def test_operator_sees_terminal_button_and_command_box(client, app, login, world
     assert "Run a command" in html and "Delete machine" not in html
 
 
-def test_revoke_removes_sight_at_once_and_calls_hooks(client, app, auth, world):
+def test_revoke_removes_sight_at_once_and_sends_signals(client, app, auth, world, request):
+    from portal import signals
+
     revoked, deleted = [], []
-    app.extensions.setdefault("portal_access_revoked", []).append(
-        lambda u, m: revoked.append((u, m))
-    )
-    app.extensions.setdefault("portal_machine_deleted", []).append(deleted.append)
+
+    def on_revoked(sender, user_id, machine_id, **_):
+        revoked.append((user_id, machine_id))
+
+    def on_deleted(sender, machine_id, **_):
+        deleted.append(machine_id)
+
+    signals.access_revoked.connect(on_revoked, sender=app)
+    signals.machine_deleted.connect(on_deleted, sender=app)
+    request.addfinalizer(lambda: signals.access_revoked.disconnect(on_revoked, sender=app))
+    request.addfinalizer(lambda: signals.machine_deleted.disconnect(on_deleted, sender=app))
     machine, operator, victim = world("operator")
     owner_headers = None
     from portal.accounts.models import User

@@ -362,7 +362,7 @@ def test_pending_machine_host_key_scan_is_422(client, login, make_user, auth):
 
 
 def test_losing_operator_on_the_jump_host_stops_its_use(
-    client, app, make_user, auth, sshd, sshd_jump
+    client, app, make_user, auth, sshd, sshd_jump, request
 ):
     alice, bob = make_user("alice"), make_user("bob")
     jump = client.post(
@@ -386,11 +386,16 @@ def test_losing_operator_on_the_jump_host_stops_its_use(
     )
     assert r.status_code == 200
     # Alice demotes Bob to viewer on the jump host: Bob's machine behind it stops working,
-    # and his live terminals behind it are closed (the terminal's revoke hook).
+    # and his live terminals behind it are closed (the terminal's receiver of the signal).
+    from portal import signals
+
     revoked = []
-    app.extensions.setdefault("portal_access_revoked", []).append(
-        lambda uid, mid: revoked.append((uid, mid))
-    )
+
+    def on_revoked(sender, user_id, machine_id, **_):
+        revoked.append((user_id, machine_id))
+
+    signals.access_revoked.connect(on_revoked, sender=app)
+    request.addfinalizer(lambda: signals.access_revoked.disconnect(on_revoked, sender=app))
     client.post(
         f"/api/machines/{jump['agent_id']}/access/grant",
         json={"user": "bob", "role": "viewer"},

@@ -9,6 +9,7 @@ import json
 import pytest
 import requests
 
+from portal import signals
 from tests import test_terminal_helpers as _helpers
 from tests.test_terminal_helpers import Term, wait_for, ws_base
 
@@ -207,8 +208,7 @@ class TestRedis:
             )
         finally:
             server2.stop()
-            for hook in app2.extensions.get("portal_shutdown", []):
-                hook()
+            signals.shutdown(app2)
 
 
 # ---------------------------------------------------------------- tickets

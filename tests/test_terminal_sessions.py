@@ -10,6 +10,7 @@ import time
 import pytest
 import requests
 
+from portal import signals
 from tests import test_terminal_helpers as _helpers
 from tests.test_terminal_helpers import wait_for
 
@@ -234,8 +235,7 @@ def test_ghost_sessions_are_closed_on_start(app, app_config, make_user, make_mac
             assert row.status == "closed" and row.close_reason == "server restarted"
             db.session.remove()
     finally:
-        for hook in app2.extensions.get("portal_shutdown", []):
-            hook()
+        signals.shutdown(app2)
 
 
 def test_command_log_from_typed_input(term_env, live_server, auth):
@@ -351,8 +351,7 @@ def test_shutdown_hook_closes_sessions_with_a_reason(term_env, app):
     _owner, _machine, open_term = term_env
     t = open_term()
     sid = t.wait_control("ready")["session_id"]
-    for hook in app.extensions["portal_shutdown"]:
-        hook()
+    signals.shutdown(app)
     assert "shutting down" in t.wait_control("error")["message"]
     from portal.extensions import db
     from portal.terminal.models import TerminalSession

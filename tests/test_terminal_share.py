@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import requests
 
+from portal import signals
 from tests import test_terminal_helpers as _helpers
 from tests.test_terminal_helpers import Term, ws_base
 
@@ -106,8 +107,7 @@ class TestRedisBus:
             w.close()
         finally:
             server2.stop()
-            for hook in app2.extensions.get("portal_shutdown", []):
-                hook()
+            signals.shutdown(app2)
 
     def test_ticket_lives_in_redis(self, app, term_env, live_server, auth):
         owner, machine, _open = term_env

@@ -18,6 +18,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from flask import current_app
 from sqlalchemy import func, select, update
 
+from portal import signals
 from portal.accounts.models import OAuthIdentity, RefreshToken, Setting, User
 from portal.db import utcnow
 from portal.errors import (
@@ -243,8 +244,7 @@ def revoke_all_tokens(user: User) -> None:
         .values(revoked_at=utcnow())
     )
     db.session.flush()
-    for hook in current_app.extensions.get("portal_tokens_revoked", []):
-        hook(user)
+    signals.send(signals.tokens_revoked, user=user)
 
 
 def admin_count() -> int:
@@ -267,8 +267,7 @@ def set_role(actor: User, user: User, role: str) -> None:
     user.role = role
     db.session.flush()
     if demoted:  # what a global admin could open, they may no longer (live terminals)
-        for hook in current_app.extensions.get("portal_user_demoted", []):
-            hook(user)
+        signals.send(signals.user_demoted, user=user, actor=actor)
 
 
 def set_active(actor: User, user: User, active: bool) -> None:
@@ -279,8 +278,7 @@ def set_active(actor: User, user: User, active: bool) -> None:
     if not active and user.active:
         user.active = False
         revoke_all_tokens(user)
-        for hook in current_app.extensions.get("portal_user_deactivated", []):
-            hook(user)
+        signals.send(signals.user_deactivated, user=user, actor=actor)
     elif active:
         user.active = True
     db.session.flush()

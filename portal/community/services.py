@@ -583,6 +583,7 @@ def draft_from_log(user: User, log_id) -> dict:
     """A prefilled, unsaved issue from a command log the user may see (NotFound otherwise)."""
     from portal.machines import services as machine_services
     from portal.machines.models import CommandLog, Machine
+
     try:
         log_id = int(log_id)
     except (TypeError, ValueError):

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from flask import current_app, has_app_context
 from sqlalchemy import func, literal, or_, select, update
 
-from portal import ssh
+from portal import signals, ssh
 from portal.accounts.models import User
 from portal.accounts.services import find_user_ref
 from portal.db import utcnow
@@ -593,14 +593,6 @@ def update_machine(user, machine: Machine, data: dict) -> Machine:
     return machine
 
 
-def _call_hooks(name: str, *args) -> None:
-    for hook in list(current_app.extensions.get(name, [])):
-        try:
-            hook(*args)
-        except Exception:
-            log.exception("%s hook failed", name)
-
-
 def delete_machine(user, machine: Machine) -> None:
     users = db.session.scalars(select(Machine.name).where(Machine.gateway_id == machine.id)).all()
     if users:
@@ -608,7 +600,7 @@ def delete_machine(user, machine: Machine) -> None:
             f"{machine.name} is the jump host of {', '.join(users[:5])}: change those first"
         )
     machine_id = machine.id
-    _call_hooks("portal_machine_deleted", machine_id)
+    signals.send(signals.machine_deleted, machine_id=machine_id, actor=user)
     db.session.delete(machine)
     db.session.flush()
 
@@ -701,15 +693,15 @@ def grant(actor, machine: Machine, data: dict) -> MachineAccess:
     row.granted_at = utcnow()
     db.session.flush()
     if demoted and role == "viewer":
-        # A viewer may not hold a terminal: the terminal closes live sessions on this hook.
-        _call_hooks("portal_access_revoked", target.id, machine.id)
-        _revoke_behind(target, machine)
+        # A viewer may not hold a terminal: the terminal closes live sessions on this signal.
+        signals.send(signals.access_revoked, user_id=target.id, machine_id=machine.id, actor=actor)
+        _revoke_behind(target, machine, actor)
     return row
 
 
-def _revoke_behind(user: User, gateway: Machine) -> None:
+def _revoke_behind(user: User, gateway: Machine, actor) -> None:
     """`user` can no longer use `gateway` as a jump host: their live terminals on machines
-    reached through it (up to MAX_GATEWAY_DEPTH hops) are closed through the same hook."""
+    reached through it (up to MAX_GATEWAY_DEPTH hops) are closed through the same signal."""
     if can(user, gateway, "operator"):
         return
     seen, frontier = {gateway.id}, [gateway.id]
@@ -720,7 +712,7 @@ def _revoke_behind(user: User, gateway: Machine) -> None:
         frontier = [mid for mid in inner if mid not in seen]
         seen.update(frontier)
         for mid in frontier:
-            _call_hooks("portal_access_revoked", user.id, mid)
+            signals.send(signals.access_revoked, user_id=user.id, machine_id=mid, actor=actor)
 
 
 def revoke(actor, machine: Machine, data: dict) -> User:
@@ -736,8 +728,8 @@ def revoke(actor, machine: Machine, data: dict) -> User:
         raise NotFound("that user has no grant on this machine", field="user")
     db.session.delete(row)
     db.session.flush()
-    _call_hooks("portal_access_revoked", target.id, machine.id)
-    _revoke_behind(target, machine)
+    signals.send(signals.access_revoked, user_id=target.id, machine_id=machine.id, actor=actor)
+    _revoke_behind(target, machine, actor)
     return target
 
 

@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 
 
 def register(app) -> None:
-    from portal.terminal import api, cli, views, ws
+    from portal.terminal import api, cli, events, views, ws  # noqa: F401 - events connects receivers
     from portal.terminal.registry import Registry
 
     registry = Registry(app)
@@ -23,47 +23,6 @@ def register(app) -> None:
     app.register_blueprint(views.bp)
     app.register_blueprint(ws.bp)
     cli.init_app(app)
-
-    def on_access_revoked(user_id, machine_id):
-        registry.close_matching(
-            user_id=user_id, machine_id=machine_id, reason="your access to this machine was revoked"
-        )
-
-    def on_machine_deleted(machine_id):
-        registry.close_matching(machine_id=machine_id, reason="the machine was deleted")
-
-    def on_user_deactivated(user):
-        registry.close_matching(user_id=user.id, reason="the account was deactivated")
-
-    def on_user_demoted(user):
-        # A global admin made a user keeps only the terminals their machine roles allow.
-        from portal.terminal import access, services
-
-        opening = registry.pending_machine_ids(user.id)
-        for machine_id in set(services.live_machine_ids(user.id)) | opening:
-            machine = access.machine_by_id(machine_id)
-            if machine is None or not access.has_role(user, machine, "operator"):
-                registry.close_matching(
-                    user_id=user.id,
-                    machine_id=machine_id,
-                    reason="your access to this machine was revoked",
-                )
-
-    def on_tokens_revoked(user):
-        # Logout-all and password changes end every credential, live terminals included.
-        if not user.is_active:
-            reason = "the account was deactivated"
-        else:
-            reason = "you were signed out everywhere"
-        registry.close_matching(user_id=user.id, reason=reason)
-
-    ext = app.extensions
-    ext.setdefault("portal_access_revoked", []).append(on_access_revoked)
-    ext.setdefault("portal_machine_deleted", []).append(on_machine_deleted)
-    ext.setdefault("portal_user_deactivated", []).append(on_user_deactivated)
-    ext.setdefault("portal_tokens_revoked", []).append(on_tokens_revoked)
-    ext.setdefault("portal_user_demoted", []).append(on_user_demoted)
-    ext.setdefault("portal_shutdown", []).append(registry.shutdown)
 
     _on_start(app)
     if not app.testing:

@@ -1,0 +1,51 @@
+"""Cross-feature events, as blinker signals.
+
+A service that changes something other features care about sends one of these (with the
+Flask app as sender, inside its app context); the features that care connect receivers in
+their own `events.py`. So no feature calls into another's internals, and none keeps a list
+of hooks. A receiver that fails is logged and the others still run: the action that sent
+the signal has happened, and its transaction is the request's to commit.
+
+    from portal import signals
+    signals.send(signals.machine_deleted, machine_id=machine.id, actor=user)
+"""
+
+from __future__ import annotations
+
+import logging
+
+from blinker import Namespace
+from flask import current_app
+
+log = logging.getLogger(__name__)
+_events = Namespace()
+
+#: machine_id, user_id (whose access ended), actor
+access_revoked = _events.signal("access-revoked")
+#: machine_id, actor
+machine_deleted = _events.signal("machine-deleted")
+#: user, actor
+user_deactivated = _events.signal("user-deactivated")
+#: user (a global admin made a user), actor
+user_demoted = _events.signal("user-demoted")
+#: user (every JWT, refresh token and browser session of theirs ended)
+tokens_revoked = _events.signal("tokens-revoked")
+#: no arguments: the app's process is going away (gunicorn worker exit, tests' teardown)
+app_shutdown = _events.signal("app-shutdown")
+
+
+def send(signal, app=None, **kwargs) -> None:
+    """Call every receiver of `signal` for this app; one receiver's failure is logged and
+    does not stop the others (or undo the action that sent it)."""
+    sender = app if app is not None else current_app._get_current_object()
+    for receiver in list(signal.receivers_for(sender)):
+        try:
+            receiver(sender, **kwargs)
+        except Exception:
+            log.exception("receiver of %s failed", signal.name)
+
+
+def shutdown(app) -> None:
+    """The app is going away: its features stop their threads and close live terminals."""
+    with app.app_context():
+        send(app_shutdown, app=app)
