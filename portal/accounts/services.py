@@ -509,8 +509,13 @@ def oauth_sign_in(
     email_verified: bool,
     suggested_username: str | None,
 ) -> User:
-    """Find or create the user behind an OAuth identity. An existing account is matched only by
-    a verified email; a new account is created only when signup is open."""
+    """Find the user behind an already-linked OAuth identity, or create one (signup open only).
+
+    An identity is never linked here to an existing account by email: the portal has not
+    verified the addresses of its accounts, so anyone could sign up as victim@corp and receive
+    the victim's first OAuth sign-in (pre-account takeover). Linking happens only from a
+    signed-in session (the profile's "Link" button); a first sign-in whose email belongs to an
+    existing account is refused and changes nothing."""
     if not subject:
         raise AuthenticationRequired("the provider did not identify the account")
     ident = db.session.scalar(
@@ -524,22 +529,17 @@ def oauth_sign_in(
         ident.user.last_login_at = utcnow()
         return ident.user
     email = (email or "").strip().lower() or None
-    if email and email_verified:
-        user = db.session.scalar(select(User).where(User.email == email))
-        if user is not None:
-            if not user.is_active:
-                raise AuthenticationRequired("this account is deactivated")
-            link_identity(user, provider, subject, email)
-            user.last_login_at = utcnow()
-            return user
+    if email and db.session.scalar(select(User.id).where(User.email == email)):
+        raise Conflict(
+            "an account with this email already exists; sign in to it first, "
+            "then link this provider from your profile"
+        )
     if not email or not email_verified:
         raise AccessDenied(
             "the provider did not give a verified email address, so no account can be created"
         )
     if user_count() > 0 and not signup_open():
         raise AccessDenied("signup is closed on this portal; ask an admin for an account")
-    if db.session.scalar(select(User.id).where(User.email == email)):
-        raise Conflict("that email is already registered")
     base = re.sub(r"[^A-Za-z0-9_.-]", "", (suggested_username or email.split("@")[0]))[:24]
     if len(base) < 2 or not base[0].isalnum():
         base = "user"
