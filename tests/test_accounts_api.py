@@ -350,3 +350,49 @@ def test_find_user_ref_rejects_unicode_digits_and_out_of_range(app, admin):
         for ref in ("²", "٣", 10**30, -1, 0, True, None, "9" * 40, ["1"]):
             with pytest.raises(NotFound):
                 find_user_ref(ref)
+
+
+@pytest.mark.parametrize(
+    "how", ["api-reset-password", "api-logout", "page-password", "page-logout-all"]
+)
+def test_api_key_is_revoked_by_password_change_and_sign_out_everywhere(
+    client, make_user, login, how
+):
+    """Issue 16: a leaked API key survived a password change and "sign out everywhere"."""
+    user = make_user("kim")
+    pair = client.post("/api/login", json={"login": "kim", "password": PASSWORD}).get_json()
+    h = {"Authorization": f"Bearer {pair['token']}"}
+    key = client.post("/api/profile/regenerate-api-key", headers=h).get_json()["api_key"]
+    stolen = {"X-API-Key": key}
+    assert client.get("/api/profile", headers=stolen).status_code == 200
+    new_password = "brand-new-pass-1"
+    if how == "api-reset-password":
+        body = {"current_password": PASSWORD, "new_password": new_password}
+        resp = client.post("/api/profile/reset-password", headers=h, json=body)
+        assert resp.status_code == 200
+    elif how == "api-logout":
+        assert client.post("/api/auth/logout", headers=stolen).status_code == 200
+    else:
+        token = login(user)
+        page = client.get("/profile").get_data(as_text=True)
+        assert "Changing your password or signing out everywhere revokes it." in page
+        assert "including your API key" in page
+        if how == "page-password":
+            form = {
+                "csrf_token": token,
+                "current_password": PASSWORD,
+                "new_password": new_password,
+                "new_password_confirm": new_password,
+            }
+            resp = client.post("/profile/password", data=form)
+        else:
+            resp = client.post("/profile/logout-all", data={"csrf_token": token})
+        assert resp.status_code == 303
+    assert client.get("/api/profile", headers=stolen).status_code == 401
+    assert client.get("/api/profile", headers={"Authorization": f"Bearer {key}"}).status_code == 401
+    fresh = client.post(
+        "/api/login",
+        json={"login": "kim", "password": new_password if "password" in how else PASSWORD},
+    ).get_json()
+    prof = client.get("/api/profile", headers={"Authorization": f"Bearer {fresh['token']}"})
+    assert prof.get_json()["has_api_key"] is False and prof.get_json()["api_key_prefix"] is None

@@ -235,8 +235,11 @@ def change_password(user: User, current_password, new_password) -> None:
 
 
 def revoke_all_tokens(user: User) -> None:
-    """Every JWT, refresh token, browser session and live terminal of this user ends now."""
+    """Every JWT, refresh token, API key, browser session and live terminal of this user ends
+    now. The API key too: a leaked key must not outlive "sign out everywhere" or a new password."""
     user.token_version = (user.token_version or 0) + 1
+    user.api_key_hash = None
+    user.api_key_prefix = None
     db.session.execute(
         update(RefreshToken)
         .where(RefreshToken.user_id == user.id, RefreshToken.revoked_at.is_(None))
