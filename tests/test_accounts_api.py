@@ -396,3 +396,42 @@ def test_api_key_is_revoked_by_password_change_and_sign_out_everywhere(
     ).get_json()
     prof = client.get("/api/profile", headers={"Authorization": f"Bearer {fresh['token']}"})
     assert prof.get_json()["has_api_key"] is False and prof.get_json()["api_key_prefix"] is None
+
+
+def test_concurrent_uses_of_one_refresh_token_yield_exactly_one_pair(live_server, make_user):
+    """Issue 16: six simultaneous refreshes with one token used to mostly succeed (each read the
+    row as unused before any wrote it). Exactly one may win; the others count as reuse, which
+    revokes the family, the winner's new refresh token included."""
+    import threading
+
+    import requests
+
+    make_user("ray")
+    base = live_server.url
+    pair = requests.post(
+        f"{base}/api/login", json={"login": "ray", "password": PASSWORD}, timeout=30
+    ).json()
+    n = 6
+    barrier = threading.Barrier(n)
+    results: list = [None] * n
+
+    def refresh(i: int) -> None:
+        barrier.wait(timeout=30)
+        r = requests.post(
+            f"{base}/api/auth/refresh", json={"refresh_token": pair["refresh_token"]}, timeout=60
+        )
+        results[i] = (r.status_code, r.json())
+
+    threads = [threading.Thread(target=refresh, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=90)
+    statuses = sorted(code for code, _ in results)
+    assert statuses == [200] + [401] * (n - 1), results
+    assert all("error" in body for code, body in results if code == 401)
+    won = next(body for code, body in results if code == 200)
+    again = requests.post(
+        f"{base}/api/auth/refresh", json={"refresh_token": won["refresh_token"]}, timeout=30
+    )
+    assert again.status_code == 401

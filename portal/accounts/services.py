@@ -377,19 +377,28 @@ def rotate_refresh_token(raw) -> tuple[User, dict]:
         raise invalid
     now = utcnow()
     if row.used_at is not None:
-        db.session.execute(
-            update(RefreshToken)
-            .where(RefreshToken.family == row.family, RefreshToken.revoked_at.is_(None))
-            .values(revoked_at=now)
-        )
-        db.session.commit()  # the revocation must stick even though this request fails
+        _revoke_family(row.family, now)
         raise invalid
     if row.expires_at <= now:
         raise invalid
     user = db.session.get(User, row.user_id)
     if user is None or not user.is_active:
         raise invalid
-    row.used_at = now
+    # Spend it atomically: of concurrent uses only one conditional UPDATE matches the row (the
+    # others wait for its lock and then find it used); a loser is a reuse like any other.
+    spent = db.session.execute(
+        update(RefreshToken)
+        .where(
+            RefreshToken.id == row.id,
+            RefreshToken.used_at.is_(None),
+            RefreshToken.revoked_at.is_(None),
+        )
+        .values(used_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if spent.rowcount != 1:
+        _revoke_family(row.family, now)
+        raise invalid
     token, ttl = issue_jwt(user)
     pair = {
         "token": token,
@@ -397,6 +406,16 @@ def rotate_refresh_token(raw) -> tuple[User, dict]:
         "expires_in": ttl,
     }
     return user, pair
+
+
+def _revoke_family(family: str, now: dt.datetime) -> None:
+    db.session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.family == family, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()  # the revocation must stick even though this request fails
 
 
 def regenerate_api_key(user: User) -> str:
