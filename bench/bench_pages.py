@@ -247,7 +247,7 @@ def run_engine(engine: str, args) -> dict:
         upgrade_database(url)
         app = create_app({
             "DATABASE_URL": url, "PORTAL_INSTANCE_PATH": os.path.join(tmp, "instance"),
-            "SECRET_KEY": "bench", "PORTAL_AUTH_RATE_LIMIT": "10000 per minute",
+            "SECRET_KEY": "bench-" + "0" * 40, "PORTAL_AUTH_RATE_LIMIT": "10000 per minute",
             "RATELIMIT_ENABLED": False,
         })  # fmt: skip
         ids = generate(app, url, engine, args.machines, args.rows)

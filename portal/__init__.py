@@ -25,18 +25,21 @@ def create_app(config: dict | None = None) -> Flask:
         or os.path.join(os.getcwd(), "instance")
     )
     instance = os.path.abspath(instance)
-    os.makedirs(instance, exist_ok=True)
+    from portal.config import check_secrets, load_config, private_dir
+
+    private_dir(instance)  # secrets, the SQLite database, recordings: 0700 when created here
     app = Flask(
         __name__,
         instance_path=instance,
         template_folder=os.path.join(ROOT, "templates"),
         static_folder=os.path.join(ROOT, "static"),
     )
-    from portal.config import load_config
-
-    app.config.update(load_config(instance))
+    app.config.update(load_config(instance, config))
     if config:
         app.config.update(config)
+    check_secrets(app.config)  # too short a secret stops the start, whatever its source
+    for folder in ("PORTAL_RECORDINGS_DIR", "PORTAL_UPLOADS_DIR"):
+        private_dir(app.config[folder])
     app.config["PORTAL_VERSION"] = __version__
 
     if not app.debug and not app.testing:

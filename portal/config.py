@@ -2,22 +2,80 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
+import stat
+import tempfile
+from collections.abc import Mapping
 from pathlib import Path
+
+SECRET_MIN_BYTES = 32
+_KEY_HINT = "; e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`"
+_VAULT_HINT = (
+    "; e.g. `python -c 'from cryptography.fernet import Fernet; "
+    "print(Fernet.generate_key().decode())'`"
+)
+log = logging.getLogger(__name__)
+
+
+class ConfigError(RuntimeError):
+    """A setting the portal refuses to start with (the message names it)."""
+
+
+def private_dir(path: str | os.PathLike) -> Path:
+    """Make a folder only its owner can enter (0700) if it does not exist yet. An existing one
+    is left as the operator made it, with a warning if others can read it."""
+    path = Path(path)
+    if not path.is_dir():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(mode=0o700)
+            os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
+        except FileExistsError:  # another worker made it first
+            pass
+    elif path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        log.warning("%s can be read by other users; `chmod 700` it", path)
+    return path
+
+
+def check_secret(value, source: str, hint: str = "") -> str:
+    """A secret shorter than SECRET_MIN_BYTES stops the start (an empty SECRET_KEY would sign
+    every JWT and cookie with '')."""
+    size = len(value.encode()) if isinstance(value, str) else len(value or b"")
+    if size < SECRET_MIN_BYTES:
+        raise ConfigError(
+            f"{source} is {'empty' if size == 0 else f'only {size} bytes'}: "
+            f"secrets must be at least {SECRET_MIN_BYTES} bytes{hint}"
+        )
+    return value
 
 
 def _instance_secret(instance: Path, name: str, make) -> str:
-    """Read a secret kept in the instance folder, generating it (mode 0600) on first run."""
+    """Read a secret kept in the instance folder, generating it (mode 0600) on first run.
+
+    Written atomically: the value goes to a temp file in the same folder, which is then
+    hard-linked into place. Racing workers never see a half-written file, and one that loses
+    the race reads the winner's value instead of replacing it."""
     path = instance / name
-    if path.exists():
-        return path.read_text().strip()
-    instance.mkdir(parents=True, exist_ok=True)
-    value = make()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(value + "\n")
-    return value
+    if not path.exists():
+        private_dir(instance)
+        fd, tmp = tempfile.mkstemp(dir=instance, prefix=f".{name}.")  # mode 0600
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(make() + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass  # another worker wrote it first: use theirs
+            except OSError:  # a filesystem without hard links: still never half-written
+                if not path.exists():
+                    os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    return path.read_text().strip()
 
 
 def _bool(value: str | None, default: bool) -> bool:
@@ -34,22 +92,53 @@ def _int(name: str, default: int) -> int:
         return default
 
 
-def load_config(instance_path: str) -> dict:
-    """Everything the app reads, as a plain mapping. Tests pass overrides on top."""
+def check_vault_key(setting, source: str) -> str:
+    """Every comma-separated key of PORTAL_VAULT_KEY (a Fernet key is 44 characters)."""
+    keys = [k.strip() for k in str(setting or "").split(",") if k.strip()]
+    if not keys:
+        check_secret("", source, _VAULT_HINT)
+    for n, key in enumerate(keys, 1):
+        check_secret(key, source if len(keys) == 1 else f"{source} (key {n})", _VAULT_HINT)
+    return setting
+
+
+def check_secrets(cfg: Mapping) -> None:
+    """The values the app will run with, whatever their source (tests pass overrides)."""
+    check_secret(cfg.get("SECRET_KEY") or "", "SECRET_KEY", _KEY_HINT)
+    check_vault_key(cfg.get("PORTAL_VAULT_KEY"), "PORTAL_VAULT_KEY")
+
+
+def load_config(instance_path: str, given: Mapping | None = None) -> dict:
+    """Everything the app reads, as a plain mapping. Tests pass overrides on top (`given`):
+    a secret given there is neither read from the environment nor generated."""
     instance = Path(instance_path)
     env = os.environ.get
+    given = given or {}
 
     def fernet_key() -> str:
         from cryptography.fernet import Fernet
 
         return Fernet.generate_key().decode()
 
+    def secret_key() -> str:
+        if env("SECRET_KEY"):
+            return check_secret(env("SECRET_KEY"), "SECRET_KEY", _KEY_HINT)
+        path = instance / "secret_key"
+        value = _instance_secret(instance, path.name, lambda: secrets.token_urlsafe(48))
+        return check_secret(value, str(path), _KEY_HINT)
+
+    def vault_key() -> str:
+        if env("PORTAL_VAULT_KEY"):
+            return check_vault_key(env("PORTAL_VAULT_KEY"), "PORTAL_VAULT_KEY")
+        path = instance / "vault_key"
+        return check_vault_key(_instance_secret(instance, path.name, fernet_key), str(path))
+
     redis_url = env("REDIS_URL") or None
     cfg = {
-        "SECRET_KEY": env("SECRET_KEY")
-        or _instance_secret(instance, "secret_key", lambda: secrets.token_urlsafe(48)),
-        "PORTAL_VAULT_KEY": env("PORTAL_VAULT_KEY")
-        or _instance_secret(instance, "vault_key", fernet_key),
+        "SECRET_KEY": given["SECRET_KEY"] if "SECRET_KEY" in given else secret_key(),
+        "PORTAL_VAULT_KEY": given["PORTAL_VAULT_KEY"]
+        if "PORTAL_VAULT_KEY" in given
+        else vault_key(),
         "DATABASE_URL": env("DATABASE_URL") or f"sqlite:///{instance / 'portal.db'}",
         "REDIS_URL": redis_url,
         "PORTAL_BASE_URL": (env("PORTAL_BASE_URL") or "").rstrip("/") or None,

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 
 from sqlalchemy import DateTime, MetaData, create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, scoped_session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -59,7 +60,22 @@ class Base(DeclarativeBase):
 _WRITE_SQL = re.compile(r"\s*(INSERT|UPDATE|DELETE|REPLACE|CREATE|DROP|ALTER)\b", re.I)
 
 
+def _create_sqlite_file(url: str) -> None:
+    """Create a new SQLite database file as mode 0600 before SQLite does (it would use 0644
+    less the umask). Its -wal and -shm files take the database file's mode."""
+    path = make_url(url).database
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    if os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass
+
+
 def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        _create_sqlite_file(url)
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
     # A request waits at most 10 s for a pooled connection, then answers 503 (web._db_busy).

@@ -350,3 +350,88 @@ def test_find_user_ref_rejects_unicode_digits_and_out_of_range(app, admin):
         for ref in ("²", "٣", 10**30, -1, 0, True, None, "9" * 40, ["1"]):
             with pytest.raises(NotFound):
                 find_user_ref(ref)
+
+
+@pytest.mark.parametrize(
+    "how", ["api-reset-password", "api-logout", "page-password", "page-logout-all"]
+)
+def test_api_key_is_revoked_by_password_change_and_sign_out_everywhere(
+    client, make_user, login, how
+):
+    """Issue 16: a leaked API key survived a password change and "sign out everywhere"."""
+    user = make_user("kim")
+    pair = client.post("/api/login", json={"login": "kim", "password": PASSWORD}).get_json()
+    h = {"Authorization": f"Bearer {pair['token']}"}
+    key = client.post("/api/profile/regenerate-api-key", headers=h).get_json()["api_key"]
+    stolen = {"X-API-Key": key}
+    assert client.get("/api/profile", headers=stolen).status_code == 200
+    new_password = "brand-new-pass-1"
+    if how == "api-reset-password":
+        body = {"current_password": PASSWORD, "new_password": new_password}
+        resp = client.post("/api/profile/reset-password", headers=h, json=body)
+        assert resp.status_code == 200
+    elif how == "api-logout":
+        assert client.post("/api/auth/logout", headers=stolen).status_code == 200
+    else:
+        token = login(user)
+        page = client.get("/profile").get_data(as_text=True)
+        assert "Changing your password or signing out everywhere revokes it." in page
+        assert "including your API key" in page
+        if how == "page-password":
+            form = {
+                "csrf_token": token,
+                "current_password": PASSWORD,
+                "new_password": new_password,
+                "new_password_confirm": new_password,
+            }
+            resp = client.post("/profile/password", data=form)
+        else:
+            resp = client.post("/profile/logout-all", data={"csrf_token": token})
+        assert resp.status_code == 303
+    assert client.get("/api/profile", headers=stolen).status_code == 401
+    assert client.get("/api/profile", headers={"Authorization": f"Bearer {key}"}).status_code == 401
+    fresh = client.post(
+        "/api/login",
+        json={"login": "kim", "password": new_password if "password" in how else PASSWORD},
+    ).get_json()
+    prof = client.get("/api/profile", headers={"Authorization": f"Bearer {fresh['token']}"})
+    assert prof.get_json()["has_api_key"] is False and prof.get_json()["api_key_prefix"] is None
+
+
+def test_concurrent_uses_of_one_refresh_token_yield_exactly_one_pair(live_server, make_user):
+    """Issue 16: six simultaneous refreshes with one token used to mostly succeed (each read the
+    row as unused before any wrote it). Exactly one may win; the others count as reuse, which
+    revokes the family, the winner's new refresh token included."""
+    import threading
+
+    import requests
+
+    make_user("ray")
+    base = live_server.url
+    pair = requests.post(
+        f"{base}/api/login", json={"login": "ray", "password": PASSWORD}, timeout=30
+    ).json()
+    n = 6
+    barrier = threading.Barrier(n)
+    results: list = [None] * n
+
+    def refresh(i: int) -> None:
+        barrier.wait(timeout=30)
+        r = requests.post(
+            f"{base}/api/auth/refresh", json={"refresh_token": pair["refresh_token"]}, timeout=60
+        )
+        results[i] = (r.status_code, r.json())
+
+    threads = [threading.Thread(target=refresh, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=90)
+    statuses = sorted(code for code, _ in results)
+    assert statuses == [200] + [401] * (n - 1), results
+    assert all("error" in body for code, body in results if code == 401)
+    won = next(body for code, body in results if code == 200)
+    again = requests.post(
+        f"{base}/api/auth/refresh", json={"refresh_token": won["refresh_token"]}, timeout=30
+    )
+    assert again.status_code == 401

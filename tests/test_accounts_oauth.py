@@ -56,19 +56,48 @@ def test_first_login_creates_account_when_signup_open(client, oidc_provider, adm
     assert params["code_challenge_method"] == "S256" and params["nonce"] and params["state"]
 
 
-def test_existing_account_matched_only_by_verified_email(client, oidc_provider, make_user, app):
-    make_user("olga", email="olga@example.test")
-    oidc_provider.set_user("sub-olga", "olga@example.test", email_verified=False)
-    oauth_dance(client)
-    assert me(client).status_code == 401  # unverified email: not matched, not created
-    oidc_provider.set_user("sub-olga", "olga@example.test", email_verified=True)
-    oauth_dance(client)
-    prof = me(client).get_json()
-    assert prof["user"]["username"] == "olga"
-    from portal.accounts.services import list_users
+def test_oauth_sign_in_never_takes_over_a_local_account_with_the_same_email(
+    client, oidc_provider, make_user, admin, app
+):
+    """Pre-account takeover (issue 16): an attacker signs up locally as victim@corp (the portal
+    never verified that address). The victim's first OIDC sign-in with that provider-verified
+    email must not land in the attacker's account: it is refused, nothing created or linked."""
+    from sqlalchemy import func, select
 
+    from portal.accounts import services
+    from portal.accounts.models import OAuthIdentity
+    from portal.extensions import db
+
+    make_user("mallory", email="victim@corp.test")
+    for verified in (True, False):
+        oidc_provider.set_user("sub-victim", "victim@corp.test", email_verified=verified)
+        final = oauth_dance(client)
+        assert final.status_code == 302 and "/login" in final.location
+        assert me(client).status_code == 401
+        page = client.get("/login").get_data(as_text=True)
+        assert "an account with this email already exists" in page
     with app.app_context():
-        assert list_users()[1] == 1
+        assert db.session.scalar(select(func.count()).select_from(OAuthIdentity)) == 0
+        assert services.list_users()[1] == 2
+    # The attacker's password sign-in shows no linked identity either.
+    ok = client.post("/api/login", json={"login": "mallory", "password": PASSWORD})
+    assert ok.status_code == 200
+    headers = {"Authorization": f"Bearer {ok.get_json()['token']}"}
+    assert client.get("/api/profile", headers=headers).get_json()["identities"] == []
+
+
+def test_owner_links_from_profile_then_oauth_signs_into_that_account(
+    client, oidc_provider, make_user, login
+):
+    """The supported way to use a provider with an existing account: link while signed in."""
+    olga = make_user("olga", email="olga@example.test")
+    token = login(olga)
+    oidc_provider.set_user("sub-olga", "olga@example.test", email_verified=True)
+    assert oauth_dance(client, start="/auth/oauth/oidc/link").location.endswith("/profile")
+    client.post("/logout", data={"csrf_token": token})
+    assert me(client).status_code == 401
+    oauth_dance(client)
+    assert me(client).get_json()["user"]["username"] == "olga"
 
 
 def test_signup_closed_refuses_new_account(client, oidc_provider, admin, app):

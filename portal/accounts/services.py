@@ -236,8 +236,11 @@ def change_password(user: User, current_password, new_password) -> None:
 
 
 def revoke_all_tokens(user: User) -> None:
-    """Every JWT, refresh token, browser session and live terminal of this user ends now."""
+    """Every JWT, refresh token, API key, browser session and live terminal of this user ends
+    now. The API key too: a leaked key must not outlive "sign out everywhere" or a new password."""
     user.token_version = (user.token_version or 0) + 1
+    user.api_key_hash = None
+    user.api_key_prefix = None
     db.session.execute(
         update(RefreshToken)
         .where(RefreshToken.user_id == user.id, RefreshToken.revoked_at.is_(None))
@@ -372,19 +375,28 @@ def rotate_refresh_token(raw) -> tuple[User, dict]:
         raise invalid
     now = utcnow()
     if row.used_at is not None:
-        db.session.execute(
-            update(RefreshToken)
-            .where(RefreshToken.family == row.family, RefreshToken.revoked_at.is_(None))
-            .values(revoked_at=now)
-        )
-        db.session.commit()  # the revocation must stick even though this request fails
+        _revoke_family(row.family, now)
         raise invalid
     if row.expires_at <= now:
         raise invalid
     user = db.session.get(User, row.user_id)
     if user is None or not user.is_active:
         raise invalid
-    row.used_at = now
+    # Spend it atomically: of concurrent uses only one conditional UPDATE matches the row (the
+    # others wait for its lock and then find it used); a loser is a reuse like any other.
+    spent = db.session.execute(
+        update(RefreshToken)
+        .where(
+            RefreshToken.id == row.id,
+            RefreshToken.used_at.is_(None),
+            RefreshToken.revoked_at.is_(None),
+        )
+        .values(used_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if spent.rowcount != 1:
+        _revoke_family(row.family, now)
+        raise invalid
     token, ttl = issue_jwt(user)
     pair = {
         "token": token,
@@ -392,6 +404,16 @@ def rotate_refresh_token(raw) -> tuple[User, dict]:
         "expires_in": ttl,
     }
     return user, pair
+
+
+def _revoke_family(family: str, now: dt.datetime) -> None:
+    db.session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.family == family, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()  # the revocation must stick even though this request fails
 
 
 def regenerate_api_key(user: User) -> str:
@@ -507,8 +529,13 @@ def oauth_sign_in(
     email_verified: bool,
     suggested_username: str | None,
 ) -> User:
-    """Find or create the user behind an OAuth identity. An existing account is matched only by
-    a verified email; a new account is created only when signup is open."""
+    """Find the user behind an already-linked OAuth identity, or create one (signup open only).
+
+    An identity is never linked here to an existing account by email: the portal has not
+    verified the addresses of its accounts, so anyone could sign up as victim@corp and receive
+    the victim's first OAuth sign-in (pre-account takeover). Linking happens only from a
+    signed-in session (the profile's "Link" button); a first sign-in whose email belongs to an
+    existing account is refused and changes nothing."""
     if not subject:
         raise AuthenticationRequired("the provider did not identify the account")
     ident = db.session.scalar(
@@ -522,22 +549,17 @@ def oauth_sign_in(
         ident.user.last_login_at = utcnow()
         return ident.user
     email = (email or "").strip().lower() or None
-    if email and email_verified:
-        user = db.session.scalar(select(User).where(User.email == email))
-        if user is not None:
-            if not user.is_active:
-                raise AuthenticationRequired("this account is deactivated")
-            link_identity(user, provider, subject, email)
-            user.last_login_at = utcnow()
-            return user
+    if email and db.session.scalar(select(User.id).where(User.email == email)):
+        raise Conflict(
+            "an account with this email already exists; sign in to it first, "
+            "then link this provider from your profile"
+        )
     if not email or not email_verified:
         raise AccessDenied(
             "the provider did not give a verified email address, so no account can be created"
         )
     if user_count() > 0 and not signup_open():
         raise AccessDenied("signup is closed on this portal; ask an admin for an account")
-    if db.session.scalar(select(User.id).where(User.email == email)):
-        raise Conflict("that email is already registered")
     base = re.sub(r"[^A-Za-z0-9_.-]", "", (suggested_username or email.split("@")[0]))[:24]
     if len(base) < 2 or not base[0].isalnum():
         base = "user"

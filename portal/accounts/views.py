@@ -188,7 +188,10 @@ def profile_password():
     except PortalError as err:
         return _profile(422, {err.field or "_password": err.message})
     login_user(g.user)  # this browser stays signed in; every other session is ended
-    flash("Password changed. Other sessions and tokens were signed out.", "success")
+    flash(
+        "Password changed. Other sessions and tokens were signed out and your API key was revoked.",
+        "success",
+    )
     return redirect(url_for("accounts.profile"), 303)
 
 
@@ -221,7 +224,7 @@ def profile_logout_all():
     services.revoke_all_tokens(g.user)
     db.session.commit()
     logout_user()
-    flash("Signed out everywhere.", "success")
+    flash("Signed out everywhere; your API key was revoked.", "success")
     return redirect(url_for("accounts.login"), 303)
 
 
