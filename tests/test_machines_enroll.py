@@ -24,9 +24,12 @@ def test_pending_machine_gets_token_and_command(client, app, make_user, auth):
     assert len(body["machine"]["agent_id"]) == 22
     token = body["registration_token"]
     assert token.startswith("wxreg_") and body["registration_expires_at"].endswith("Z")
+    # The token travels in a header read from stdin: not in the URL, not in curl's argv.
     assert body["enroll_command"] == (
-        f"curl -fsSL 'https://portal.example.test/api/machines/enroll.sh?token={token}' | sh"
+        f"echo 'X-Registration-Token: {token}' | "
+        "curl -fsSL -H @- 'https://portal.example.test/api/machines/enroll.sh' | sh"
     )
+    assert "token=" not in body["enroll_command"]
     # only the hash is stored
     from portal.extensions import db
 
@@ -34,7 +37,7 @@ def test_pending_machine_gets_token_and_command(client, app, make_user, auth):
         stored = conn.execute(text("SELECT token_hash FROM registration_tokens")).scalars().all()
     assert token not in repr(stored) and len(stored[0]) == 64
     # the script embeds the portal key, the token and the register URL
-    script = client.get(f"/api/machines/enroll.sh?token={token}")
+    script = client.get("/api/machines/enroll.sh", headers={"X-Registration-Token": token})
     assert script.status_code == 200 and script.mimetype == "text/x-shellscript"
     src = script.get_data(as_text=True)
     assert src.startswith("#!/bin/sh") and "SSH_HOST_KEY_DIR" in src and "ssh-ed25519 " in src
