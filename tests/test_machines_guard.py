@@ -142,6 +142,18 @@ def test_owner_moves_the_machine_and_repins_by_fingerprint(client, auth, victim,
     assert r.status_code == 200 and r.json["stdout"] == "moved\n"
 
 
+@pytest.mark.parametrize(
+    "body",
+    [{"port": None}, {"port": 0}, {"port": "x"}, {"host": ""}, {"host": "bad host!"}, {"host": 5}],
+)
+def test_owner_bad_move_is_a_400_and_changes_nothing(client, auth, victim, body):
+    alice, _bob, agent_id, _ = victim
+    before = _row(agent_id)
+    r = client.patch(f"/api/machines/{agent_id}", json={**body, "name": "n"}, headers=auth(alice))
+    assert r.status_code == 400 and r.json["field"] in ("host", "port"), r.json
+    assert _row(agent_id) == before
+
+
 def test_global_admin_may_change_the_jump_host(client, auth, make_user, victim):
     _alice, _bob, agent_id, bobs_jump = victim
     boss = make_user("boss", role="admin")

@@ -630,7 +630,7 @@ def update_machine(user, machine: Machine, data: dict) -> Machine:
     if "host" in data:
         host = _host(data)
     if "port" in data:
-        port = get_int(data, "port", min_value=1, max_value=65535)
+        port = get_int(data, "port", required=True, min_value=1, max_value=65535)
     if "gateway" in data:
         gw = _gateway(user, data, machine)
         gateway_id = gw.id if gw else None
