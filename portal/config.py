@@ -155,6 +155,8 @@ def load_config(instance_path: str, given: Mapping | None = None) -> dict:
         "PORTAL_RECORDING_MAX_BYTES": _int("PORTAL_RECORDING_MAX_BYTES", 50 * 1024 * 1024),
         "PORTAL_UPLOADS_DIR": env("PORTAL_UPLOADS_DIR") or str(instance / "uploads"),
         "PORTAL_ALLOWED_TARGETS": env("PORTAL_ALLOWED_TARGETS") or "",
+        "PORTAL_DENIED_TARGETS": env("PORTAL_DENIED_TARGETS") or "",
+        "PORTAL_MACHINE_RATE_LIMIT": env("PORTAL_MACHINE_RATE_LIMIT") or "30 per minute",
         "PORTAL_SSH_CONNECT_TIMEOUT": _int("PORTAL_SSH_CONNECT_TIMEOUT", 10),
         "PORTAL_TERMINAL_BUS_PREFIX": env("PORTAL_TERMINAL_BUS_PREFIX") or "portal:terminal",
         # OAuth providers: a button appears only for the ones configured here.

@@ -44,6 +44,8 @@ def _expect(role: str, need: str, ok: int) -> int:
     eff = _effective(role)
     if eff is None:
         return 404
+    if need == "owner":  # where a stored secret goes: owner or global admin only
+        return ok if role in ("owner", "global_admin") else 403
     return ok if RANK[eff] >= RANK[need] else 403
 
 
@@ -63,7 +65,7 @@ API_ROUTES = [
         200,
     ),
     ("PATCH", "/api/machines/{a}", {"name": "renamed", "tags": ["x"]}, "admin", 200),
-    ("POST", "/api/machines/{a}/host-key", {"host_key": "{hostkey}"}, "admin", 200),
+    ("POST", "/api/machines/{a}/host-key", {"host_key": "{hostfp}"}, "owner", 200),
     ("POST", "/api/machines/{a}/access/revoke", {"user": "victim"}, "admin", 200),
     ("DELETE", "/api/machines/{a}", None, "admin", 204),
 ]
@@ -88,7 +90,12 @@ PAGE_ROUTES = [
 
 def _fill(value, machine, sshd):
     if isinstance(value, str):
-        return value.format(a=machine.agent_id, id=machine.id, hostkey=sshd.host_key_lines[0])
+        return value.format(
+            a=machine.agent_id,
+            id=machine.id,
+            hostkey=sshd.host_key_lines[0],
+            hostfp=sshd.host_key_fingerprints[0],
+        )
     if isinstance(value, dict):
         return {k: _fill(v, machine, sshd) for k, v in value.items()}
     return value

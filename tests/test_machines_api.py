@@ -534,17 +534,17 @@ def test_allowed_targets(client, app, make_user, auth, sshd, make_machine):
     m = make_machine(alice, host="127.0.0.1", port=sshd.port, host_keys=sshd.host_key_lines[0])
     app.config["PORTAL_ALLOWED_TARGETS"] = "10.0.0.0/8, 192.168.0.0/16"
     r = client.post("/api/machines", json=_direct(sshd, "key"), headers=auth(alice))
-    assert r.status_code == 422 and r.json["field"] == "host"
+    assert r.status_code == 400 and r.json["field"] == "host"
     r = client.post(
         f"/api/machines/{m.agent_id}/command", json={"command": "true"}, headers=auth(alice)
     )
-    assert r.status_code == 422 and "outside" in r.json["error"]
+    assert r.status_code == 400 and "outside" in r.json["error"]
     r = client.post(
         "/api/machines/scan-host-key",
         json={"host": "127.0.0.1", "port": sshd.port},
         headers=auth(alice),
     )
-    assert r.status_code == 422
+    assert r.status_code == 400
     app.config["PORTAL_ALLOWED_TARGETS"] = "127.0.0.0/8"
     r = client.post("/api/machines", json=_direct(sshd, "key"), headers=auth(alice))
     assert r.status_code == 201

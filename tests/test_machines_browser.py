@@ -117,7 +117,8 @@ def test_phone_pages_and_broadcast(live_server, phone, make_user, make_machine, 
     phone.goto(f"{base}/machines/new?mode=enroll")
     phone.fill("#f-name", "to-enroll")
     phone.click("button:has-text('Create enrollment command')")
-    assert "enroll.sh?token=wxreg_" in phone.input_value("#enroll-cmd")
+    cmd = phone.input_value("#enroll-cmd")
+    assert "X-Registration-Token: wxreg_" in cmd and "token=" not in cmd
     _no_horizontal_scroll(phone)
     shot(phone, "enroll-375")
     phone.goto(f"{base}/machines/broadcast")

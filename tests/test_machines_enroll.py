@@ -24,9 +24,12 @@ def test_pending_machine_gets_token_and_command(client, app, make_user, auth):
     assert len(body["machine"]["agent_id"]) == 22
     token = body["registration_token"]
     assert token.startswith("wxreg_") and body["registration_expires_at"].endswith("Z")
+    # The token travels in a header read from stdin: not in the URL, not in curl's argv.
     assert body["enroll_command"] == (
-        f"curl -fsSL 'https://portal.example.test/api/machines/enroll.sh?token={token}' | sh"
+        f"echo 'X-Registration-Token: {token}' | "
+        "curl -fsSL -H @- 'https://portal.example.test/api/machines/enroll.sh' | sh"
     )
+    assert "token=" not in body["enroll_command"]
     # only the hash is stored
     from portal.extensions import db
 
@@ -34,7 +37,7 @@ def test_pending_machine_gets_token_and_command(client, app, make_user, auth):
         stored = conn.execute(text("SELECT token_hash FROM registration_tokens")).scalars().all()
     assert token not in repr(stored) and len(stored[0]) == 64
     # the script embeds the portal key, the token and the register URL
-    script = client.get(f"/api/machines/enroll.sh?token={token}")
+    script = client.get("/api/machines/enroll.sh", headers={"X-Registration-Token": token})
     assert script.status_code == 200 and script.mimetype == "text/x-shellscript"
     src = script.get_data(as_text=True)
     assert src.startswith("#!/bin/sh") and "SSH_HOST_KEY_DIR" in src and "ssh-ed25519 " in src
@@ -166,7 +169,9 @@ def _run_enroll(command: str, server, user, extra_env: dict | None = None):
 
 
 @pytest.mark.timeout(90)
-def test_enroll_script_for_real(client, app, live_server, make_user, auth, make_sshd, sshd_user):
+def test_enroll_script_for_real(
+    client, app, live_server, make_user, auth, login, make_sshd, sshd_user
+):
     """curl | sh as the sshd's login user: authorized_keys gains that machine's own key (once
     each: two enrollments, two different keys), the host keys are pinned, the machine is
     online, and a command runs through them."""
@@ -183,6 +188,9 @@ def test_enroll_script_for_real(client, app, live_server, make_user, auth, make_
     for attempt in range(2):  # two machines (same server): two different keys, each added once
         r = client.post("/api/machines", json={"name": f"pending-{attempt}"}, headers=auth(alice))
         command = r.json["enroll_command"]
+        # the token is sent in a header read from stdin: not in the URL, not in curl's argv
+        assert "token=" not in command and "X-Registration-Token" in command
+        assert command.index(r.json["registration_token"]) < command.index("curl")
         pubs.append(r.json["public_key"])
         agent_id = r.json["machine"]["agent_id"]
         out = _run_enroll(command, server, sshd_user)
@@ -209,3 +217,25 @@ def test_enroll_script_for_real(client, app, live_server, make_user, auth, make_
     again = _run_enroll(command, server, sshd_user)
     assert "409" in again.stderr and "enrolled" not in again.stdout
     assert server.authorized_keys_path.read_text().splitlines() == lines_after
+
+    # The machine's page shows where it registered from and the pinned host key.
+    login(alice)
+    page = client.get(f"/machines/{agent_id}").get_data(as_text=True)
+    assert f"{sshd_user.username}@127.0.0.1:{server.port}" in page
+    for fp in server.host_key_fingerprints:
+        assert fp in page
+
+
+def test_enroll_script_takes_the_token_from_a_header(client, make_user, auth):
+    alice = make_user("alice")
+    token = client.post("/api/machines", json={"name": "x"}, headers=auth(alice)).json[
+        "registration_token"
+    ]
+    r = client.get("/api/machines/enroll.sh", headers={"X-Registration-Token": token})
+    assert r.status_code == 200 and r.get_data(as_text=True).startswith("#!/bin/sh")
+    assert r.headers["Cache-Control"] == "no-store"
+    # older enroll commands (?token=) keep working
+    assert client.get("/api/machines/enroll.sh", query_string={"token": token}).status_code == 200
+    for headers in ({}, {"X-Registration-Token": "wxreg_" + "A" * 43}):
+        r = client.get("/api/machines/enroll.sh", headers=headers)
+        assert r.status_code == 401 and r.get_data(as_text=True).startswith('echo "portal:')

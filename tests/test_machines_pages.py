@@ -108,7 +108,9 @@ def test_enroll_page_shows_command_once(client, app, login, make_user):
     r = client.post("/machines/enroll", data={"csrf_token": csrf, "name": "edge-7", "tags": "edge"})
     html = r.get_data(as_text=True)
     assert r.status_code == 200
-    assert "curl -fsSL &#39;https://portal.example.test/api/machines/enroll.sh?token=wxreg_" in html
+    assert "echo &#39;X-Registration-Token: wxreg_" in html
+    assert "curl -fsSL -H @- &#39;https://portal.example.test/api/machines/enroll.sh&#39;" in html
+    assert "token=" not in html
     assert 'data-copy="#enroll-cmd"' in html
     agent_id = re.search(r'href="/machines/([\w-]+)"', html.split("Go to the machine")[0]).group(1)
     page = client.get(f"/machines/{agent_id}").get_data(as_text=True)

@@ -846,7 +846,7 @@ def test_allowed_networks_are_checked_before_connecting(sshd, ssh_pool, fake_ser
     elsewhere = (ip_network("10.0.0.0/8"),)
     with pytest.raises(TargetNotAllowed) as info:
         run(Target(svc.host, svc.port, "u", password="x", allowed=elsewhere), "true", pool=ssh_pool)
-    assert info.value.status == 422 and "127.0.0.1" in info.value.message
+    assert info.value.status == 400 and "127.0.0.1" in info.value.message
     with pytest.raises(TargetNotAllowed):
         scan_host_key(svc.host, svc.port, timeout=3, allowed=elsewhere)
     assert svc.accepted == 0  # refused before any TCP connection

@@ -17,6 +17,22 @@ def base_url() -> str:
     return (current_app.config.get("PORTAL_BASE_URL") or request.host_url).rstrip("/")
 
 
+def per_user_key() -> str:
+    return f"user:{g.user.id}"
+
+
+def machine_rate_limit() -> str:
+    return current_app.config.get("PORTAL_MACHINE_RATE_LIMIT") or "30 per minute"
+
+
+#: Creating, scanning and checking machines open connections to addresses users type in:
+#: one budget per user across both faces (PORTAL_MACHINE_RATE_LIMIT). Apply after the
+#: login decorator, so the user is known.
+machine_limit = limiter.shared_limit(
+    machine_rate_limit, scope="machine-connect", key_func=per_user_key
+)
+
+
 def _logs_body(rows, next_cursor) -> dict:
     return {"logs": [r.to_dict() for r in rows], "next_cursor": next_cursor}
 
@@ -39,6 +55,7 @@ def list_machines():
 
 @bp.post("/api/machines")
 @api_login_required
+@machine_limit
 def create():
     data = json_body()
     machine, token = services.create_machine(g.user, data)
@@ -56,6 +73,7 @@ def create():
 @bp.post("/api/machines/scan-host-key")
 @limiter.limit("30 per minute")
 @api_login_required
+@machine_limit
 def scan_host_key():
     """+ The trust step: the host keys a server presents now (nothing stored)."""
     keys = services.scan_host_keys(g.user, json_body())
@@ -155,6 +173,7 @@ def access_revoke(agent_id: str):
 
 @bp.post("/api/machines/<agent_id>/check")
 @api_login_required
+@machine_limit
 def check(agent_id: str):
     """+ Check the connection again (operator), e.g. after installing the machine's public key.
     200 `{ok, machine}` either way; `machine.status_message` says what failed."""
@@ -166,7 +185,9 @@ def check(agent_id: str):
 @bp.post("/api/machines/<agent_id>/host-key")
 @api_login_required
 def retrust(agent_id: str):
-    """+ Re-pin the host key (admin): `{host_key: line | "SHA256:..."}` or `{trust_host_key: true}`."""
+    """+ Re-pin the host key: `{host_key: "SHA256:..."}` (the fingerprint of what a fresh scan
+    shows; `trust_host_key: true` alone is a 400). Owner or global admin when the machine
+    stores a password or key, else machine admin."""
     machine = services.get_machine(g.user, agent_id, need="admin")
     services.retrust_host_key(g.user, machine, json_body())
     return jsonify({"machine": machine.to_dict(g.user)})
@@ -193,7 +214,9 @@ def enroll_token(agent_id: str):
 @bp.get("/api/machines/enroll.sh")
 @limiter.limit("60 per minute")
 def enroll_sh():
-    token = request.args.get("token", "")
+    # The token comes in a header (kept out of URLs and curl's argv); `?token=` stays
+    # accepted for enroll commands shown before.
+    token = request.headers.get("X-Registration-Token") or request.args.get("token", "")
     try:
         script = services.enroll_script(token, base_url())
     except services.PortalError as err:

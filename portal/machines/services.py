@@ -48,7 +48,10 @@ from portal.machines.models import (
     MachineAccess,
     RegistrationToken,
 )
+from portal.ssh.connect import refused as ssh_refused
 from portal.ssh.connect import resolve as resolve_checked
+from portal.ssh.errors import hostport
+from portal.ssh.netpolicy import TargetPolicy, policy_from_config
 from portal.validation import get_bool, get_choice, get_int, get_str, get_tags
 
 log = logging.getLogger(__name__)
@@ -109,6 +112,30 @@ def role_of(user, machine: Machine) -> str | None:
 def can(user, machine: Machine, need: str) -> bool:
     role = role_of(user, machine)
     return role is not None and RANK[role] >= RANK[need]
+
+
+def stores_secret(machine: Machine) -> bool:
+    """The machine keeps a password or a private key the portal sends/uses on connect."""
+    return bool(machine.secret_enc)
+
+
+def can_change_connection(user, machine: Machine) -> bool:
+    """Host, port, jump host and pinned host keys decide where the stored password or key
+    goes: on a machine that stores one, only its owner or a global admin may change them
+    (a machine admin could otherwise point it at a server of theirs and collect it)."""
+    if not can(user, machine, "admin"):
+        return False
+    if not stores_secret(machine):
+        return True
+    return bool(user.is_admin or (machine.owner_id is not None and machine.owner_id == user.id))
+
+
+def require_connection_change(user, machine: Machine) -> None:
+    if not can_change_connection(user, machine):
+        raise AccessDenied(
+            f"{machine.name} stores a password or private key: only its owner or a global "
+            "admin may change its host, port, jump host or pinned host key"
+        )
 
 
 def visible_machines_query(user):
@@ -184,44 +211,55 @@ def all_tags(user) -> list[str]:
 # ---------------------------------------------------------------- allowed networks
 
 
-_nets_cache: dict[str, tuple] = {}
+_policy_cache: dict[tuple[str, str], TargetPolicy] = {}
 
 
-def allowed_networks() -> tuple | None:
-    """PORTAL_ALLOWED_TARGETS as networks; None when unset (any address may be reached).
-
-    A malformed entry allows nothing (fail closed) rather than everything."""
-    raw = str((current_app.config.get("PORTAL_ALLOWED_TARGETS") or "") if has_app_context() else "")
-    if not raw.strip():
-        return None
-    nets = _nets_cache.get(raw)
-    if nets is None:
-        parsed = []
-        try:
-            for part in raw.split(","):
-                if part.strip():
-                    parsed.append(ipaddress.ip_network(part.strip(), strict=False))
-        except ValueError:
-            log.error("PORTAL_ALLOWED_TARGETS has an invalid entry: no SSH target is allowed")
-            parsed = []
-        nets = _nets_cache[raw] = tuple(parsed)
-    return nets
+def allowed_networks() -> TargetPolicy:
+    """The targets policy from PORTAL_ALLOWED_TARGETS / PORTAL_DENIED_TARGETS (cached per
+    value): link-local and cloud metadata addresses are always refused unless an allow
+    entry names them; a malformed entry in either list allows nothing (fail closed)."""
+    cfg = current_app.config if has_app_context() else {}
+    key = (
+        str(cfg.get("PORTAL_ALLOWED_TARGETS") or ""),
+        str(cfg.get("PORTAL_DENIED_TARGETS") or ""),
+    )
+    policy = _policy_cache.get(key)
+    if policy is None:
+        policy, bad = policy_from_config(*key)
+        if bad:
+            log.error("%s has an invalid entry: no SSH target is allowed", bad)
+        _policy_cache[key] = policy
+    return policy
 
 
-def check_allowed_target(host: str, port: int = 22) -> None:
-    """Early check for forms: with PORTAL_ALLOWED_TARGETS set, every address the host resolves
-    to must be inside it. The binding check happens again on the resolved address when the
-    socket is opened (portal.ssh.connect.open_socket), which is what actually connects."""
-    nets = allowed_networks()
-    if nets is None:
+def check_allowed_target(host: str, port: int = 22, *, via_gateway: bool = False) -> None:
+    """Early check (create, scan, check, edit, enrollment): a clear 400 before anything is
+    stored or connected. The binding check happens again on the resolved address when the
+    socket is opened (portal.ssh.connect.open_socket), which is what actually connects.
+
+    Behind a jump host the jump host resolves names and reaches its own networks: only an
+    IP literal is checked here, against the denials (not the allow list)."""
+    policy = allowed_networks()
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        ipaddress.ip_address(bare.split("%", 1)[0])
+        literal = True
+    except ValueError:
+        literal = False
+    if via_gateway:
+        reason = policy.refusal(bare, via_gateway=True) if literal else None
+        if reason is not None:
+            raise ssh_refused(host, reason)
         return
     try:
-        resolve_checked(host, port, nets)
+        resolve_checked(bare, port, policy)
     except MachineUnreachable:
-        raise TargetNotAllowed(
-            f"{host} could not be resolved, and this portal only connects to allowed networks",
-            field="host",
-        ) from None
+        if policy.closed:
+            raise TargetNotAllowed(
+                f"{host} could not be resolved, and this portal only connects to allowed networks",
+                field="host",
+            ) from None
+        # An unresolvable name with an open policy: the connection reports it later.
 
 
 # ---------------------------------------------------------------- validation helpers
@@ -400,13 +438,23 @@ def scan_host_keys(user, data: dict) -> list[tuple[str, str]]:
     host = _host(data)
     port = get_int(data, "port", default=22, min_value=1, max_value=65535)
     gateway = _gateway(user, data)
+    check_allowed_target(host, port, via_gateway=gateway is not None)
     return _scan(host, port, gateway, user)
+
+
+def check_machine_target(machine: Machine) -> None:
+    """The machine's address and every jump host's on the way, against the targets policy."""
+    hop, depth = machine, 0
+    while hop is not None and hop.host and depth <= MAX_GATEWAY_DEPTH:
+        check_allowed_target(hop.host, hop.port, via_gateway=hop.gateway_id is not None)
+        hop, depth = hop.gateway, depth + 1
 
 
 def scan_machine_host_keys(user, machine: Machine) -> list[tuple[str, str]]:
     """The keys an enrolled machine presents now (admin re-trust step)."""
     if machine.status == "pending" or not machine.host:
         raise Unprocessable(f"{machine.name} has not been enrolled yet")
+    check_machine_target(machine)
     return _scan(machine.host, machine.port, machine.gateway, user)
 
 
@@ -513,8 +561,7 @@ def create_machine(user, data: dict) -> tuple[Machine, str | None]:
     auth_method = get_choice(data, "auth_method", AUTH_METHODS, label="auth_method")
     gateway = _gateway(user, data)
     secret = _credentials(data, auth_method)
-    if gateway is None:
-        check_allowed_target(host, port)
+    check_allowed_target(host, port, via_gateway=gateway is not None)
     lines = _resolve_host_keys(data, host, port, gateway, user)
     machine = Machine(
         name=name,
@@ -544,6 +591,7 @@ def check_connection(user, machine: Machine) -> bool:
     A "portal_key" machine without its own pair (made with the old shared key) gets one."""
     if machine.status == "pending" or not machine.host:
         raise Unprocessable(f"{machine.name} has not been enrolled yet")
+    check_machine_target(machine)
     if machine.auth_method == "portal_key" and not machine.key_enc:
         ensure_machine_key(machine)
         db.session.flush()
@@ -573,18 +621,38 @@ def verify(machine: Machine, user=_UNSET) -> bool:
 
 
 def update_machine(user, machine: Machine, data: dict) -> Machine:
-    """Edit name/tags/credentials/jump host (admin). Host keys change only through retrust."""
-    if "name" in data:
-        machine.name = _name(data)
-    if "tags" in data:
-        machine.tags = ",".join(get_tags(data))
+    """Edit name/tags/credentials/host/port/jump host (admin). Changing where the machine is
+    reached needs require_connection_change (owner or global admin when it stores a secret);
+    host keys change only through retrust. Everything is checked before anything changes."""
+    name = _name(data) if "name" in data else None
+    tags = ",".join(get_tags(data)) if "tags" in data else None
+    host, port, gateway_id, gw = machine.host, machine.port, machine.gateway_id, machine.gateway
+    if "host" in data:
+        host = _host(data)
+    if "port" in data:
+        port = get_int(data, "port", required=True, min_value=1, max_value=65535)
     if "gateway" in data:
         gw = _gateway(user, data, machine)
-        machine.gateway_id = gw.id if gw else None
-        machine.gateway = gw
+        gateway_id = gw.id if gw else None
+    moved = (host, port, gateway_id) != (machine.host, machine.port, machine.gateway_id)
+    if moved:
+        if machine.status == "pending" or not machine.host:
+            raise Unprocessable(f"{machine.name} has not been enrolled yet", field="host")
+        require_connection_change(user, machine)
+        check_allowed_target(host, port, via_gateway=gw is not None)
+    secret = method = None
     if data.get("auth_method") and machine.status != "pending":
         method = get_choice(data, "auth_method", AUTH_METHODS, label="auth_method")
         secret = _credentials(data, method)
+    if name is not None:
+        machine.name = name
+    if tags is not None:
+        machine.tags = tags
+    if moved:
+        machine.host, machine.port = host, port
+        machine.gateway_id, machine.gateway = gateway_id, gw
+        machine.status, machine.status_message = "offline", None
+    if method is not None:
         machine.auth_method = method
         machine.secret_enc = vault.encrypt_json(secret) if secret else None
         if method == "portal_key":
@@ -605,12 +673,44 @@ def delete_machine(user, machine: Machine) -> None:
     db.session.flush()
 
 
+def _fingerprints(value) -> list[str]:
+    """`host_key` of a re-pin: one or more SHA256 fingerprints (a string, space/comma/line
+    separated, or a list); nothing else, so only a freshly scanned key can be pinned."""
+    if isinstance(value, str):
+        value = value.replace(",", " ").split()
+    if (
+        not isinstance(value, list)
+        or not value
+        or len(value) > 10
+        or not all(isinstance(v, str) and v.startswith("SHA256:") for v in value)
+    ):
+        raise ValidationError(
+            "give host_key: the SHA256 fingerprint of the key the machine presents now "
+            "(scan it, compare it on the machine, send it back)",
+            field="host_key",
+        )
+    return list(dict.fromkeys(value))
+
+
 def retrust_host_key(user, machine: Machine, data: dict) -> Machine:
-    """An admin pins the key the machine presents now (after a deliberate check)."""
+    """Pin the key(s) the machine presents now, confirmed by fingerprint (a fresh scan must
+    present each given fingerprint). Owner or global admin when the machine stores a secret."""
     if machine.status == "pending" or not machine.host:
         raise Unprocessable("the machine has not been enrolled yet")
-    lines = _resolve_host_keys(data, machine.host, machine.port, machine.gateway, user)
-    machine.host_keys = "\n".join(lines)
+    require_connection_change(user, machine)
+    wanted = _fingerprints(data.get("host_key"))
+    check_machine_target(machine)
+    scanned = _scan(machine.host, machine.port, machine.gateway, user)
+    by_fp = {fp: line for line, fp in scanned}
+    missing = [fp for fp in wanted if fp not in by_fp]
+    if missing:
+        raise ValidationError(
+            f"{hostport(machine.host, machine.port)} does not present {', '.join(missing)} now; it presents "
+            f"{', '.join(by_fp) or 'no key'}: scan again and compare",
+            field="host_key",
+            presented=list(by_fp),
+        )
+    machine.host_keys = "\n".join(by_fp[fp] for fp in wanted)
     machine.status_message = None
     if machine.status == "error":
         machine.status = "offline"
@@ -785,7 +885,10 @@ def _valid_token(raw) -> RegistrationToken:
 
 
 def enroll_command(base_url: str, raw: str) -> str:
-    return f"curl -fsSL '{base_url.rstrip('/')}/api/machines/enroll.sh?token={raw}' | sh"
+    """The one-line enroll command. The token goes in a header read from stdin (`-H @-`):
+    `echo` is a shell builtin, so it is in no process's argv (`ps`), nor in the URL (logs)."""
+    url = f"{base_url.rstrip('/')}/api/machines/enroll.sh"
+    return f"echo 'X-Registration-Token: {raw}' | curl -fsSL -H @- '{url}' | sh"
 
 
 def enroll_script(raw, base_url: str) -> str:

@@ -20,7 +20,7 @@ from flask import (
 from portal.errors import PortalError
 from portal.extensions import db, limiter
 from portal.machines import services
-from portal.machines.api import base_url
+from portal.machines.api import base_url, machine_limit, machine_rate_limit, per_user_key
 from portal.machines.models import AUTH_METHODS, STATUSES
 from portal.validation import get_str
 from portal.web import is_htmx, login_required
@@ -85,6 +85,9 @@ def _new_ctx(**extra):
 
 @bp.route("/machines/new", methods=["GET", "POST"])
 @login_required
+@limiter.shared_limit(
+    machine_rate_limit, scope="machine-connect", key_func=per_user_key, methods=["POST"]
+)
 def new():
     if request.method == "GET":
         return render_template(
@@ -126,6 +129,7 @@ def new():
 @bp.post("/machines/scan-host-key")
 @limiter.limit("30 per minute")
 @login_required
+@machine_limit
 def scan():
     """The trust step: show the fingerprints a host presents; the user confirms them."""
     try:
@@ -138,6 +142,7 @@ def scan():
 
 @bp.post("/machines/enroll")
 @login_required
+@machine_limit
 def enroll():
     data = {"name": request.form.get("name", ""), "tags": request.form.get("tags", "")}
     try:
@@ -296,11 +301,18 @@ def hostkey_scan(agent_id: str):
         error = None
     except PortalError as err:
         keys, error = [], err.message
-    return render_template("machines/_hostkey_retrust.html", m=machine, keys=keys, error=error)
+    return render_template(
+        "machines/_hostkey_retrust.html",
+        m=machine,
+        keys=keys,
+        error=error,
+        may_pin=services.can_change_connection(g.user, machine),
+    )
 
 
 @bp.post("/machines/<agent_id>/check")
 @login_required
+@machine_limit
 def check(agent_id: str):
     """“Check connection again” (operator), e.g. after installing the machine's public key."""
     machine = services.get_machine(g.user, agent_id, need="operator")
@@ -328,13 +340,17 @@ def hostkey_trust(agent_id: str):
             keys=[],
             error="tick the box to confirm you checked the new fingerprint",
         )
+    # The fingerprints the scan showed, posted back: the service pins only keys a fresh
+    # scan presents with exactly these fingerprints.
+    fingerprints = " ".join(request.form.getlist("host_key"))
     try:
-        services.retrust_host_key(g.user, machine, {"host_key": request.form.get("host_key", "")})
+        services.retrust_host_key(g.user, machine, {"host_key": fingerprints})
     except PortalError as err:
         db.session.rollback()
-        return render_template(
+        html = render_template(
             "machines/_hostkey_retrust.html", m=machine, keys=[], error=err.message
         )
+        return html, (_form_status(err) if err.status < 500 else 200)
     flash("The new host key is pinned.", "success")
     return _hx_redirect(url_for("machines.detail", agent_id=machine.agent_id))
 

@@ -30,6 +30,7 @@ from portal.ssh.errors import (
     hostport,
 )
 from portal.ssh.keys import HOST_KEY_TYPES, fingerprint, host_key_algorithms, key_line
+from portal.ssh.netpolicy import DENIED, LINK_LOCAL, TargetPolicy
 from portal.ssh.target import Target
 
 __all__ = [
@@ -45,8 +46,9 @@ __all__ = [
 #: Returns a connected socket-like object (a socket or a `direct-tcpip` channel).
 SockFactory = Callable[[str, int, float], object]
 
-#: Networks the portal may connect to (None: any address).
-AllowedNetworks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] | None
+#: What the portal may connect to: a TargetPolicy (the services' allow/deny lists), a
+#: plain tuple of allowed networks, or None (any address).
+AllowedNetworks = TargetPolicy | tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] | None
 
 # Every message below is fixed text: nothing from an exception or from the remote side
 # (banners, protocol lines) reaches a user, so a scan cannot be used to read other services.
@@ -82,16 +84,45 @@ def unreachable(host: str, port: int, reason: str) -> MachineUnreachable:
 
 
 def address_allowed(addr: str, allowed: AllowedNetworks) -> bool:
-    """Whether one resolved address is inside `allowed` (None allows every address)."""
+    """Whether one resolved address may be reached (None allows every address)."""
+    return _refusal(addr, allowed) is None
+
+
+def _refusal(addr: str, allowed: AllowedNetworks) -> str | None:
     if allowed is None:
-        return True
+        return None
+    if isinstance(allowed, TargetPolicy):
+        return allowed.refusal(addr)
     try:
         ip = ipaddress.ip_address(addr.split("%", 1)[0])
     except ValueError:
-        return False
+        return "not an IP address"
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    return any(ip.version == net.version and ip in net for net in allowed)
+    if any(ip.version == net.version and ip in net for net in allowed):
+        return None
+    return "outside the allowed networks"
+
+
+def _closed(allowed: AllowedNetworks) -> bool:
+    """Only listed networks may be reached: an unresolvable name is refused too."""
+    return allowed is not None and (not isinstance(allowed, TargetPolicy) or allowed.closed)
+
+
+def refused(host: str, reason: str) -> TargetNotAllowed:
+    if reason == LINK_LOCAL:
+        return TargetNotAllowed(
+            f"{host} is or resolves to a link-local or cloud metadata address, which this "
+            "portal does not connect to",
+            field="host",
+        )
+    if reason == DENIED:
+        return TargetNotAllowed(
+            f"{host} is in a network this portal may not connect to", field="host"
+        )
+    return TargetNotAllowed(
+        f"{host} is outside the networks this portal may connect to", field="host"
+    )
 
 
 def resolve(host: str, port: int, allowed: AllowedNetworks = None) -> list[tuple]:
@@ -103,7 +134,7 @@ def resolve(host: str, port: int, allowed: AllowedNetworks = None) -> list[tuple
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError, ValueError) as exc:
-        if allowed is not None:
+        if _closed(allowed):
             raise TargetNotAllowed(
                 f"{host} could not be resolved, and this portal only connects to allowed networks",
                 field="host",
@@ -113,10 +144,9 @@ def resolve(host: str, port: int, allowed: AllowedNetworks = None) -> list[tuple
     if not infos:
         raise unreachable(host, port, "could not resolve the host name")
     for info in infos:
-        if not address_allowed(info[4][0], allowed):
-            raise TargetNotAllowed(
-                f"{host} is outside the networks this portal may connect to", field="host"
-            )
+        reason = _refusal(info[4][0], allowed)
+        if reason is not None:
+            raise refused(host, reason)
     return infos
 
 

@@ -11,7 +11,6 @@ from portal.errors import (
     HostKeyError,
     MachineUnreachable,
     PortalError,
-    Unprocessable,
     ValidationError,
 )
 
@@ -135,8 +134,9 @@ class AuthenticationFailed(MachineUnreachable):
         super().__init__(message, host=host, port=port, username=username)
 
 
-class TargetNotAllowed(Unprocessable):
-    """The address is outside the networks the portal may connect to (PORTAL_ALLOWED_TARGETS)."""
+class TargetNotAllowed(ValidationError):
+    """The address is one the portal may not connect to (link-local, cloud metadata, outside
+    PORTAL_ALLOWED_TARGETS or inside PORTAL_DENIED_TARGETS): bad input, 400."""
 
     code = "target_not_allowed"
 

@@ -12,6 +12,7 @@ import paramiko
 from portal.errors import ValidationError
 from portal.ssh.errors import hostport
 from portal.ssh.keys import parse_host_key_line
+from portal.ssh.netpolicy import TargetPolicy
 
 __all__ = ["Target"]
 
@@ -41,9 +42,10 @@ class Target:
     host_keys: tuple[str, ...] = ()
     gateway: Target | None = None
     connect_timeout: float = 10.0
-    #: Networks a direct connection may reach (None: any); checked on the resolved address
-    #: when the socket is opened (connect.open_socket). A gateway target carries its own.
-    allowed: tuple | None = None
+    #: What a direct connection may reach (None: any): a netpolicy.TargetPolicy or a tuple of
+    #: networks; checked on the resolved address when the socket is opened
+    #: (connect.open_socket). A gateway target carries its own.
+    allowed: object = None
     # Derived in __post_init__.
     pinned: tuple[paramiko.PKey, ...] = field(default=(), init=False, repr=False)
     pool_key: tuple = field(default=(), init=False, repr=False)
@@ -91,7 +93,9 @@ class Target:
         secret.update(b"pkey\0" + (self.pkey.asbytes() if self.pkey else b"") + b"\0")
         secret.update(b"hostkeys\0" + "\n".join(sorted(normalised)).encode("ascii") + b"\0")
         secret.update(b"gateway\0" + repr(self.gateway.pool_key if self.gateway else None).encode())
-        allowed = None if self.allowed is None else tuple(self.allowed)
+        allowed = self.allowed
+        if allowed is not None and not isinstance(allowed, TargetPolicy):
+            allowed = tuple(allowed)
         secret.update(b"allowed\0" + repr(allowed).encode())
 
         set_ = object.__setattr__
