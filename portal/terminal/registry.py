@@ -520,9 +520,9 @@ class Registry:
                 self.bus.publish_resize(sid, sess.cols, sess.rows)  # the size, then the screen
                 self.bus.publish_snapshot(sid, nonce, sess.snapshot())
         elif op == "relay":  # a re-attach served by another process (signed: relay.py)
-            from portal.terminal import relay
+            from portal.terminal import relay_owner
 
-            relay.on_request(self, msg)
+            relay_owner.on_request(self, msg)
         elif op == "watching":
             sess = self.get(sid)
             if sess is not None:
