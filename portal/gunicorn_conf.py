@@ -2,8 +2,8 @@
 
 One worker process by default. With REDIS_URL set, PORTAL_WORKERS=N runs N workers: each
 holds the terminals it opened; a re-attach (`?session=`) accepted by another worker is
-handed to the owner with its socket (portal/terminal/handoff.py), so no sticky routing is
-needed; revocations, DELETE, watchers and tickets cross workers through Redis.
+served there and relayed to the owner over Redis (portal/terminal/relay.py), so no sticky
+routing is needed; revocations, DELETE, watchers and tickets cross workers through Redis.
 `gthread` with many threads: each open terminal holds one request thread for its socket,
 so `threads` bounds the number of terminals (plus page requests) one instance serves.
 Measured with bench/bench_terminal.py; results in docs/benchmarks.md.
@@ -51,7 +51,7 @@ def post_worker_init(worker):
     import sys
 
     # The terminal's background work starts with the worker, not with its first terminal:
-    # from the start it answers other workers' requests (bus, re-attach handoffs).
+    # from the start it answers other workers' requests (bus: close, watch, re-attach relays).
     app = getattr(worker, "wsgi", None)
     registry = getattr(app, "extensions", {}).get("portal_terminal")
     if registry is not None:

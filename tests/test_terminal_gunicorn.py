@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import uuid
 from pathlib import Path
 
@@ -116,12 +115,6 @@ def _group_alive(pgid: int) -> bool:
         return True
 
 
-def _unix_entries(path: str) -> int:
-    """Unix sockets bound to or connected at `path` ("@..." for an abstract name)."""
-    with open("/proc/net/unix") as fh:
-        return sum(1 for line in fh if line.rstrip("\n").split(" ")[-1] == path)
-
-
 def _workers(master: int) -> list[int]:
     try:
         text = Path(f"/proc/{master}/task/{master}/children").read_text()
@@ -183,60 +176,6 @@ def test_the_server_closes_rows_another_host_left_when_there_is_no_redis(
             return done
 
     assert wait_for(closed, timeout=10)
-
-
-def test_a_reattach_accepted_by_another_worker_reaches_the_one_holding_the_shell(
-    app, start_gunicorn, make_user, sshd_machine, token_for
-):
-    """Two workers. The worker holding the terminal is stopped (SIGSTOP) while the browser
-    re-attaches, so the other one must accept that connection: it hands the socket over,
-    and once the owner runs again the browser is back in the same shell."""
-    from portal.extensions import db
-    from portal.terminal.models import TerminalSession
-
-    base, _proc, logfile = start_gunicorn(workers=2, redis=True)
-    owner = make_user("handoffowner")
-    machine = sshd_machine(owner)
-    ws = base.replace("http://", "ws://")
-    url = f"{ws}/api/terminal/{machine.agent_id}/ws?token={token_for(owner)}"
-    t = Term(url)
-    sid = t.wait_control("ready")["session_id"]
-    t.run("HANDED=kept$((1+1)); echo set$((2+2))", r"set4")
-    with app.app_context():
-        row_server_id = db.session.get(TerminalSession, sid).server_id
-        db.session.remove()
-    holder = int(row_server_id.split(":")[1])
-    t.drop()
-
-    opened: dict = {}
-
-    def reattach():
-        try:
-            opened["term"] = Term(f"{url}&session={sid}", timeout=20)
-        except Exception as exc:  # reported below
-            opened["error"] = exc
-
-    from portal.terminal import handoff
-
-    name = "@" + handoff.address(row_server_id)[1:]
-    listening = _unix_entries(name)
-    os.kill(holder, signal.SIGSTOP)
-    try:
-        th = threading.Thread(target=reattach)
-        th.start()
-        # The other worker took the connection and is at the holder's handoff socket (a
-        # connection waits in its backlog); the holder cannot answer while stopped.
-        assert wait_for(lambda: _unix_entries(name) > listening, timeout=20), "no handoff seen"
-    finally:
-        os.kill(holder, signal.SIGCONT)
-    th.join(20)
-    assert "term" in opened, opened.get("error")
-    t2 = opened["term"]
-    assert t2.wait_control("ready") == {"type": "ready", "session_id": sid, "resumed": True}
-    t2.read_until(r"set4")  # the screen, replayed by the holder
-    t2.run("echo V=$HANDED", r"V=kept2")
-    t2.close()
-    assert f"re-attach to {sid} handed to worker" in logfile.read_text(errors="replace")
 
 
 class TestWithTheSameBus:

@@ -7,7 +7,8 @@ process that holds the SSH channel; tickets live in Redis with a TTL.
 
 Messages on `<prefix>:out:<session>`: b"o" + output, b"s" + nonce(32) + screen,
 b"r" + b"COLSxROWS" (the owner resized), b"e" + reason (the session ended). Requests on `<prefix>:ctl`: JSON
-{"op": "close"|"snapshot", "sid", ...}.
+{"op": "close"|"snapshot"|"relay", "sid", ...}. A re-attach served by another process than
+the owner's talks to it on `<prefix>:relay:<attachment>:i|o` (signed frames, see relay.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Callable
 log = logging.getLogger(__name__)
 
 OutputCallback = Callable[[str, str | None, bytes], None]  # kind "o"|"s"|"e", nonce, data
+RelayCallback = Callable[[bytes], None]
 ControlHandler = Callable[[dict], None]
 
 TICKETS_PER_USER = 20  # outstanding tickets per user; a new one drops the user's oldest
@@ -69,6 +71,7 @@ class LocalBus:
 
     def __init__(self):
         self._subs = _Subscribers()
+        self._relays: dict[str, RelayCallback] = {}  # relay channel -> its one reader here
         self._control: ControlHandler | None = None
         # Insertion order is expiry order (one TTL for every ticket): expired tickets leave
         # from the front, so an insert costs O(expired), never a scan of the store.
@@ -98,6 +101,25 @@ class LocalBus:
 
     def unsubscribe(self, handle) -> None:
         self._subs.remove(handle)
+
+    # relay (one reader per channel: an attachment's two ends) -------------
+    def publish_relay(self, key: str, data: bytes) -> None:
+        self._deliver_relay(key, data)
+
+    def subscribe_relay(self, key: str, cb: RelayCallback) -> str:
+        self._relays[key] = cb
+        return key
+
+    def unsubscribe_relay(self, key: str) -> None:
+        self._relays.pop(key, None)
+
+    def _deliver_relay(self, key: str, data: bytes) -> None:
+        cb = self._relays.get(key)
+        if cb is not None:
+            try:
+                cb(data)
+            except Exception:
+                log.exception("terminal bus relay reader failed")
 
     # control -----------------------------------------------------------
     def set_control_handler(self, fn: ControlHandler | None) -> None:
@@ -189,12 +211,12 @@ class RedisBus(LocalBus):
             if self._thread is not None and self._thread.is_alive():
                 return
             ps = self.redis.pubsub(ignore_subscribe_messages=True)
-            ps.psubscribe(f"{self.prefix}:out:*")
+            ps.psubscribe(f"{self.prefix}:out:*", f"{self.prefix}:relay:*")
             ps.subscribe(f"{self.prefix}:ctl")
             # Wait for the subscriptions to be confirmed, so nothing published after
             # subscribe() returns is missed.
             confirmed, deadline = 0, time.monotonic() + 5
-            while confirmed < 2 and time.monotonic() < deadline:
+            while confirmed < 3 and time.monotonic() < deadline:
                 msg = ps.get_message(ignore_subscribe_messages=False, timeout=0.5)
                 if msg and msg["type"] in ("subscribe", "psubscribe"):
                     confirmed += 1
@@ -207,6 +229,7 @@ class RedisBus(LocalBus):
 
     def _listen(self, ps) -> None:
         out_prefix = f"{self.prefix}:out:"
+        relay_prefix = f"{self.prefix}:relay:"
         ctl = f"{self.prefix}:ctl"
         while not self._stop.is_set():
             try:
@@ -240,6 +263,8 @@ class RedisBus(LocalBus):
                     self._subs.deliver(sid, "s", data[1:33].decode("ascii", "replace"), data[33:])
                 elif kind in ("o", "e", "r"):
                     self._subs.deliver(sid, kind, None, data[1:])
+            elif channel.startswith(relay_prefix) and isinstance(data, bytes):
+                self._deliver_relay(channel[len(relay_prefix) :], data)
 
     def wants_output(self, sid: str) -> bool:
         return True  # watchers may sit in another process
@@ -264,6 +289,13 @@ class RedisBus(LocalBus):
         super().set_control_handler(fn)
         if fn is not None:
             self._ensure_listener()
+
+    def publish_relay(self, key: str, data: bytes) -> None:
+        self.redis.publish(f"{self.prefix}:relay:{key}", data)
+
+    def subscribe_relay(self, key: str, cb: RelayCallback) -> str:
+        self._ensure_listener()
+        return super().subscribe_relay(key, cb)
 
     def request(self, msg: dict) -> None:
         self.redis.publish(f"{self.prefix}:ctl", json.dumps(msg))

@@ -99,7 +99,6 @@ class Registry:
         self._start_lock = threading.Lock()
         self._shut = False
         self._shut_reason = "the server is shutting down"
-        self.handoff = False  # True once this registry started the process's listener
         self._subscribed = False
 
     # ------------------------------------------------------------ threads
@@ -111,7 +110,6 @@ class Registry:
             self._threads_started = True
             threading.Thread(target=self._janitor, name="terminal-janitor", daemon=True).start()
             threading.Thread(target=self._db_worker, name="terminal-db", daemon=True).start()
-            self._listen_for_handoffs()
             self._subscribe()
 
     def _subscribe(self) -> None:
@@ -123,27 +121,6 @@ class Registry:
         except Exception:
             self._subscribed = False
             log.warning("terminal bus: cannot subscribe to requests yet", exc_info=True)
-
-    def _listen_for_handoffs(self) -> None:
-        """Take re-attaches other workers of this host hand over (handoff.py)."""
-        from portal.terminal import handoff
-
-        handoff.listen(self.server_id, Registry._serve_handed)
-        self.handoff = True
-
-    @classmethod
-    def _serve_handed(cls, sock, info: dict) -> None:
-        """A connection handed over by another worker: served by the app that holds the
-        session (one per process outside tests), or refused by any, for a clear answer."""
-        from portal.terminal import ws
-
-        sid = str((info.get("args") or {}).get("session") or "")
-        regs = list(cls._instances)
-        owner = next((r for r in regs if r.get(sid) is not None), regs[0] if regs else None)
-        if owner is None:
-            sock.close()
-            return
-        ws.serve_handed(owner.app, sock, info)
 
     def submit(self, fn, *args) -> Future:
         """Run fn(*args) in the DB thread inside an app context; it commits after fn."""
@@ -542,6 +519,10 @@ class Registry:
                 sess.watched()  # before the snapshot: no output falls between the two
                 self.bus.publish_resize(sid, sess.cols, sess.rows)  # the size, then the screen
                 self.bus.publish_snapshot(sid, nonce, sess.snapshot())
+        elif op == "relay":  # a re-attach served by another process (signed: relay.py)
+            from portal.terminal import relay_owner
+
+            relay_owner.on_request(self, msg)
         elif op == "watching":
             sess = self.get(sid)
             if sess is not None:
@@ -561,10 +542,9 @@ class Registry:
             except Exception:
                 log.exception("closing %s on shutdown failed", s.sid)
         self._stop.set()
-        if self.handoff:
-            from portal.terminal import handoff
+        from portal.terminal import relay
 
-            handoff.stop_listening()
+        relay.stop_all(self, reason)  # relayed sockets served here: the page reconnects
         if self._threads_started:
             # Futures resolve after their batch is committed: wait for everything queued.
             fut: Future = Future()

@@ -438,6 +438,25 @@ def _open_shell(target, cols: int, rows: int):
     return channel
 
 
+def _terminal_machine(user, agent_id: str):
+    try:
+        return access.get_machine(user, agent_id, need="operator")
+    except AccessDenied:
+        raise AccessDenied("you need operator access to open a terminal on this machine") from None
+
+
+def check_resume(user, agent_id: str, sid: str) -> TerminalSession:
+    """The row of the caller's live session `sid` on this machine, to re-attach to (wherever
+    it is held: here, or another process through relay.py). Raises what the socket answers."""
+    machine = _terminal_machine(user, agent_id)
+    row = db.session.get(TerminalSession, sid) if len(sid) <= 36 else None
+    if row is None or row.user_id != user.id or row.machine_id != machine.id:
+        raise NotFound("no such session")
+    if row.status == "closed":
+        raise Conflict(f"that session has ended ({row.close_reason or 'closed'})")
+    return row
+
+
 def open_terminal(
     user,
     agent_id: str,
@@ -457,20 +476,14 @@ def open_terminal(
     from portal.terminal.recorder import Recorder
     from portal.terminal.registry import Registry  # noqa: F401
 
-    try:
-        machine = access.get_machine(user, agent_id, need="operator")
-    except AccessDenied:
-        raise AccessDenied("you need operator access to open a terminal on this machine") from None
     reg = registry()
     if resume:
-        row = db.session.get(TerminalSession, resume) if len(resume) <= 36 else None
-        if row is None or row.user_id != user.id or row.machine_id != machine.id:
-            raise NotFound("no such session")
+        row = check_resume(user, agent_id, resume)
         sess = reg.get(row.id)
-        if row.status == "closed" or sess is None or sess.closed:
-            why = row.close_reason or "it is not held by this server"
-            raise Conflict(f"that session has ended ({why})")
+        if sess is None or sess.closed:
+            raise Conflict("that session has ended (it is not held by this server)")
         return sess, True
+    machine = _terminal_machine(user, agent_id)
     # A place is reserved before the handshake: the cap counts terminals being opened, and a
     # revocation that lands while the handshake runs cancels it (see Registry.reserve).
     elsewhere = live_elsewhere(user.id, reg.server_id) if reg.cap else 0

@@ -25,7 +25,7 @@ from flask_login import current_user
 from portal.errors import PortalError
 from portal.extensions import db, sock
 from portal.ssh.connect import timeval
-from portal.terminal import services
+from portal.terminal import relay, services
 from portal.terminal.bridge import Client
 
 log = logging.getLogger(__name__)
@@ -361,13 +361,6 @@ def _plain(status: int, message: str) -> Response:
 
 @bp.before_request
 def _authenticate():
-    refused = _authenticate_user()
-    if refused is not None:
-        return refused
-    return _hand_over_if_held_elsewhere()
-
-
-def _authenticate_user():
     from portal.accounts.services import user_from_token
 
     g.ws_user = None
@@ -409,119 +402,21 @@ def _client_addr() -> str:
     return (request.remote_addr or "")[:64]
 
 
-class _HandedOver(Response):
-    """The answer for a connection given to another worker: nothing may be written to it.
-    Raising StopIteration is how gunicorn is told the request is over (as flask-sock does)."""
-
-    def __call__(self, environ, start_response):
-        raise StopIteration()
-
-
-_HANDOFF_HEADERS_DROPPED = {"HTTP_COOKIE", "HTTP_AUTHORIZATION"}  # already checked here
-
-
-def _hand_over_if_held_elsewhere():
-    """A re-attach to a terminal that another worker on this host holds: give it the
-    connection (see handoff.py). None: serve it here (held here, or nobody to hand to)."""
-    from portal.terminal import handoff
-    from portal.terminal.models import TerminalSession
-    from portal.terminal.registry import process_alive
-
-    sid = request.args.get("session")
-    raw = request.environ.get("gunicorn.socket")
-    if request.endpoint != "terminal_ws.terminal" or not sid or raw is None or len(sid) > 36:
-        return None
-    reg = services.registry()
-    if reg.get(sid) is not None:
-        return None
-    row = db.session.get(TerminalSession, sid)
-    user = g.ws_user
-    if (
-        row is None
-        or row.user_id != user.id
-        or row.status == "closed"
-        or not row.server_id
-        or row.server_id == reg.server_id
-        or process_alive(row.server_id) is not True
-    ):
-        return None  # served here: the route refuses what it cannot resume
-    info = {
-        "user_id": user.id,
-        "tv": user.token_version,
-        "agent_id": (request.view_args or {}).get("agent_id"),
-        "ticket_agent": g.ws_ticket_agent,
-        "args": {k: request.args.get(k) for k in ("cols", "rows", "session") if k in request.args},
-        "client_addr": _client_addr(),
-        "user_agent": request.headers.get("User-Agent"),
-        "headers": {
-            k: v
-            for k, v in request.environ.items()
-            if k.startswith("HTTP_") and k not in _HANDOFF_HEADERS_DROPPED and isinstance(v, str)
-        },
-    }
-    db.session.rollback()
-    if type(raw) is not socket.socket:  # TLS in gunicorn: its state cannot move with the fd
-        return _plain(503, "this terminal is held by another worker (terminate TLS at a proxy)")
-    dummy = socket.socket()  # made first: once the socket is sent, nothing may fail here
-    outcome = handoff.hand_over(row.server_id, raw.fileno(), info)
-    if outcome == "unreachable":
-        dummy.close()
-        # Not "ended": the shell lives on there. The page retries a refused upgrade.
-        return _plain(503, "the worker holding this terminal did not answer; try again")
-    handoff.give_up_fd(raw, dummy)
-    log.info("terminal: re-attach to %s handed to worker %s (%s)", sid, row.server_id, outcome)
-    return _HandedOver()
-
-
-def serve_handed(app, sock, info: dict) -> None:
-    """Serve a connection another worker handed over (handoff.Listener, in its own thread):
-    the WebSocket upgrade, then the terminal, as the route would."""
-    from simple_websocket import Server
-
-    from portal.accounts.models import User
-
-    environ = {k: v for k, v in info.get("headers", {}).items() if k.startswith("HTTP_")}
-    environ["gunicorn.socket"] = sock
-    try:
-        ws = Server(environ, **app.config.get("SOCK_SERVER_OPTIONS", {}))
-    except Exception:
-        sock.close()
-        return
-    try:
-        with app.app_context():
-            user = db.session.get(User, info.get("user_id"))
-            why = services.account_denied(user, info.get("tv"))
-            if why:
-                db.session.remove()
-                _refuse(ws, why)
-                return
-            _run_terminal(
-                ws,
-                user,
-                str(info.get("agent_id") or ""),
-                args=info.get("args") or {},
-                ticket_agent=info.get("ticket_agent"),
-                client_addr=str(info.get("client_addr") or "")[:64],
-                user_agent=info.get("user_agent"),
-            )
-    finally:
-        try:
-            ws.close()
-        except Exception:  # noqa: S110 - closed already
-            pass
-        ws.thread.join(timeout=2.0)
-        try:
-            sock.close()
-        except OSError:
-            pass
-
-
 # ---------------------------------------------------------------- the terminal
 
 
 @sock.route("/api/terminal/<agent_id>/ws", bp=bp)
 @_reader_last
 def terminal(ws, agent_id):
+    if relay.serve_if_held_elsewhere(
+        ws,
+        g.ws_user,
+        agent_id,
+        args=request.args,
+        ticket_agent=g.ws_ticket_agent,
+        client_addr=_client_addr(),
+    ):
+        return  # a re-attach to a shell another process holds, served over the bus
     _run_terminal(
         ws,
         g.ws_user,
@@ -534,8 +429,7 @@ def terminal(ws, agent_id):
 
 
 def _run_terminal(ws, user, agent_id, *, args, ticket_agent, client_addr, user_agent) -> None:
-    """The terminal socket's life, from `ready` to the end (needs an app context only: it
-    also serves connections another worker handed over, see handoff.py)."""
+    """The terminal socket's life, from `ready` to the end."""
     _prepare(ws)
     if ticket_agent is not None and ticket_agent != agent_id:
         _refuse(ws, "this ticket is for another machine")
