@@ -42,7 +42,7 @@ def test_login_page_shows_only_configured_provider(client):
     assert "GitHub" not in html and "Google" not in html
 
 
-def test_first_login_creates_account_when_signup_open(client, oidc_provider, admin):
+def test_first_login_creates_account_when_signup_open(client, oidc_provider, admin, open_signup):
     oidc_provider.set_user(
         "sub-new", "newbie@example.test", email_verified=True, preferred_username="newbie"
     )
@@ -125,7 +125,7 @@ def test_link_and_unlink_from_profile(client, oidc_provider, make_user, login):
     assert user.id
 
 
-def test_unlinking_the_only_way_to_sign_in_is_refused(client, oidc_provider, admin):
+def test_unlinking_the_only_way_to_sign_in_is_refused(client, oidc_provider, admin, open_signup):
     oidc_provider.set_user("sub-only", "only@example.test", preferred_username="onlyoauth")
     oauth_dance(client)
     token = csrf_from(client.get("/profile").get_data(as_text=True))

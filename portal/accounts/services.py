@@ -103,7 +103,7 @@ def set_setting(key: str, value: str) -> None:
 
 
 def signup_open() -> bool:
-    default = "1" if current_app.config["PORTAL_SIGNUP_DEFAULT"] else "0"
+    default = "1" if current_app.config["PORTAL_SIGNUP_OPEN"] else "0"
     return get_setting("signup_open", default) == "1"
 
 
@@ -508,9 +508,10 @@ def oauth_sign_in(
     email: str | None,
     email_verified: bool,
     suggested_username: str | None,
+    invite: str | None = None,
 ) -> User:
     """Find or create the user behind an OAuth identity. An existing account is matched only by
-    a verified email; a new account is created only when signup is open."""
+    a verified email; a new account is created only when signup is open or `invite` is valid."""
     if not subject:
         raise AuthenticationRequired("the provider did not identify the account")
     ident = db.session.scalar(
@@ -536,8 +537,9 @@ def oauth_sign_in(
         raise AccessDenied(
             "the provider did not give a verified email address, so no account can be created"
         )
-    if user_count() > 0 and not signup_open():
-        raise AccessDenied("signup is closed on this portal; ask an admin for an account")
+    from portal.accounts import membership
+
+    admitted = membership.admit(invite, email)  # closed signup: only with a valid invite
     if db.session.scalar(select(User.id).where(User.email == email)):
         raise Conflict("that email is already registered")
     base = re.sub(r"[^A-Za-z0-9_.-]", "", (suggested_username or email.split("@")[0]))[:24]
@@ -547,7 +549,9 @@ def oauth_sign_in(
     while db.session.scalar(select(User.id).where(User.username_key == username.lower())):
         n += 1
         username = f"{base}{n}"
-    user = create_user(email=email, username=username, password=None, check_open=False)
+    role = admitted.role if admitted else None
+    user = create_user(email=email, username=username, password=None, role=role, check_open=False)
+    membership.spend(admitted, user)
     link_identity(user, provider, subject, email)
     user.last_login_at = utcnow()
     return user
