@@ -143,7 +143,9 @@ def load_config(instance_path: str, given: Mapping | None = None) -> dict:
         "REDIS_URL": redis_url,
         "PORTAL_BASE_URL": (env("PORTAL_BASE_URL") or "").rstrip("/") or None,
         "PORTAL_TRUSTED_PROXIES": _int("PORTAL_TRUSTED_PROXIES", 0),
-        "PORTAL_SIGNUP_DEFAULT": _bool(env("PORTAL_SIGNUP_OPEN"), True),
+        # Sign-up after the first (admin) account: closed unless set; admins invite people.
+        # An admin's toggle on the Users page (a `settings` row) overrides it at run time.
+        "PORTAL_SIGNUP_OPEN": _bool(env("PORTAL_SIGNUP_OPEN"), False),
         "PORTAL_AUTH_RATE_LIMIT": env("PORTAL_AUTH_RATE_LIMIT") or "10 per minute;60 per hour",
         "PORTAL_JWT_TTL": _int("PORTAL_JWT_TTL", 24 * 3600),
         "PORTAL_REFRESH_TTL": _int("PORTAL_REFRESH_TTL", 30 * 24 * 3600),

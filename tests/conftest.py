@@ -185,6 +185,14 @@ def auth(token_for):
 
 
 @pytest.fixture
+def open_signup(app):
+    """Sign-up open to anyone after the first account, as with PORTAL_SIGNUP_OPEN=true
+    (closed is the default: then only invite links make accounts)."""
+    app.config["PORTAL_SIGNUP_OPEN"] = True
+    return app
+
+
+@pytest.fixture
 def admin(make_user):
     return make_user("root-admin", role="admin")
 

@@ -21,7 +21,7 @@ def signup(client, username="alice", email=None, password="correct-horse-9"):
     )
 
 
-def test_first_signup_becomes_admin_second_is_user(client):
+def test_first_signup_becomes_admin_second_is_user(client, open_signup):
     first = signup(client, "alice")
     assert first.status_code == 201
     body = first.get_json()
@@ -35,7 +35,7 @@ def test_first_signup_becomes_admin_second_is_user(client):
     assert second.get_json()["user"]["role"] == "user"
 
 
-def test_signup_taken_username_or_email_is_409(client):
+def test_signup_taken_username_or_email_is_409(client, open_signup):
     assert signup(client, "alice").status_code == 201
     assert signup(client, "ALICE", email="other@example.test").status_code == 409
     assert signup(client, "alice2", email="alice@example.test").status_code == 409
@@ -67,7 +67,9 @@ def test_signup_taken_username_or_email_is_409(client):
         ({"email": "x@example.test", "username": "xx", "password": 12345678}, "password"),
     ],
 )
-def test_signup_bad_input_is_400_and_stores_nothing(client, payload, field, admin, auth):
+def test_signup_bad_input_is_400_and_stores_nothing(
+    client, payload, field, admin, auth, open_signup
+):
     resp = client.post("/api/signup", json=payload)
     assert resp.status_code == 400
     body = resp.get_json()

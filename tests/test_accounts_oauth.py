@@ -42,7 +42,7 @@ def test_login_page_shows_only_configured_provider(client):
     assert "GitHub" not in html and "Google" not in html
 
 
-def test_first_login_creates_account_when_signup_open(client, oidc_provider, admin):
+def test_first_login_creates_account_when_signup_open(client, oidc_provider, admin, open_signup):
     oidc_provider.set_user(
         "sub-new", "newbie@example.test", email_verified=True, preferred_username="newbie"
     )
@@ -154,7 +154,7 @@ def test_link_and_unlink_from_profile(client, oidc_provider, make_user, login):
     assert user.id
 
 
-def test_unlinking_the_only_way_to_sign_in_is_refused(client, oidc_provider, admin):
+def test_unlinking_the_only_way_to_sign_in_is_refused(client, oidc_provider, admin, open_signup):
     oidc_provider.set_user("sub-only", "only@example.test", preferred_username="onlyoauth")
     oauth_dance(client)
     token = csrf_from(client.get("/profile").get_data(as_text=True))
@@ -168,3 +168,62 @@ def test_password_login_still_works_for_linked_account(client, oidc_provider, ma
     make_user("quinn")
     ok = client.post("/api/login", json={"login": "quinn", "password": PASSWORD})
     assert ok.status_code == 200
+
+
+def _invite(app, admin_user, **fields) -> str:
+    from portal.accounts import membership
+    from portal.accounts.models import User
+    from portal.extensions import db
+
+    with app.test_request_context():
+        _inv, raw = membership.create_invite(db.session.get(User, admin_user.id), fields)
+        db.session.commit()
+    return raw
+
+
+def test_invite_page_continue_with_provider_creates_the_account(client, oidc_provider, admin, app):
+    raw = _invite(app, admin, role="admin")
+    page = client.get(f"/invite?token={raw}").get_data(as_text=True)
+    start = f"/invite/oauth/oidc?token={raw}"
+    assert f'href="{start}"' in page and "Continue with TestID" in page
+    oidc_provider.set_user("sub-inv", "invited@example.test", preferred_username="invitee")
+    final = oauth_dance(client, start=start)
+    assert final.status_code == 302 and final.location.endswith("/dashboard")
+    prof = me(client).get_json()
+    assert prof["user"]["username"] == "invitee" and prof["user"]["role"] == "admin"
+    # spent: a second stranger through the same link is refused
+    client.post("/logout", data={"csrf_token": csrf_from(client.get("/dashboard").text)})
+    back = client.get(start)  # not sent to the provider: back to the page that says why
+    assert back.status_code == 302 and back.location == f"/invite?token={raw}"
+    assert me(client).status_code == 401
+    assert "already used" in client.get(back.location).get_data(as_text=True)
+
+
+def test_oauth_invite_for_another_email_creates_nothing(client, oidc_provider, admin, app):
+    raw = _invite(app, admin, email="meant@example.test")
+    oidc_provider.set_user("sub-other", "other@example.test")
+    final = oauth_dance(client, start=f"/invite/oauth/oidc?token={raw}")
+    assert final.status_code == 302 and "/login" in final.location
+    assert me(client).status_code == 401
+    assert "another email address" in client.get("/login").get_data(as_text=True)
+    from portal.accounts.services import list_users
+
+    with app.app_context():
+        assert list_users()[1] == 1
+    # the invite is still good for the address it names
+    oidc_provider.set_user("sub-meant", "meant@example.test")
+    oauth_dance(client, start=f"/invite/oauth/oidc?token={raw}")
+    assert me(client).get_json()["user"]["email"] == "meant@example.test"
+
+
+def test_plain_provider_button_does_not_reuse_an_abandoned_invite(
+    client, oidc_provider, admin, app
+):
+    """An invite left in the session (provider never came back) is dropped by a later plain
+    "Continue with" sign-in: it cannot create an account while sign-up is closed."""
+    raw = _invite(app, admin)
+    assert client.get(f"/invite/oauth/oidc?token={raw}").status_code == 302  # abandoned
+    oidc_provider.set_user("sub-late", "late@example.test")
+    oauth_dance(client)
+    assert me(client).status_code == 401
+    assert "signup is closed" in client.get("/login").get_data(as_text=True)

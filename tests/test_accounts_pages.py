@@ -7,7 +7,7 @@ import pytest
 from tests.conftest import PASSWORD, csrf_from
 
 
-def test_signup_form_errors_are_next_to_fields_and_store_nothing(client, admin, auth):
+def test_signup_form_errors_are_next_to_fields_and_store_nothing(client, admin, auth, open_signup):
     token = csrf_from(client.get("/signup").get_data(as_text=True))
     resp = client.post(
         "/signup",

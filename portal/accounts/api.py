@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, g, jsonify, request
 
-from portal.accounts import services
+from portal.accounts import membership, services
 from portal.errors import AuthenticationRequired
 from portal.extensions import limiter
 from portal.validation import get_str
@@ -21,10 +21,11 @@ def auth_limit() -> str:
 @limiter.limit(auth_limit)
 def signup():
     data = json_body()
-    user = services.create_user(
-        email=get_str(data, "email", max_len=254),
-        username=get_str(data, "username", max_len=64),
-        password=services.check_password_strength(data.get("password")),
+    user = membership.sign_up(
+        email=data.get("email"),
+        username=data.get("username"),
+        password=data.get("password"),
+        invite=data.get("invite"),
     )
     body = services.token_pair(user)
     body["user"] = user.to_dict()
@@ -37,6 +38,7 @@ def login():
     data = json_body()
     login_value = data.get("login") or data.get("email") or data.get("username")
     user = services.authenticate(login_value, data.get("password"))
+    membership.password_change_gate(user, data.get("new_password"))
     body = services.token_pair(user)
     body["user"] = user.to_dict()
     return jsonify(body)
@@ -130,3 +132,6 @@ def _auth_error(err):
     from portal.web import error_json
 
     return error_json(err.message, 401, err.code)
+
+
+from portal.accounts import membership_api  # noqa: E402,F401  (routes on this blueprint)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from flask import url_for
-from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.db import Base, UTCDateTime, iso, utcnow
@@ -29,6 +29,11 @@ class User(Base):
     avatar_file: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # Set when an admin creates the account or resets its password: the next sign-in must
+    # choose a new password before anything else (portal/accounts/membership.py).
+    must_change_password: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
 
     identities: Mapped[list[OAuthIdentity]] = relationship(
         back_populates="user", cascade="all, delete-orphan"
@@ -69,6 +74,7 @@ class User(Base):
             "role": self.role,
             "active": self.is_active,
             "avatar_url": self.avatar_url,
+            "must_change_password": bool(self.must_change_password),
             "created_at": iso(self.created_at),
         }
 
@@ -112,3 +118,48 @@ class Setting(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class Invite(Base):
+    """A single-use sign-up link an admin made; only the token's SHA-256 is stored."""
+
+    __tablename__ = "invites"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    email: Mapped[str | None] = mapped_column(String(254))  # only this address may use it
+    role: Mapped[str] = mapped_column(String(16), default="user")
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    used_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    creator: Mapped[User | None] = relationship(foreign_keys=[created_by])
+    user: Mapped[User | None] = relationship(foreign_keys=[used_by])
+
+    def status(self, now: dt.datetime | None = None) -> str:
+        if self.used_at is not None:
+            return "used"
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at <= (now or utcnow()):
+            return "expired"
+        return "pending"
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "email": self.email,
+            "role": self.role,
+            "status": self.status(),
+            "created_by": (
+                {"id": self.creator.id, "username": self.creator.username} if self.creator else None
+            ),
+            "created_at": iso(self.created_at),
+            "expires_at": iso(self.expires_at),
+            "used_at": iso(self.used_at),
+            "used_by": {"id": self.user.id, "username": self.user.username} if self.user else None,
+            "revoked_at": iso(self.revoked_at),
+        }

@@ -104,7 +104,7 @@ def set_setting(key: str, value: str) -> None:
 
 
 def signup_open() -> bool:
-    default = "1" if current_app.config["PORTAL_SIGNUP_DEFAULT"] else "0"
+    default = "1" if current_app.config["PORTAL_SIGNUP_OPEN"] else "0"
     return get_setting("signup_open", default) == "1"
 
 
@@ -528,8 +528,9 @@ def oauth_sign_in(
     email: str | None,
     email_verified: bool,
     suggested_username: str | None,
+    invite: str | None = None,
 ) -> User:
-    """Find the user behind an already-linked OAuth identity, or create one (signup open only).
+    """Find the user behind an already-linked OAuth identity, or create one (signup open, or a valid `invite`).
 
     An identity is never linked here to an existing account by email: the portal has not
     verified the addresses of its accounts, so anyone could sign up as victim@corp and receive
@@ -558,8 +559,9 @@ def oauth_sign_in(
         raise AccessDenied(
             "the provider did not give a verified email address, so no account can be created"
         )
-    if user_count() > 0 and not signup_open():
-        raise AccessDenied("signup is closed on this portal; ask an admin for an account")
+    from portal.accounts import membership
+
+    admitted = membership.admit(invite, email)  # closed signup: only with a valid invite
     base = re.sub(r"[^A-Za-z0-9_.-]", "", (suggested_username or email.split("@")[0]))[:24]
     if len(base) < 2 or not base[0].isalnum():
         base = "user"
@@ -567,7 +569,9 @@ def oauth_sign_in(
     while db.session.scalar(select(User.id).where(User.username_key == username.lower())):
         n += 1
         username = f"{base}{n}"
-    user = create_user(email=email, username=username, password=None, check_open=False)
+    role = admitted.role if admitted else None
+    user = create_user(email=email, username=username, password=None, role=role, check_open=False)
+    membership.spend(admitted, user)
     link_identity(user, provider, subject, email)
     user.last_login_at = utcnow()
     return user

@@ -20,7 +20,7 @@ from flask import (
 )
 from flask_login import current_user, login_user, logout_user
 
-from portal.accounts import oauth, services
+from portal.accounts import membership, oauth, services
 from portal.accounts.api import auth_limit
 from portal.errors import PortalError
 from portal.extensions import db, limiter
@@ -71,10 +71,10 @@ def signup():
             err = services.ValidationError("the passwords do not match", field="password_confirm")
             return _form_error("accounts/signup.html", err, **ctx)
         try:
-            user = services.create_user(
+            user = membership.sign_up(
                 email=f.get("email", ""),
                 username=f.get("username", ""),
-                password=services.check_password_strength(f.get("password")),
+                password=f.get("password"),
             )
         except PortalError as err:
             return _form_error("accounts/signup.html", err, **ctx)
@@ -107,6 +107,7 @@ def oauth_start(name: str):
         abort(404)
     session["oauth_intent"] = "login"
     session["oauth_next"] = safe_next(request.args.get("next"), "")
+    session.pop("oauth_invite", None)  # only the invite page's own button carries one
     redirect_uri = url_for("accounts.oauth_callback", name=name, _external=True)
     return oauth.client(name).authorize_redirect(redirect_uri)
 
@@ -128,6 +129,7 @@ def oauth_callback(name: str):
         abort(404)
     intent = session.pop("oauth_intent", "login")
     nxt = session.pop("oauth_next", "")
+    invite = session.pop("oauth_invite", None)
     if request.args.get("error"):
         flash("Sign-in was cancelled at the provider.", "error")
         return redirect(url_for("accounts.profile" if intent == "link" else "accounts.login"))
@@ -144,7 +146,12 @@ def oauth_callback(name: str):
             flash(f"{label} is now linked to your account.", "success")
             return redirect(url_for("accounts.profile"))
         user = services.oauth_sign_in(
-            name, ident["subject"], ident["email"], ident["email_verified"], ident["username"]
+            name,
+            ident["subject"],
+            ident["email"],
+            ident["email_verified"],
+            ident["username"],
+            invite=invite,
         )
     except PortalError as err:
         db.session.rollback()
@@ -252,7 +259,9 @@ def avatar(filename: str):
 # ---------------------------------------------------------------- admin: users
 
 
-def _users_table(status: int = 200, error: str | None = None):
+def _users_table(status: int = 200, error: str | None = None, page: dict | None = None, **extra):
+    """The users table (HTMX) or the whole Users page; `page` fills the page's other parts
+    (invites, "create a user"), `extra` the table's (a reset password shown once)."""
     q = (request.values.get("q") or "").strip()[:100]
     users, total = services.list_users(q, limit=200)
     ctx = {
@@ -261,9 +270,13 @@ def _users_table(status: int = 200, error: str | None = None):
         "q": q,
         "error": error,
         "signup_open": services.signup_open(),
+        **extra,
     }
     if is_htmx() and request.headers.get("HX-Target") == "users-table":
         return render_template("admin/_users_table.html", **ctx), status
+    invites, invites_total = membership.list_invites(g.user)
+    ctx.update(invites=invites, invites_total=invites_total)
+    ctx.update(page or {})
     return render_template("admin/users.html", **ctx), status
 
 
@@ -304,3 +317,6 @@ def admin_signup():
     db.session.commit()
     flash("Signup is now " + ("open." if services.signup_open() else "closed."), "success")
     return redirect(url_for("accounts.admin_users"), 303)
+
+
+from portal.accounts import membership_views  # noqa: E402,F401  (routes on this blueprint)
