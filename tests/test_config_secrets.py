@@ -51,11 +51,11 @@ def start(clean_env, migrated_db):
         return app
 
     yield _start
+    from portal import signals
     from portal.extensions import db
 
     for app in apps:
-        for hook in app.extensions.get("portal_shutdown", []):
-            hook()
+        signals.shutdown(app)
     db.session.remove()
     if db.engine is not None:
         db.engine.dispose()
