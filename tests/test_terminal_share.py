@@ -137,3 +137,91 @@ def test_its_user_and_an_admin_watch_an_unshared_session_live(
         t.run(f"echo {marker}", rf"live{who.id}x5\r\n")
         w.read_until(rf"live{who.id}x5")
         w.close()
+
+
+def _get(live_server, path, headers):
+    return requests.get(f"{live_server.url}{path}", headers=headers, timeout=10)
+
+
+def test_a_watcher_never_gets_the_recording_and_closing_ends_the_share(
+    term_env, live_server, auth, make_user, grant_role, token_for, login, client
+):
+    """Sharing is live watching: a viewer of the machine who may watch the shared session
+    cannot download its recording (which holds output from before it was shared), not
+    while it runs and not after; closing the session ends its sharing."""
+    owner, machine, open_term = term_env
+    t = open_term()
+    sid = t.wait_control("ready")["session_id"]
+    t.run("echo private$((6*7))", r"private42\r\n")  # before sharing
+    assert _helpers.wait_for(  # in the file on disk (flushed within a few seconds)
+        lambda: (
+            "private42" in _get(live_server, f"/api/sessions/{sid}/recording", auth(owner)).text
+        ),
+        timeout=10,
+        interval=0.25,
+    )
+    viewer = make_user("recviewer")
+    grant_role(machine, viewer, "viewer")
+    machine_admin = make_user("recadmin")
+    grant_role(machine, machine_admin, "admin")
+    assert _share(live_server, auth(owner), sid).status_code == 200
+
+    w = _watch(live_server, sid, token_for(viewer))  # the viewer may watch it live
+    w.wait_control("ready")
+    w.close()
+    detail = _get(live_server, f"/api/sessions/{sid}", auth(viewer))
+    assert detail.status_code == 200 and detail.json()["recording_url"] is None
+    for query in ("", "?download=1"):
+        r = _get(live_server, f"/api/sessions/{sid}/recording{query}", auth(viewer))
+        assert r.status_code == 403, r.text
+        assert "error" in r.json() and "private42" not in r.text
+    login(viewer)
+    page = client.get(f"/sessions/{sid}")
+    assert page.status_code == 200 and "/recording" not in page.get_data(as_text=True)
+    # its user and the machine's admins replay it
+    for who in (owner, machine_admin):
+        assert _get(live_server, f"/api/sessions/{sid}", auth(who)).json()["recording_url"]
+        r = _get(live_server, f"/api/sessions/{sid}/recording", auth(who))
+        assert r.status_code == 200 and "private42" in r.text
+
+    r = requests.delete(f"{live_server.url}/api/terminal/sessions/{sid}", headers=auth(owner))
+    assert r.status_code == 204
+    body = _get(live_server, f"/api/sessions/{sid}", auth(owner)).json()
+    assert body["session"]["status"] == "closed" and body["session"]["shared"] is False
+    for path in (f"/api/sessions/{sid}", f"/api/sessions/{sid}/recording"):
+        assert _get(live_server, path, auth(viewer)).status_code == 404
+    listed = _get(live_server, f"/api/machines/{machine.agent_id}/sessions", auth(viewer))
+    assert sid not in [s["id"] for s in listed.json()["sessions"]]
+    assert client.get(f"/sessions/{sid}").status_code == 404
+    r = _get(live_server, f"/api/sessions/{sid}/recording", auth(machine_admin))
+    assert r.status_code == 200 and "private42" in r.text
+
+
+def test_a_session_closed_without_its_process_is_no_longer_shared(
+    app, term_env, live_server, auth, make_user, grant_role
+):
+    """The other ways a row is closed (its process is gone) end its sharing too, and a row
+    left closed and shared by an older version shows nothing to a viewer."""
+    from portal.extensions import db
+    from portal.terminal.models import TerminalSession
+
+    owner, machine, _open = term_env
+    viewer = make_user("ghostviewer")
+    grant_role(machine, viewer, "viewer")
+    gone = _helpers.live_row(app, machine, owner, "nohost-gone:1:1")
+    old = _helpers.live_row(app, machine, owner, "nohost-gone:1:1")
+    with app.app_context():
+        db.session.get(TerminalSession, gone).shared = True
+        row = db.session.get(TerminalSession, old)
+        row.shared, row.status = True, "closed"
+        db.session.commit()
+        db.session.remove()
+    assert _get(live_server, f"/api/sessions/{gone}", auth(viewer)).status_code == 200
+    r = requests.delete(f"{live_server.url}/api/terminal/sessions/{gone}", headers=auth(owner))
+    assert r.status_code == 204
+    with app.app_context():
+        row = db.session.get(TerminalSession, gone)
+        assert row.status == "closed" and row.shared is False
+        db.session.remove()
+    for sid in (gone, old):
+        assert _get(live_server, f"/api/sessions/{sid}", auth(viewer)).status_code == 404

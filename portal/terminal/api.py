@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from flask import Blueprint, g, jsonify, request, send_file
 
-from portal.errors import NotFound
 from portal.extensions import limiter
 from portal.terminal import services
 from portal.web import api_login_required, json_body
@@ -58,9 +57,7 @@ def detail(sid):
 @api_login_required
 def recording(sid):
     row = services.get_session(g.user, sid)
-    path = services.recording_file(row)
-    if path is None:
-        raise NotFound("no recording for this session")
+    path = services.recording_for(g.user, row)
     download = request.args.get("download") in ("1", "true", "yes")
     resp = send_file(
         path,

@@ -360,6 +360,7 @@ class Registry:
         if status == "closed":
             row.close_reason = (reason or "closed")[:255]
             row.ended_at = utcnow()
+            row.shared = False  # sharing is live watching: it ends with the session
 
     @staticmethod
     def _close_stale_row(sid: str, server_id: str, reason: str) -> None:
@@ -372,6 +373,7 @@ class Registry:
         if row is None or row.status not in LIVE or row.server_id != server_id:
             return
         row.status = "closed"
+        row.shared = False
         row.close_reason = reason[:255]
         row.ended_at = row.ended_at or utcnow()
 

@@ -76,13 +76,17 @@ def sessions_dicts(rows) -> list[dict]:
 
 
 def can_see(user, row: TerminalSession, machine=None) -> bool:
+    """Its user, global admins and the machine's admins; anyone with a role on the machine
+    while it is shared and live (sharing is live watching: it ends with the session)."""
     if user is None:
         return False
     if user.is_admin or row.user_id == user.id:
         return True
     machine = machine if machine is not None else access.machine_by_id(row.machine_id)
     role = access.role_of(user, machine)
-    return role == "admin" or (bool(row.shared) and role is not None)
+    if role == "admin":
+        return True
+    return bool(row.shared) and row.status in LIVE and role is not None
 
 
 def can_close(user, row: TerminalSession, machine=None) -> bool:
@@ -92,6 +96,12 @@ def can_close(user, row: TerminalSession, machine=None) -> bool:
         return True
     machine = machine if machine is not None else access.machine_by_id(row.machine_id)
     return access.role_of(user, machine) == "admin"
+
+
+def can_replay(user, row: TerminalSession, machine=None) -> bool:
+    """The recording holds everything the session printed, from before it was shared too:
+    its user, global admins and the machine's admins only, never a watcher."""
+    return can_close(user, row, machine)
 
 
 def can_share(user, row: TerminalSession) -> bool:
@@ -164,7 +174,7 @@ def session_detail(user, row: TerminalSession) -> dict:
     return {
         "session": session_dict(row),
         "commands": [log_.to_dict() for log_ in logs],
-        "recording_url": recording_url(row),
+        "recording_url": recording_url(row) if can_replay(user, row) else None,
     }
 
 
@@ -218,6 +228,7 @@ def close_session(user, row: TerminalSession, reason: str | None = None) -> None
         )
     # Nobody holds it (its process is gone): mark it closed here.
     row.status = "closed"
+    row.shared = False  # sharing is live watching: it ends with the session
     row.close_reason = reason[:255]
     row.ended_at = row.ended_at or utcnow()
     db.session.flush()
@@ -331,6 +342,16 @@ def recording_file(row: TerminalSession) -> Path | None:
     return path if path.is_file() else None
 
 
+def recording_for(user, row: TerminalSession) -> Path:
+    """The session's recording file for `user` (AccessDenied / NotFound)."""
+    if not can_replay(user, row):
+        raise AccessDenied("only the session's user or an admin of the machine may replay it")
+    path = recording_file(row)
+    if path is None:
+        raise NotFound("no recording for this session")
+    return path
+
+
 def recording_max_bytes() -> int:
     """PORTAL_RECORDING_MAX_BYTES: output bytes recorded per session (0 = no cap)."""
     from portal.terminal.recorder import DEFAULT_MAX_BYTES
@@ -387,6 +408,7 @@ def close_ghosts(reason: str = "server restarted", *, other_hosts: bool = False)
             alive = False
         if alive is False:
             row.status = "closed"
+            row.shared = False
             row.close_reason = reason
             row.ended_at = row.ended_at or utcnow()
             n += 1
