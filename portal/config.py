@@ -150,6 +150,8 @@ def load_config(instance_path: str, given: Mapping | None = None) -> dict:
         "PORTAL_JWT_TTL": _int("PORTAL_JWT_TTL", 24 * 3600),
         "PORTAL_REFRESH_TTL": _int("PORTAL_REFRESH_TTL", 30 * 24 * 3600),
         "PORTAL_MAX_SESSIONS_PER_USER": _int("PORTAL_MAX_SESSIONS_PER_USER", 10),
+        "PORTAL_MAX_WATCHERS_PER_USER": _int("PORTAL_MAX_WATCHERS_PER_USER", 10),
+        "PORTAL_MAX_WATCHERS_PER_SESSION": _int("PORTAL_MAX_WATCHERS_PER_SESSION", 20),
         "PORTAL_SESSION_GRACE": _int("PORTAL_SESSION_GRACE", 120),
         "PORTAL_IDLE_TIMEOUT": _int("PORTAL_IDLE_TIMEOUT", 3600),
         "PORTAL_RECORDINGS_DIR": env("PORTAL_RECORDINGS_DIR") or str(instance / "recordings"),

@@ -225,3 +225,82 @@ def test_a_session_closed_without_its_process_is_no_longer_shared(
         db.session.remove()
     for sid in (gone, old):
         assert _get(live_server, f"/api/sessions/{sid}", auth(viewer)).status_code == 404
+
+
+# ---------------------------------------------------------------- watcher caps
+
+
+def _refused_watch(live_server, sid, token):
+    import websocket
+
+    with pytest.raises(websocket.WebSocketBadStatusException) as exc:
+        _watch(live_server, sid, token)
+    return exc.value.status_code, (exc.value.resp_body or b"").decode()
+
+
+class TestWatcherCaps:
+    @pytest.fixture
+    def app_config(self, app_config):
+        return {
+            **app_config,
+            "PORTAL_MAX_WATCHERS_PER_USER": 2,
+            "PORTAL_MAX_WATCHERS_PER_SESSION": 3,
+        }
+
+    def test_watch_sockets_are_capped_per_user_and_per_session(
+        self, app, term_env, live_server, auth, make_user, grant_role, token_for
+    ):
+        """Each watch socket costs threads: past PORTAL_MAX_WATCHERS_PER_USER (per user) or
+        PORTAL_MAX_WATCHERS_PER_SESSION (per session) the upgrade is refused with 429 and a
+        reason; a socket that ends, however it ends, gives its place back."""
+        owner, machine, open_term = term_env
+        t = open_term()
+        sid = t.wait_control("ready")["session_id"]
+        assert _share(live_server, auth(owner), sid).status_code == 200
+        a, b = make_user("watcher-a"), make_user("watcher-b")
+        for who in (a, b):
+            grant_role(machine, who, "viewer")
+        token_a, token_b = token_for(a), token_for(b)
+        reg = app.extensions["portal_terminal"]
+
+        mine = [_watch(live_server, sid, token_a) for _ in range(2)]
+        for w in mine:
+            w.wait_control("ready")
+        status, body = _refused_watch(live_server, sid, token_a)
+        assert status == 429 and "2 watch sockets open" in body
+        # the per-session cap: a third watcher (another user) fits, a fourth does not
+        other = _watch(live_server, sid, token_b)
+        other.wait_control("ready")
+        status, body = _refused_watch(live_server, sid, token_for(owner))
+        assert status == 429 and "already has 3 watchers" in body
+
+        # a closed watcher gives its place back (the refused ones never took one)
+        mine.pop().close()
+        again = _helpers.wait_for(lambda: _try_watch(live_server, sid, token_a), timeout=10)
+        assert again is not None
+        again.wait_control("ready")
+        status, _body = _refused_watch(live_server, sid, token_a)
+        assert status == 429
+
+        # watchers refused after the upgrade (not shared any more) give their place back too
+        for w in (*mine, again, other):
+            w.close()
+        assert _share(live_server, auth(owner), sid, shared=False).status_code == 200
+        assert _helpers.wait_for(lambda: not reg.watch_places, timeout=10)
+        for _ in range(3):
+            w = _watch(live_server, sid, token_a)
+            assert "no such session" in w.wait_control("error")["message"]
+            w.drain_close()
+            w.close()
+        assert _helpers.wait_for(lambda: not reg.watch_places, timeout=10), reg.watch_places
+        t.close()
+
+
+def _try_watch(live_server, sid, token):
+    import websocket
+
+    try:
+        return _watch(live_server, sid, token)
+    except websocket.WebSocketBadStatusException as exc:
+        assert exc.status_code == 429
+        return None

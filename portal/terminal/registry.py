@@ -87,6 +87,10 @@ class Registry:
         self.grace = int(cfg.get("PORTAL_SESSION_GRACE", 120))
         self.idle_timeout = int(cfg.get("PORTAL_IDLE_TIMEOUT", 0) or 0)
         self.cap = int(cfg.get("PORTAL_MAX_SESSIONS_PER_USER", 0) or 0)
+        # Watch sockets each cost threads: caps per user and per session (0 = no cap).
+        self.watch_cap_user = int(cfg.get("PORTAL_MAX_WATCHERS_PER_USER", 0) or 0)
+        self.watch_cap_session = int(cfg.get("PORTAL_MAX_WATCHERS_PER_SESSION", 0) or 0)
+        self.watch_places: dict[tuple[str, object], int] = {}  # ("u", uid) / ("s", sid) -> n
         self.server_id = make_server_id()
         self.bus = make_bus(cfg)
         self.sessions: dict[str, object] = {}
@@ -423,6 +427,35 @@ class Registry:
             time.sleep(0.05)
 
     # ------------------------------------------------------------ watchers
+
+    def take_watch_place(self, user_id: int, sid: str) -> str | None:
+        """A place for a watch socket of this process, taken before its upgrade: None when
+        taken (give it back with give_watch_place), else why not (a cap is reached)."""
+        user_key, sid_key = ("u", user_id), ("s", sid)
+        with self.lock:
+            places = self.watch_places
+            if self.watch_cap_user and places.get(user_key, 0) >= self.watch_cap_user:
+                return (
+                    f"you already have {self.watch_cap_user} watch sockets open, the most"
+                    " allowed; close one first"
+                )
+            if self.watch_cap_session and places.get(sid_key, 0) >= self.watch_cap_session:
+                return (
+                    f"this session already has {self.watch_cap_session} watchers, the most"
+                    " allowed; try again later"
+                )
+            places[user_key] = places.get(user_key, 0) + 1
+            places[sid_key] = places.get(sid_key, 0) + 1
+        return None
+
+    def give_watch_place(self, user_id: int, sid: str) -> None:
+        with self.lock:
+            for key in (("u", user_id), ("s", sid)):
+                n = self.watch_places.get(key, 0) - 1
+                if n > 0:
+                    self.watch_places[key] = n
+                else:
+                    self.watch_places.pop(key, None)
 
     def add_watcher(self, w) -> None:
         """A watch socket of this process: `w` has user_id, machine_id, sid and kick(reason)."""

@@ -705,6 +705,28 @@ class _WatchQueue:
             return items
 
 
+@bp.before_request
+def _take_watch_place():
+    """Each watch socket costs threads: its place (per user, per session, in this process) is
+    taken after authentication and before the upgrade; over a cap the answer is a plain 429.
+    The place is given back when the request ends, however it ends."""
+    if request.endpoint != "terminal_ws.watch" or g.get("ws_user") is None:
+        return None
+    sid = str((request.view_args or {}).get("sid", ""))[:36]
+    why = services.registry().take_watch_place(g.ws_user.id, sid)
+    if why:
+        return _plain(429, why)
+    g.ws_watch_place = (g.ws_user.id, sid)
+    return None
+
+
+@bp.teardown_request
+def _give_watch_place(_exc=None):
+    place = g.pop("ws_watch_place", None)
+    if place is not None:
+        services.registry().give_watch_place(*place)
+
+
 @sock.route("/api/terminal/sessions/<sid>/watch/ws", bp=bp)
 @_reader_last
 def watch(ws, sid):
