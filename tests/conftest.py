@@ -95,6 +95,7 @@ def app_config(migrated_db, tmp_path):
         "PORTAL_INSTANCE_PATH": str(tmp_path / "instance"),
         "SECRET_KEY": "test-secret-" + uuid.uuid4().hex,
         "PORTAL_AUTH_RATE_LIMIT": "1000 per minute",
+        "PORTAL_ARGON2_PROFILE": "cheapest",  # honoured only with TESTING (production unchanged)
         "PORTAL_UPLOADS_DIR": str(tmp_path / "uploads"),
         "PORTAL_RECORDINGS_DIR": str(tmp_path / "recordings"),
         "SERVER_NAME": None,

@@ -12,14 +12,14 @@ def quick_users(app, *specs):
     """Users straight into the table with one shared argon2 hash: the API tests need many
     users and the hash is what costs time (tests that sign in through the form use PASSWORD)."""
     from portal.accounts.models import User
-    from portal.accounts.services import ph
+    from portal.accounts.services import hasher
     from portal.extensions import db
     from tests.conftest import PASSWORD
 
-    if "h" not in _HASH:
-        _HASH["h"] = ph.hash(PASSWORD)
     out = []
     with app.app_context():
+        if "h" not in _HASH:
+            _HASH["h"] = hasher().hash(PASSWORD)
         for spec in specs:
             name, _, role = spec.partition(":")
             u = User(

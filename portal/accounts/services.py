@@ -12,10 +12,11 @@ import uuid
 from functools import lru_cache
 from pathlib import Path
 
+import argon2.profiles
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from flask import current_app
+from flask import current_app, has_app_context
 from sqlalchemy import func, select, update
 
 from portal import signals
@@ -33,8 +34,25 @@ from portal.extensions import db
 from portal.validation import get_str
 
 ph = PasswordHasher()  # argon2id with the library's current recommended parameters
+# Tests only: with TESTING and PORTAL_ARGON2_PROFILE = "cheapest", argon2's cheapest parameters
+# (the suite would spend most of its time hashing). Anything else uses `ph`.
+_CHEAPEST = PasswordHasher.from_parameters(argon2.profiles.CHEAPEST)
 # Verified against when the user does not exist, so login timing does not reveal accounts.
-_DUMMY_HASH = ph.hash(secrets.token_urlsafe(16))
+_DUMMY_HASHES: dict[int, str] = {}
+
+
+def hasher() -> PasswordHasher:
+    cfg = current_app.config if has_app_context() else {}
+    if cfg.get("TESTING") and cfg.get("PORTAL_ARGON2_PROFILE") == "cheapest":
+        return _CHEAPEST
+    return ph
+
+
+def _dummy_hash(h: PasswordHasher) -> str:
+    if id(h) not in _DUMMY_HASHES:
+        _DUMMY_HASHES[id(h)] = h.hash(secrets.token_urlsafe(16))
+    return _DUMMY_HASHES[id(h)]
+
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{1,31}$")
 EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
@@ -185,7 +203,7 @@ def create_user(
         email=email,
         username=username,
         username_key=username.lower(),
-        password_hash=ph.hash(password) if password else None,
+        password_hash=hasher().hash(password) if password else None,
         role=role or ("admin" if first else "user"),
         active=True,
         token_version=0,
@@ -203,20 +221,21 @@ def authenticate(login, password) -> User:
     if "\x00" in login or "\x00" in password:
         raise failure
     user = find_user(login)
+    h = hasher()
     if user is None or not user.password_hash:
         try:
-            ph.verify(_DUMMY_HASH, password or "x")
+            h.verify(_dummy_hash(h), password or "x")
         except (VerificationError, InvalidHashError):
             pass
         raise failure
     try:
-        ph.verify(user.password_hash, password)
+        h.verify(user.password_hash, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         raise failure from None
     if not user.is_active:
         raise failure
-    if ph.check_needs_rehash(user.password_hash):
-        user.password_hash = ph.hash(password)
+    if h.check_needs_rehash(user.password_hash):
+        user.password_hash = h.hash(password)
     user.last_login_at = utcnow()
     db.session.flush()
     return user
@@ -225,13 +244,13 @@ def authenticate(login, password) -> User:
 def change_password(user: User, current_password, new_password) -> None:
     if user.password_hash:
         try:
-            ph.verify(
+            hasher().verify(
                 user.password_hash, current_password if isinstance(current_password, str) else ""
             )
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             raise ValidationError("current password is wrong", field="current_password") from None
     check_password_strength(new_password, field="new_password")
-    user.password_hash = ph.hash(new_password)
+    user.password_hash = hasher().hash(new_password)
     revoke_all_tokens(user)
 
 
