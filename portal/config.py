@@ -141,6 +141,7 @@ def load_config(instance_path: str, given: Mapping | None = None) -> dict:
         else vault_key(),
         "DATABASE_URL": env("DATABASE_URL") or f"sqlite:///{instance / 'portal.db'}",
         "REDIS_URL": redis_url,
+        "PORTAL_DB_POOL_TIMEOUT": _int("PORTAL_DB_POOL_TIMEOUT", 10),
         "PORTAL_BASE_URL": (env("PORTAL_BASE_URL") or "").rstrip("/") or None,
         "PORTAL_TRUSTED_PROXIES": _int("PORTAL_TRUSTED_PROXIES", 0),
         # Sign-up after the first (admin) account: closed unless set; admins invite people.

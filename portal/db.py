@@ -73,13 +73,14 @@ def _create_sqlite_file(url: str) -> None:
             pass
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, pool_timeout: float = 10) -> Engine:
     if url.startswith("sqlite"):
         _create_sqlite_file(url)
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
-    # A request waits at most 10 s for a pooled connection, then answers 503 (web._db_busy).
-    kwargs: dict = {"pool_pre_ping": True, "future": True, "pool_timeout": 10}
+    # A request waits at most `pool_timeout` s (PORTAL_DB_POOL_TIMEOUT, default 10) for a
+    # pooled connection, then answers 503 (web._db_busy).
+    kwargs: dict = {"pool_pre_ping": True, "future": True, "pool_timeout": pool_timeout}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
     else:
@@ -123,7 +124,9 @@ class Database:
         if self.engine is not None:
             self.session.remove()
             self.engine.dispose()
-        self.engine = make_engine(app.config["DATABASE_URL"])
+        self.engine = make_engine(
+            app.config["DATABASE_URL"], float(app.config.get("PORTAL_DB_POOL_TIMEOUT", 10))
+        )
         self.session.configure(bind=self.engine)
         app.extensions["portal_db"] = self
 

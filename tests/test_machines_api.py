@@ -4,10 +4,13 @@ bad input, broadcast, allowed networks, CLI (probe, vault rotate)."""
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -707,7 +710,12 @@ def test_running_commands_hold_no_database_connection(
 
     alice = make_user("alice")
     m = sshd_machine(alice)
-    n, marker = 32, "sleep 15.317"
+    # Each command waits for a file the test creates once it has checked what it checks: no
+    # fixed sleep (the commands run exactly as long as the test needs them to).
+    gate = Path(tempfile.mkdtemp(prefix="portal-gate-"))
+    gate.chmod(0o755)  # the login user of the sshd looks for the file in it
+    release = gate / "go"
+    n, marker = 32, f"until [ -e {release} ]; do sleep 0.1; done"
     codes: list[int] = []
 
     def run():
@@ -720,41 +728,51 @@ def test_running_commands_hold_no_database_connection(
         codes.append(r.status_code)
 
     threads = [threading.Thread(target=run) for _ in range(n)]
-    for t in threads:
-        t.start()
+    try:
+        for t in threads:
+            t.start()
 
-    def running() -> int:
-        out = subprocess.run(
-            ["pgrep", "-c", "-u", sshd.username, "-f", marker], capture_output=True
-        )
-        return int(out.stdout or 0)
+        def running() -> int:
+            out = subprocess.run(
+                ["pgrep", "-c", "-u", sshd.username, "-f", str(release)], capture_output=True
+            )
+            return int(out.stdout or 0)
 
-    deadline = time.monotonic() + 60
-    while running() < n and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert running() >= n
-    r = requests.get(f"{live_server.url}/api/machines", headers=auth(alice), timeout=60)
-    assert r.status_code == 200
-    assert all(t.is_alive() for t in threads)  # answered while every command still ran
-    for t in threads:
-        t.join(120)
+        deadline = time.monotonic() + 60
+        while running() < n and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert running() >= n
+        r = requests.get(f"{live_server.url}/api/machines", headers=auth(alice), timeout=60)
+        assert r.status_code == 200
+        assert all(t.is_alive() for t in threads)  # answered while every command still ran
+    finally:
+        release.touch()
+        for t in threads:
+            t.join(120)
+        shutil.rmtree(gate, ignore_errors=True)
     assert codes == [200] * n
 
 
-def test_exhausted_database_pool_is_503_not_500(app, client, make_user, auth):
-    from portal.extensions import db
+class TestExhaustedDatabasePool:
+    @pytest.fixture
+    def app_config(self, app_config):
+        return {**app_config, "PORTAL_DB_POOL_TIMEOUT": 1}  # the request waits 1 s, not 10
 
-    headers = auth(make_user("alice"))
-    pool = db.engine.pool
-    held = []
-    try:
-        while True:  # every connection the pool may hand out, checked out and held
-            held.append(db.engine.connect())
-            if pool.checkedout() >= pool.size() + max(0, pool._max_overflow):  # noqa: SLF001
-                break
-        r = client.get("/api/machines", headers=headers)
-    finally:
-        for c in held:
-            c.close()
-    assert r.status_code == 503
-    assert r.json["code"] == "busy" and r.headers["Retry-After"] == "5"
+    def test_exhausted_database_pool_is_503_not_500(self, app, client, make_user, auth):
+        from portal.extensions import db
+
+        assert db.engine.pool.timeout() == 1
+        headers = auth(make_user("alice"))
+        pool = db.engine.pool
+        held = []
+        try:
+            while True:  # every connection the pool may hand out, checked out and held
+                held.append(db.engine.connect())
+                if pool.checkedout() >= pool.size() + max(0, pool._max_overflow):  # noqa: SLF001
+                    break
+            r = client.get("/api/machines", headers=headers)
+        finally:
+            for c in held:
+                c.close()
+        assert r.status_code == 503
+        assert r.json["code"] == "busy" and r.headers["Retry-After"] == "5"
