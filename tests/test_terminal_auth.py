@@ -16,17 +16,17 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def _browser_cookie(live_server, user) -> str:
-    s = requests.Session()
-    html = s.get(f"{live_server.url}/login").text
     from tests.conftest import csrf_from
 
-    r = s.post(
-        f"{live_server.url}/login",
-        data={"login": user.username, "password": PASSWORD, "csrf_token": csrf_from(html)},
-        allow_redirects=False,
-    )
-    assert r.status_code == 303
-    return "; ".join(f"{k}={v}" for k, v in s.cookies.items())
+    with requests.Session() as s:  # closed: its kept-alive connection goes with it
+        html = s.get(f"{live_server.url}/login").text
+        r = s.post(
+            f"{live_server.url}/login",
+            data={"login": user.username, "password": PASSWORD, "csrf_token": csrf_from(html)},
+            allow_redirects=False,
+        )
+        assert r.status_code == 303
+        return "; ".join(f"{k}={v}" for k, v in s.cookies.items())
 
 
 def _status_of_refused(url, **kw) -> int:
@@ -43,9 +43,11 @@ def test_cookie_with_the_portal_origin_opens(term_env, live_server):
         cookie=cookie,
         origin=live_server.url,
     )
-    t.wait_control("ready")
-    t.run("echo $((20+22))", r"42\r\n")
-    t.close()
+    try:
+        t.wait_control("ready")
+        t.run("echo $((20+22))", r"42\r\n")
+    finally:
+        t.close()
 
 
 def test_cookie_from_another_origin_is_refused_before_upgrade(term_env, live_server):
@@ -73,8 +75,10 @@ def test_ticket_is_single_use(term_env, live_server, auth):
     assert body["expires_in"] == 60 and len(body["ticket"]) >= 32
     url = f"{ws_base(live_server)}/api/terminal/{machine.agent_id}/ws?ticket={body['ticket']}"
     t = Term(url)
-    t.wait_control("ready")
-    t.close()
+    try:
+        t.wait_control("ready")
+    finally:
+        t.close()
     assert _status_of_refused(url) == 401
 
 
@@ -154,10 +158,12 @@ def test_a_ticket_for_one_machine_opens_nothing_on_another(
         f"{live_server.url}/api/terminal/{machine.agent_id}/ticket", headers=auth(owner)
     ).json()["ticket"]
     t = Term(f"{ws_base(live_server)}/api/terminal/{other.agent_id}/ws?ticket={ticket}")
-    assert t.wait_control("error")["message"] == "this ticket is for another machine"
-    assert not any(c["type"] == "ready" for c in t.controls)
-    t.drain_close()
-    t.close()
+    try:
+        assert t.wait_control("error")["message"] == "this ticket is for another machine"
+        assert not any(c["type"] == "ready" for c in t.controls)
+        t.drain_close()
+    finally:
+        t.close()
     assert t.close_code == 1008
     sessions = requests.get(
         f"{live_server.url}/api/machines/{other.agent_id}/sessions", headers=auth(owner)

@@ -110,13 +110,32 @@ class TestRedisBus:
             signals.shutdown(app2)
 
     def test_ticket_lives_in_redis(self, app, term_env, live_server, auth):
+        """The ticket is stored in Redis (any worker can redeem it), under the bus prefix, by
+        its hash, with its TTL; redeeming it deletes it there."""
+        import hashlib
+        import json
+
+        import redis
+
         owner, machine, _open = term_env
         ticket = requests.post(
             f"{live_server.url}/api/terminal/{machine.agent_id}/ticket", headers=auth(owner)
         ).json()["ticket"]
-        t = Term(f"{ws_base(live_server)}/api/terminal/{machine.agent_id}/ws?ticket={ticket}")
-        t.wait_control("ready")
-        t.close()
+        prefix = app.config["PORTAL_TERMINAL_BUS_PREFIX"]
+        key = f"{prefix}:ticket:{hashlib.sha256(ticket.encode()).hexdigest()}"
+        r = redis.Redis(host="127.0.0.1", port=6379)
+        try:
+            stored = json.loads(r.get(key))
+            assert stored["user_id"] == owner.id and stored["agent_id"] == machine.agent_id
+            assert 0 < r.ttl(key) <= 60
+            assert ticket not in str(r.keys(f"{prefix}:*"))  # only its hash is stored
+            assert app.extensions["portal_terminal"].bus.ticket_count() == 0  # not in-process
+            t = Term(f"{ws_base(live_server)}/api/terminal/{machine.agent_id}/ws?ticket={ticket}")
+            t.wait_control("ready")
+            t.close()
+            assert r.exists(key) == 0  # single use: taken from Redis
+        finally:
+            r.close()
 
 
 def test_its_user_and_an_admin_watch_an_unshared_session_live(
