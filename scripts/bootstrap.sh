@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make this checkout ready to run (`run`) or test (`test`): Debian packages, a virtualenv
-# in .venv, the pinned Python dependencies. Idempotent and quick when nothing changed.
+# in .venv, the Python dependencies from the lock file (hashes checked). Idempotent and quick
+# when nothing changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-run}"
@@ -29,13 +30,16 @@ if [ ! -x .venv/bin/python ]; then
   echo "bootstrap: creating .venv"
   "$PY" -m venv .venv
 fi
-extra=""
-[ "$mode" = "test" ] && extra="[test]"
+# Every package, transitive ones and the build backend included, comes from the lock file at
+# its pinned version with its hash checked (`make lock` regenerates the files from
+# pyproject.toml); then the portal itself, editable, with nothing more.
+lock="requirements.lock"
+[ "$mode" = "test" ] && lock="requirements-test.lock"
 stamp=".venv/.installed-${mode}"
-want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+want="$(cat "$lock" pyproject.toml | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "bootstrap: installing Python dependencies ($mode)"
-  .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extra}"
+  echo "bootstrap: installing Python dependencies ($mode) from $lock"
+  .venv/bin/python -m pip install -q --disable-pip-version-check --require-hashes -r "$lock"
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
   echo "$want" > "$stamp"
 fi
