@@ -16,17 +16,58 @@ check ("not closed") and write both happen while this thread holds `clear_to_sen
 is on the wire before any CLOSE of ours. Lock order: `clear_to_send_lock`, then
 `channel.lock` (paramiko never takes them the other way round), and `channel.lock` is not
 held during the write, so the transport thread keeps reading while a send blocks.
+
+**Version guard.** The above relies on paramiko internals (`clear_to_send_lock`,
+`clear_to_send`, `_send_message`, `Channel._send_eof`, `Channel._wait_for_send_window`),
+and `limit_packets` / `guard_window` below on others (`Packetizer.read_all`, the channel's
+`in_buffer`/`in_stderr_buffer` pipes and `in_window_size`). They were read against paramiko
+`PINNED` (5.1.0) only: on any other version `INTERNALS` is False and every function takes
+the public path instead — `shutdown_write()`, `sendall()`, `resize_pty()` (the race above
+is back; a `signal` request is not sent at all, paramiko has no public call for it), no
+packet-length cap, and a watcher thread that polls the public buffer lengths instead of the
+per-packet window check. `tests/test_ssh_limits.py::test_paramiko_is_the_pinned_version` fails
+when the installed paramiko differs: re-verify these internals against it, then move
+`PINNED`. This is the one module allowed to touch paramiko internals.
+
+**Limits on what a machine may send** (a machine's sshd is whatever its owner runs):
+paramiko reads a packet of any announced length (up to 4 GiB) into memory, and buffers
+channel data whether or not it fits the window it advertised. `limit_packets(transport)`
+refuses packets longer than OpenSSH's own limit (256 KiB; RFC 4253 requires 35000 bytes);
+`guard_window(channel, on_exceeded)` caps what a channel holds unread at the window we
+granted plus OpenSSH's 10 % grace: more means the peer ignored the window (a protocol
+violation), and the channel's data is dropped from then on, `on_exceeded()` runs and the
+connection is closed, as OpenSSH does ("peer ignored channel window").
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Callable
 
 import paramiko
 from paramiko.common import cMSG_CHANNEL_DATA, cMSG_CHANNEL_REQUEST
 
-__all__ = ["channel_request", "send_eof", "send_if_open", "send_request", "sendall"]
+__all__ = [
+    "INTERNALS",
+    "MAX_PACKET",
+    "PINNED",
+    "channel_request",
+    "guard_window",
+    "limit_packets",
+    "send_eof",
+    "send_request",
+    "sendall",
+    "window_limit",
+]
+
+log = logging.getLogger(__name__)
+
+#: The paramiko release whose internals this module was checked against.
+PINNED = "5.1.0"
+#: True: the internal paths below; False (another paramiko): the public fallbacks.
+INTERNALS = paramiko.__version__ == PINNED
 
 
 def _hold_clear_to_send(t: paramiko.Transport) -> bool:
@@ -49,7 +90,10 @@ def send_if_open(
     channel: paramiko.Channel, build: Callable[[paramiko.Channel], paramiko.Message | None]
 ) -> bool:
     """Send the message `build(channel)` returns (called under `channel.lock`, only while the
-    channel is open) unless the channel is closed. True when it was written."""
+    channel is open) unless the channel is closed. True when it was written.
+    Pinned paramiko only (`INTERNALS`): the callers below take their public path otherwise."""
+    if not INTERNALS:
+        raise NotImplementedError(f"send_if_open needs paramiko {PINNED}")
     t = channel.transport
     if t is None or not _hold_clear_to_send(t):
         return False
@@ -68,6 +112,11 @@ def send_if_open(
 
 def send_eof(channel: paramiko.Channel) -> bool:
     """`channel.shutdown_write()`, never after our CLOSE. True when the EOF was sent now."""
+    if not INTERNALS:
+        if channel.closed:
+            return False
+        channel.shutdown_write()
+        return True
     return send_if_open(channel, lambda ch: ch._send_eof())
 
 
@@ -90,6 +139,17 @@ def channel_request(
 
 def send_request(channel: paramiko.Channel, kind: str, *args: str | int) -> bool:
     """A channel request without a reply (`signal`, `window-change`) while the channel is open."""
+    if not INTERNALS:
+        if channel.closed:
+            return False
+        if kind == "window-change":
+            cols, rows, width_px, height_px = args
+            try:
+                channel.resize_pty(cols, rows, width_px, height_px)
+            except paramiko.SSHException:  # "Channel is not open" (EOF received or sent)
+                return False
+            return True
+        return False  # no public call for it
     return send_if_open(channel, lambda ch: channel_request(ch, kind, False, *args))
 
 
@@ -98,6 +158,9 @@ def sendall(channel: paramiko.Channel, data: bytes) -> None:
 
     Takes send window as `Channel._send` does (waiting under `channel.lock` while the
     remote's window is full). Raises OSError once the channel is closed."""
+    if not INTERNALS:
+        channel.sendall(data)
+        return
     view = memoryview(data)
     while view:
         with channel.lock:
@@ -118,3 +181,131 @@ def sendall(channel: paramiko.Channel, data: bytes) -> None:
         if not send_if_open(channel, build):
             raise OSError("Socket is closed")
         view = view[size:]
+
+
+# --------------------------------------------------------------------------- limits
+
+#: Longest SSH packet accepted (OpenSSH's PACKET_MAX_SIZE; RFC 4253 6.1 requires 35000).
+MAX_PACKET = 256 * 1024
+_MAC_MAX = 64  # the longest MAC/tag read with a packet (hmac-sha2-512)
+
+
+def limit_packets(transport: paramiko.Transport) -> bool:
+    """Refuse received packets longer than MAX_PACKET (an SSHException in the transport's
+    thread: the connection ends) instead of reading them into memory. Call before
+    `start_client`. False when not installed (another paramiko)."""
+    if not INTERNALS:
+        return False
+    pk = transport.packetizer
+    read_all = pk.read_all  # Packetizer.read_message reads each packet's rest with it
+
+    def capped(n: int, check_rekey: bool = False) -> bytes:
+        if n > MAX_PACKET + _MAC_MAX:
+            raise paramiko.SSHException(f"packet too long ({n} bytes, limit {MAX_PACKET})")
+        return read_all(n, check_rekey)
+
+    pk.read_all = capped
+    return True
+
+
+def window_limit(channel: paramiko.Channel) -> int:
+    """Unread bytes a channel may hold: the receive window granted (what paramiko
+    advertised; it only grants more as the buffer is read) plus 10 % and one packet."""
+    window = max(int(channel.in_window_size), 1)
+    return window + window // 10 + max(int(channel.in_max_packet_size), 35000)
+
+
+def _buffered(channel: paramiko.Channel) -> int:
+    return len(channel.in_buffer) + len(channel.in_stderr_buffer)
+
+
+def _exceeded(channel: paramiko.Channel, on_exceeded: Callable[[], None]) -> None:
+    """The peer ignored the window: `on_exceeded()`, then close the connection (in a thread
+    of its own: never blocks paramiko's transport thread)."""
+    transport = channel.get_transport()
+    log.warning(
+        "ssh: the server sent more on channel %s than its window allows (limit %d bytes): "
+        "closing the connection",
+        channel.get_id(),
+        window_limit(channel),
+    )
+
+    def end() -> None:
+        try:
+            on_exceeded()
+        except Exception:
+            log.exception("ssh: window-exceeded handler failed")
+        finally:
+            if transport is not None:
+                transport.close()
+
+    threading.Thread(target=end, name="ssh-window-exceeded", daemon=True).start()
+
+
+def guard_window(channel: paramiko.Channel, on_exceeded: Callable[[], None]) -> None:
+    """Cap what `channel` holds unread at `window_limit(channel)` (see the module's doc).
+
+    Pinned paramiko: every data packet is checked as paramiko's transport thread hands it
+    to the channel's pipes (stdout and stderr; call after any pipe is replaced), so the
+    buffer never exceeds the limit; past it, data is dropped. Another paramiko: a watcher
+    thread polls the public buffer lengths (`len(channel.in_buffer)`) every 0.1 s.
+    """
+    limit = window_limit(channel)
+    if not INTERNALS:
+        _Watcher.add(channel, limit, on_exceeded)
+        return
+    out, err = channel.in_buffer, channel.in_stderr_buffer
+    tripped = False
+
+    def guarded(feed: Callable[[bytes], None]) -> Callable[[bytes], None]:
+        def feed_checked(data: bytes) -> None:
+            nonlocal tripped
+            if tripped:
+                return
+            if len(out) + len(err) + len(data) > limit:
+                tripped = True
+                _exceeded(channel, on_exceeded)
+                return
+            feed(data)
+
+        return feed_checked
+
+    out.feed = guarded(out.feed)
+    err.feed = guarded(err.feed)
+
+
+class _Watcher:
+    """Another paramiko's fallback for `guard_window`: one thread for all guarded channels
+    (while there are any), polling their buffered bytes (public: the pipes' lengths)."""
+
+    INTERVAL = 0.1
+    _lock = threading.Lock()
+    _channels: dict = {}  # channel -> (limit, on_exceeded); dropped once closed
+    _thread: threading.Thread | None = None
+
+    @classmethod
+    def add(cls, channel: paramiko.Channel, limit: int, on_exceeded: Callable[[], None]) -> None:
+        with cls._lock:
+            cls._channels[channel] = (limit, on_exceeded)
+            if cls._thread is None:
+                cls._thread = threading.Thread(
+                    target=cls._run, name="ssh-window-watch", daemon=True
+                )
+                cls._thread.start()
+
+    @classmethod
+    def _run(cls) -> None:
+        while True:
+            time.sleep(cls.INTERVAL)
+            with cls._lock:
+                if not cls._channels:
+                    cls._thread = None
+                    return
+                items = list(cls._channels.items())
+            for channel, (limit, on_exceeded) in items:
+                over = not channel.closed and _buffered(channel) > limit
+                if channel.closed or over:
+                    with cls._lock:
+                        cls._channels.pop(channel, None)
+                if over:
+                    _exceeded(channel, on_exceeded)

@@ -296,6 +296,8 @@ def handshake(
 
     Returns the started (not yet verified, not authenticated) transport.
     """
+    from portal.ssh import chansend
+
     if type(sock) is socket.socket:
         sock = ReadAhead(sock)
     transport = paramiko.Transport(sock)
@@ -304,6 +306,7 @@ def handshake(
         transport.set_log_channel(log_channel)
     transport.banner_timeout = timeout
     transport.handshake_timeout = timeout
+    chansend.limit_packets(transport)  # no packet beyond 256 KiB is read into memory
     options = transport.get_security_options()
     if key_types:
         options.key_types = list(key_types)

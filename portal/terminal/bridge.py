@@ -222,6 +222,9 @@ class Client:
         self.event.set()
 
 
+WINDOW_IGNORED = "the machine ignored SSH flow control (sent more than its window): disconnected"
+
+
 class LiveSession:
     """A live terminal in this process."""
 
@@ -289,6 +292,11 @@ class LiveSession:
             target=self._pump, name=f"terminal-pump-{self.sid[:8]}", daemon=True
         )
         self._pump_thread.start()
+        # A machine that ignores the SSH window (issue 16) ends this session and its connection
+        # instead of growing the channel's buffer until the worker runs out of memory.
+        from portal.ssh.chansend import guard_window
+
+        guard_window(self.channel, lambda: self.close(WINDOW_IGNORED))
 
     def attach(self, client: Client, resumed: bool) -> None:
         """Make `client` the attached socket: `ready`, then (on resume) the screen, then live output."""
