@@ -79,6 +79,29 @@ def test_huge_frame_closes_cleanly_with_1009(term_env):
     t2.run("echo $((7*6))", r"42\r\n")
 
 
+def test_a_deeply_nested_json_frame_closes_with_1008_and_one_log_line(term_env, caplog):
+    """'[' * 30000 fits in a frame but not in json's recursion limit: the socket is closed
+    as a policy violation, logged in one line (no traceback), and the worker is fine."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="portal")
+    _owner, _machine, open_term = term_env
+    t = open_term()
+    t.wait_control("ready")
+    t.control("[" * 30000)
+    msg = t.wait_control("error")
+    assert "nested" in msg["message"]
+    t.drain_close()
+    assert t.closed and t.close_code == 1008
+    lines = [r for r in caplog.records if "nested" in r.getMessage()]
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+    assert not any(r.exc_info for r in caplog.records), [r.getMessage() for r in caplog.records]
+    assert "Traceback" not in caplog.text and "RecursionError" not in caplog.text
+    t2 = open_term()
+    t2.wait_control("ready")
+    t2.run("echo $((7*6))", r"42\r\n")
+
+
 def test_shell_exit_sends_exit_frame(term_env):
     _owner, _machine, open_term = term_env
     t = open_term()
