@@ -24,7 +24,7 @@ from flask_login import current_user
 from portal.errors import PortalError
 from portal.extensions import db, sock
 from portal.terminal import services
-from portal.terminal.bridge import Client
+from portal.terminal.bridge import Client, cut_socket
 
 log = logging.getLogger(__name__)
 
@@ -430,8 +430,9 @@ class _Receiver:
 
     Until the session is set up (the SSH handshake runs in the request thread meanwhile),
     frames wait here, at most INPUT_BACKLOG frames and INPUT_BACKLOG_BYTES bytes; past
-    either, or for a frame over INPUT_MAX, the socket is closed (1008, 1009) rather than
-    let input pile up. A frame the handler refuses (_Refusal) closes it the same way.
+    either, or for a frame over INPUT_MAX, the socket is closed (1008, 1009) and the
+    connection cut, rather than let input pile up. A frame the handler refuses (_Refusal)
+    closes it the same way.
     """
 
     RECEIVE_WAIT = 5.0  # seconds per receive(): a socket we closed ends the thread by then
@@ -520,6 +521,10 @@ class _Receiver:
             client.kick = ("refused", refusal.message)
         self.stopped = True
         _refuse_client(client, refusal.message, refusal.code)
+        # The socket library reads on for as long as the client sends (it has no way to
+        # stop taking bytes), so a client that is refused for its input is cut off here,
+        # after the close frame: what it sends next is refused by the kernel.
+        cut_socket(client)
         client.wake()
 
 
