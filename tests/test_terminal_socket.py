@@ -347,10 +347,10 @@ def test_a_client_that_never_reads_nor_acks_holds_the_server_to_a_bound(app, ter
     time.sleep(2.0)
     grew = sess.bytes_out - before
     assert grew <= 64 * 1024, f"{grew} more bytes went out to a client that reads nothing"
-    from portal.terminal.bridge import WINDOW_FAST
+    from portal.terminal.bridge import WINDOW
     from portal.terminal.ring import DEFAULT_RING
 
-    assert len(sess.channel.in_buffer) <= WINDOW_FAST  # at most what the SSH window lets in
+    assert len(sess.channel.in_buffer) <= WINDOW  # at most what the SSH window lets in
     assert len(sess.ring) <= DEFAULT_RING
     t.send(b"\x03")
     t.send("echo back$((6*7))\r")

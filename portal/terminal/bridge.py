@@ -37,10 +37,10 @@ COALESCE_WAIT = 0.003  # seconds
 HIGH_WATER = 1024 * 1024
 LOW_WATER = 256 * 1024
 COALESCE_POLL = 0.0005  # seconds between looks at the channel while coalescing
-# What the SSH server may send ahead of what the pump has read: paramiko's default channel
-# window (the channel is opened with it). With flow control paused, what stands between a
-# Ctrl-C and its prompt is at most HIGH_WATER in flight plus this.
-WINDOW_FAST = 2 * 1024 * 1024
+# The shell channel's receive window (paramiko's open_channel(window_size=...)): what the
+# SSH server may send ahead of what the pump has read. With flow control paused, what
+# stands between a Ctrl-C and its prompt is at most HIGH_WATER in flight plus this.
+WINDOW = 256 * 1024
 # An unshared session publishes its output while someone allowed to (its user, an admin)
 # watches it: each watcher renews this lease every WATCH_RECHECK (10 s) through the bus.
 WATCH_LEASE = 30.0

@@ -422,8 +422,9 @@ def _open_shell(target, cols: int, rows: int):
 
     from portal.ssh import get_pool
     from portal.ssh.connect import unreachable
+    from portal.terminal.bridge import WINDOW
 
-    channel = get_pool().open_session(target)
+    channel = get_pool().open_session(target, window_size=WINDOW)
     try:
         channel.get_pty(term="xterm-256color", width=cols, height=rows)
         channel.invoke_shell()

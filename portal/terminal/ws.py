@@ -73,9 +73,11 @@ def _reader_last(route):
         try:
             return route(ws, *args, **kwargs)
         finally:
-            # After a close of our own the reader ends on the client's reply; the bound is
-            # for a client that never answers.
-            if not ws.connected and raw is not None:
+            # Every way out of these routes closes the socket or follows its end. After a
+            # close of our own the reader ends on the client's reply; the bound is for a
+            # client that never answers. (Not `ws.connected`: the reader sets it again
+            # after each message it takes, so it can read True just after our close.)
+            if raw is not None:
                 deadline = time.monotonic() + 2.0
                 while raw.fileno() != -1 and time.monotonic() < deadline:
                     time.sleep(0.01)
@@ -520,11 +522,13 @@ class _Receiver:
         if client.kick is None:
             client.kick = ("refused", refusal.message)
         self.stopped = True
-        _refuse_client(client, refusal.message, refusal.code)
-        # The socket library reads on for as long as the client sends (it has no way to
-        # stop taking bytes), so a client that is refused for its input is cut off here,
-        # after the close frame: what it sends next is refused by the kernel.
-        cut_socket(client)
+        with client.send_lock:
+            _refuse(client.ws, refusal.message, refusal.code)
+            # The socket library reads on for as long as the client sends (it has no way to
+            # stop taking bytes), so a client refused for its input is cut off here, right
+            # after the close frame (nothing of ours can follow it): what it sends next is
+            # refused by the kernel.
+            cut_socket(client)
         client.wake()
 
 
