@@ -9,7 +9,7 @@ round trip through the SSH client alone, interleaved, at an idle bash prompt:
 
   - raw `ssh -tt` on a PTY (as in bench_terminal.py);
   - paramiko as the portal uses it (portal.ssh connect path, AES-GCM, the keystroke sent by
-    portal.ssh.fastpath): the echo is read by paramiko's transport thread (one thread
+    portal.ssh.chansend.sendall): the echo is read by paramiko's transport thread (one thread
     hand-off, as in the portal);
   - libssh2 through ssh2-python (C), blocking write and read in one thread, in its own
     process and venv (/tmp/ssh2-venv, created on first run with `pip install ssh2-python`).
@@ -85,7 +85,7 @@ def main() -> int:
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
 
-    from portal.ssh.fastpath import send_data
+    from portal.ssh.chansend import sendall as send_data
     from portal.ssh.pool import ConnectionPool
     from portal.ssh.shell import open_shell
 

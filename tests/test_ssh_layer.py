@@ -924,117 +924,6 @@ def test_auth_failure_message_has_no_remote_text(sshd, ssh_pool):
     ), msg
 
 
-def _typed_line(channel: paramiko.Channel, send, line: bytes) -> None:
-    """Type `line` one key per packet through `send`, then Enter."""
-    for i in range(len(line)):
-        send(channel, line[i : i + 1])
-    send(channel, b"\n")
-
-
-def test_keystroke_short_path_seals_packets_sshd_accepts(sshd, ssh_pool):
-    """The terminal's keystroke path builds and seals SSH packets itself (AES-GCM): sshd
-    must accept every one (a wrong nonce, sequence number or padding kills the connection),
-    across a rekey it triggers by its own packet count and one paramiko starts."""
-    from portal.ssh import fastpath
-
-    channel = open_shell(sshd.target(), pool=ssh_pool)
-    transport = channel.get_transport()
-    assert transport.local_cipher.startswith("aes128-gcm")  # the path under test applies
-    try:
-        assert fastpath._send_small(channel, b"e")  # taken, not handed to paramiko
-        packets = transport.packetizer
-        _typed_line(channel, fastpath.send_data, b"cho A$((40+2))")
-        # count toward a rekey like paramiko does: a few packets from now, keys change
-        packets.REKEY_PACKETS = 10
-        _typed_line(channel, fastpath.send_data, b"echo B$((40+3))")
-        # new keys reset the count (Packetizer.set_outbound_cipher)
-        assert wait_until(lambda: packets._Packetizer__sent_packets < 10)
-        del packets.REKEY_PACKETS
-        transport.renegotiate_keys()  # and one paramiko starts on its own
-        _typed_line(channel, fastpath.send_data, b"echo C$((40+4)); exit 3")
-        lines = terminal_lines(read_until_closed(channel))
-        assert {"A42", "B43", "C44"} <= set(lines), lines
-        assert channel.recv_exit_status() == 3
-    finally:
-        channel.close()
-
-
-def test_keystroke_short_path_steps_aside(sshd, ssh_pool, make_sshd):
-    """During a key exchange, or on a cipher other than AES-GCM, nothing is sent by the
-    short path and the channel's window is untouched; send_data then uses paramiko's path."""
-    from portal.ssh import fastpath
-
-    channel = open_shell(sshd.target(), pool=ssh_pool)
-    transport = channel.get_transport()
-    try:
-        window = channel.out_window_size
-        transport.clear_to_send.clear()  # what paramiko does while keys change
-        try:
-            assert not fastpath._send_small(channel, b"x")
-        finally:
-            transport.clear_to_send.set()
-        assert channel.out_window_size == window
-    finally:
-        channel.close()
-
-    ctr = make_sshd("ctr", Ciphers="aes128-ctr")
-    channel = open_shell(ctr.target(), pool=ssh_pool)
-    try:
-        assert channel.get_transport().local_cipher == "aes128-ctr"
-        window = channel.out_window_size
-        assert not fastpath._send_small(channel, b"x")
-        assert channel.out_window_size == window
-        _typed_line(channel, fastpath.send_data, b"echo D$((40+5)); exit")
-        assert "D45" in terminal_lines(read_until_closed(channel))
-    finally:
-        channel.close()
-
-
-def test_received_packets_short_path_across_a_rekey(sshd, ssh_pool, monkeypatch):
-    """Output is opened by the short reader (AES-GCM) instead of paramiko's read_message and
-    handed straight to its channel: every byte arrives, in order, across a rekey that the
-    received packet count starts; the key exchange itself goes through paramiko's reader."""
-    from portal.ssh import fastread
-
-    channel = open_shell(sshd.target(), pool=ssh_pool)
-    transport = channel.get_transport()
-    pk = transport.packetizer
-    assert transport.remote_cipher.startswith("aes128-gcm")
-    assert pk.read_message.__qualname__.startswith("_reader")  # installed by connect
-    slow_calls = []
-
-    def slow():
-        slow_calls.append(1)
-        return paramiko.Packetizer.read_message(pk)
-
-    delivered = []
-    deliver = fastread._deliver
-    monkeypatch.setattr(
-        fastread, "_deliver", lambda t, payload: deliver(t, payload) and not delivered.append(1)
-    )
-    # the same reader as connect installs, its fallback counted
-    pk.read_message = fastread._reader(pk, slow, transport)
-    try:
-        channel.sendall(b"stty -echo; seq 1 40000; echo DONE$((1+1))\n")
-        pk.REKEY_PACKETS = pk._Packetizer__received_packets + 2  # rekey while reading
-        engine = pk._Packetizer__block_engine_in
-        out = b""
-        channel.settimeout(20)
-        while b"DONE2" not in out:
-            chunk = channel.recv(65536)
-            assert chunk, out[-200:]
-            out += chunk
-        del pk.REKEY_PACKETS
-        numbers = [int(x) for x in terminal_lines(out.decode()) if x.isdigit()]
-        assert numbers == list(range(1, 40001))
-        assert slow_calls  # the key exchange's packets took paramiko's path
-        assert delivered  # output went straight into the channel (packet count is sshd's choice)
-        assert wait_until(lambda: pk._Packetizer__block_engine_in is not engine)  # new keys
-        assert run(sshd.target(), "echo after", pool=ssh_pool).stdout == "after\n"
-    finally:
-        channel.close()
-
-
 def test_a_slow_banner_and_quiet_connection_are_not_errors(sshd, ssh_pool):
     """paramiko reads with a 0.1 s timeout, kept by the kernel here (connect.ReadAhead): a
     server whose banner takes longer than that (a busy machine) must still connect, and a
@@ -1096,21 +985,6 @@ def test_a_slow_banner_and_quiet_connection_are_not_errors(sshd, ssh_pool):
             thread.join(5)
         for sock in socks:
             sock.close()
-
-
-def test_keystroke_padding_is_drawn_once_per_byte():
-    """The short path's random padding comes from a per-connection pool: consecutive packets
-    get consecutive, never shared, bytes; a pool that runs out is replaced by fresh bytes."""
-    from portal.ssh import fastpath
-
-    d: dict = {}
-    first, second = fastpath._padding(d, 7), fastpath._padding(d, 9)
-    pool, used = d["_portal_pad"]
-    assert (first, second, used) == (pool[:7], pool[7:16], 16)
-    d["_portal_pad"][1] = fastpath._POOL - 3  # only 3 bytes left: a new pool
-    fresh = fastpath._padding(d, 5)
-    assert d["_portal_pad"][0] is not pool and fresh == d["_portal_pad"][0][:5]
-    assert len(set(pool[i : i + 8] for i in range(0, fastpath._POOL, 8))) > fastpath._POOL // 9
 
 
 def test_read_ahead_serves_exact_reads_from_one_kernel_read():

@@ -623,8 +623,10 @@ def _tcp_max(kind: str) -> int:
 def test_input_sent_while_the_terminal_opens_is_bounded_in_bytes(
     app, live_server, make_user, token_for, relayed_machine
 ):
-    """Until the session is set up, input frames wait in the socket's inbox; past 1 MiB the
-    reader stops taking bytes (TCP backpressure), however the bytes are split into frames."""
+    """Until the session is set up, input frames wait in the socket's receiver; past 1 MiB
+    (or for a frame over 64 KiB) the server stops taking bytes, however the bytes are split
+    into frames: it closes the socket and cuts the connection (the client's next send fails)
+    or it stops reading (the client's send times out)."""
     import websocket
 
     owner = make_user("relayowner5")
@@ -640,16 +642,73 @@ def test_input_sent_while_the_terminal_opens_is_bounded_in_bytes(
         while sent < 2 * bound + 8 * len(frame):
             t.ws.send_binary(frame)  # blocks once the server stops reading
             sent += len(frame)
-    except (websocket.WebSocketTimeoutException, TimeoutError):
+    except (websocket.WebSocketTimeoutException, TimeoutError, ConnectionError):
         pass
     finally:
         relay.resume()
     # Without the byte bound, 256 such frames (225 MiB) would be taken in.
     assert sent <= bound, f"{sent} bytes were taken in while the terminal opened"
-    # Once set up, those oversized frames are refused like any other.
-    t.drain_close(timeout=15)
+    # Those oversized frames are refused like any other: `error`, then close 1009 (read
+    # as a bare frame: the connection is cut after it, so the client cannot answer it).
+    assert "too large" in t.wait_control("error")["message"]
+    t.ws.settimeout(15)
+    frame = t.ws.recv_frame()
     t.close()
-    assert t.close_code == 1009
+    assert frame.opcode == websocket.ABNF.OPCODE_CLOSE
+    assert int.from_bytes(frame.data[:2], "big") == 1009
+
+
+def _refusal(t) -> tuple[str, int]:
+    """The `error` message and the close code of a socket the server refused and cut."""
+    import websocket
+
+    message = t.wait_control("error")["message"]
+    t.ws.settimeout(15)
+    frame = t.ws.recv_frame()  # a bare frame: the connection is cut, no close reply
+    assert frame.opcode == websocket.ABNF.OPCODE_CLOSE
+    return message, int.from_bytes(frame.data[:2], "big")
+
+
+def test_many_small_frames_while_the_terminal_opens_are_refused_past_the_bound(
+    app, live_server, make_user, token_for, relayed_machine
+):
+    """Frames under the size limit, but more of them than the receiver keeps while the
+    session is set up (256 frames / 1 MiB): the socket is closed with 1008 and cut."""
+    owner = make_user("relayowner6")
+    machine, relay = relayed_machine(owner)
+    t = _open_stalled(live_server, machine, relay, token_for(owner))
+    sent = 0
+    t.ws.settimeout(3)
+    try:
+        for _ in range(2000):
+            t.send(b"y" * 1024)  # 2 MiB in all
+            sent += 1
+    except (TimeoutError, ConnectionError, OSError):
+        pass
+    finally:
+        relay.resume()
+    message, code = _refusal(t)
+    t.close()
+    assert "too much input" in message and code == 1008
+
+
+def test_input_faster_than_the_machine_reads_is_refused_past_the_bound(term_env):
+    """A remote program that reads no input (`sleep`): the PTY, then sshd's window fill, and
+    input queues on the server; past 1 MiB queued the socket is closed with 1008 and cut
+    (the session detaches: it is not closed)."""
+    _owner, _machine, open_term = term_env
+    t = open_term()
+    t.wait_control("ready")
+    t.run("echo go$((2*3)); sleep 60", r"go6")
+    t.ws.settimeout(3)
+    try:
+        for _ in range(200):  # 12.5 MiB
+            t.send(b"z" * (64 * 1024))
+    except (TimeoutError, ConnectionError, OSError):
+        pass
+    message, code = _refusal(t)
+    t.close()
+    assert "faster than the machine reads it" in message and code == 1008
 
 
 # ---------------------------------------------------------------- DELETE of a row held elsewhere

@@ -79,6 +79,29 @@ def test_huge_frame_closes_cleanly_with_1009(term_env):
     t2.run("echo $((7*6))", r"42\r\n")
 
 
+def test_a_deeply_nested_json_frame_closes_with_1008_and_one_log_line(term_env, caplog):
+    """'[' * 30000 fits in a frame but not in json's recursion limit: the socket is closed
+    as a policy violation, logged in one line (no traceback), and the worker is fine."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="portal")
+    _owner, _machine, open_term = term_env
+    t = open_term()
+    t.wait_control("ready")
+    t.control("[" * 30000)
+    msg = t.wait_control("error")
+    assert "nested" in msg["message"]
+    t.drain_close()
+    assert t.closed and t.close_code == 1008
+    lines = [r for r in caplog.records if "nested" in r.getMessage()]
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+    assert not any(r.exc_info for r in caplog.records), [r.getMessage() for r in caplog.records]
+    assert "Traceback" not in caplog.text and "RecursionError" not in caplog.text
+    t2 = open_term()
+    t2.wait_control("ready")
+    t2.run("echo $((7*6))", r"42\r\n")
+
+
 def test_shell_exit_sends_exit_frame(term_env):
     _owner, _machine, open_term = term_env
     t = open_term()
@@ -119,7 +142,7 @@ def test_ctrl_c_answers_under_a_flood_with_a_slow_acking_client(term_env):
     assert b"after42" in bytes(t.out[-4096:])
 
 
-# ---------------------------------------------------------------- frame parsing (fast path)
+# ---------------------------------------------------------------- frame parsing
 
 
 def _frame(opcode: int, payload: bytes, fin: bool = True, rsv1: bool = False) -> bytes:
@@ -166,7 +189,7 @@ def test_frames_cut_and_batched_anyhow_arrive_whole_and_in_order(term_env, step)
 
 def test_pongs_and_pings_keep_input_flowing(term_env):
     """Browsers answer the server's pings every 25 s: control frames between keystrokes are
-    passed on in order and typing keeps working (and keeps being parsed in place)."""
+    handled in order and typing keeps working."""
     _owner, _machine, open_term = term_env
     t = open_term()
     t.wait_control("ready")
@@ -220,14 +243,16 @@ def test_permessage_deflate_is_not_negotiated(term_env):
 
 
 @pytest.mark.parametrize("stepped_aside", [False, True])
-def test_a_quiet_socket_stays_open_and_keeps_answering(term_env, stepped_aside):
-    """The reader waits for the next frame in recv(2), bounded by SO_RCVTIMEO (1 s): a quiet
-    spell longer than that hands control back to the WebSocket loop and must not read as a
-    dropped socket, before or after the in-place parser stepped aside for good."""
+def test_a_quiet_socket_stays_open_and_keeps_answering(term_env, stepped_aside, monkeypatch):
+    """A quiet spell longer than the receiver's wait for the next message must not read as
+    a dropped socket, whether the socket has seen a fragmented message or not."""
+    from portal.terminal import ws as terminal_ws
+
+    monkeypatch.setattr(terminal_ws._Receiver, "RECEIVE_WAIT", 1.0)  # the spell: 2.5 s
     _owner, _machine, open_term = term_env
     t = open_term()
     t.wait_control("ready")
-    if stepped_aside:  # a fragmented message: wsproto reads everything from here on
+    if stepped_aside:  # a fragmented message first
         msg = json.dumps({"type": "input", "data": "echo frag$((1+1))\r"}).encode()
         t.ws.sock.sendall(_frame(0x1, msg[:9], fin=False) + _frame(0x0, msg[9:]))
         t.read_until(r"frag2")
@@ -324,10 +349,10 @@ def test_a_client_that_never_reads_nor_acks_holds_the_server_to_a_bound(app, ter
     time.sleep(2.0)
     grew = sess.bytes_out - before
     assert grew <= 64 * 1024, f"{grew} more bytes went out to a client that reads nothing"
-    from portal.terminal.bridge import WINDOW_FAST
+    from portal.terminal.bridge import WINDOW
     from portal.terminal.ring import DEFAULT_RING
 
-    assert len(sess.channel.in_buffer) <= WINDOW_FAST  # at most what the SSH window lets in
+    assert len(sess.channel.in_buffer) <= WINDOW  # at most what the SSH window lets in
     assert len(sess.ring) <= DEFAULT_RING
     t.send(b"\x03")
     t.send("echo back$((6*7))\r")

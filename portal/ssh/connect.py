@@ -20,7 +20,6 @@ from collections.abc import Callable
 
 import paramiko
 
-from portal.ssh import fastread
 from portal.ssh.errors import (
     AuthenticationFailed,
     HostKeyMismatch,
@@ -236,17 +235,6 @@ class ReadAhead:
             self.timed = False
         sock.settimeout(timeout)
 
-    def take(self, n: int) -> bytes | None:
-        """Exactly `n` buffered bytes, or None (nothing taken) when fewer are buffered."""
-        buf, pos = self._buf, self._pos
-        if len(buf) - pos < n:
-            return None
-        if len(buf) - pos == n:
-            self._buf, self._pos = b"", 0
-            return buf[pos:] if pos else buf
-        self._pos = pos + n
-        return buf[pos : pos + n]
-
     def recv(self, n: int) -> bytes:
         buf, pos = self._buf, self._pos
         left = len(buf) - pos
@@ -301,7 +289,6 @@ def handshake(
     if type(sock) is socket.socket:
         sock = ReadAhead(sock)
     transport = paramiko.Transport(sock)
-    fastread.install(transport)  # received packets: the short path (AES-GCM)
     if log_channel:
         transport.set_log_channel(log_channel)
     transport.banner_timeout = timeout

@@ -160,8 +160,10 @@ class ConnectionPool:
         dest_addr: tuple[str, int] | None = None,
         src_addr: tuple[str, int] | None = None,
         timeout: float | None = None,
+        window_size: int | None = None,
     ) -> paramiko.Channel:
         """Open a channel on a pooled connection to `target`, connecting if needed.
+        `window_size`: the channel's receive window (None: paramiko's default, 2 MiB).
 
         The channel counts against its connection until it is closed (close it!).
         Raises MachineUnreachable, AuthenticationFailed, HostKeyUnknown,
@@ -179,7 +181,11 @@ class ConnectionPool:
                 transport = self._wait_ready(conn, deadline)
                 try:
                     return transport.open_channel(
-                        kind, dest_addr, src_addr, timeout=max(open_timeout, 0.1)
+                        kind,
+                        dest_addr,
+                        src_addr,
+                        window_size=window_size,
+                        timeout=max(open_timeout, 0.1),
                     )
                 except (paramiko.SSHException, EOFError, OSError) as exc:
                     if not transport.is_active():
@@ -210,9 +216,9 @@ class ConnectionPool:
         reason = _OPEN_FAILURE_REASONS.get(getattr(last_error, "code", None), "refused")
         raise unreachable(target.host, target.port, f"could not open an SSH channel ({reason})")
 
-    def open_session(self, target: Target) -> paramiko.Channel:
+    def open_session(self, target: Target, window_size: int | None = None) -> paramiko.Channel:
         """A new `session` channel (for exec or a shell) on a pooled connection."""
-        return self.open_channel(target, "session")
+        return self.open_channel(target, "session", window_size=window_size)
 
     def gateway_sock_factory(self, gateway: Target):
         """A socket factory for `connect_transport` that tunnels through `gateway`."""

@@ -1,16 +1,17 @@
 """The terminal bridge: one SSH channel, one output pump, at most one attached socket.
 
-Output path (one thread per channel, the "pump"): `channel.recv()` returns
-everything buffered (up to 64 KiB), so output that arrives while a frame is
-being sent is coalesced into the next frame and a single echoed keystroke is
-sent at once. Each frame goes to the ring buffer, the recorder (queued), the
-bus (only when shared or watched) and the attached socket (blocking send: TCP
-backpressure). A client that acks gets flow control: above HIGH_WATER unacked
-bytes the pump stops reading the channel until acks bring it under LOW_WATER,
-so the SSH window (withheld down to 256 KiB then, see `_set_window`) stops the remote program.
+Output path (one thread per channel, the "pump"): `channel.recv()` returns everything
+paramiko has buffered (up to 64 KiB), so output that arrives while a frame is being sent
+is coalesced into the next frame and a single echoed keystroke is sent at once. Each frame
+goes to the ring buffer, the recorder (queued), the bus (only when shared or watched) and
+the attached socket (`ws.send`, blocking: TCP backpressure). A client that acks gets flow
+control: above HIGH_WATER unacked bytes the pump stops reading the channel until acks bring
+it under LOW_WATER, so the SSH window stops the remote program.
 
-Input path (the socket's request thread): bytes go straight to the channel, so
-Ctrl-C is never queued behind output.
+Input path (the socket's input thread, see ws.py): bytes go straight to the channel, so
+Ctrl-C is never queued behind output. Only public calls of paramiko's `Channel`
+(`recv`, `recv_ready`, `send_ready`, ...) and of flask-sock's socket (`send`) are used;
+sends on the channel go through `portal.ssh.chansend` (never after the channel's CLOSE).
 """
 
 from __future__ import annotations
@@ -22,12 +23,9 @@ import threading
 import time
 
 import paramiko
-from paramiko.buffered_pipe import BufferedPipe, PipeTimeout
-from paramiko.common import cMSG_CHANNEL_WINDOW_ADJUST
 
-from portal.ssh.chansend import send_request
+from portal.ssh.chansend import send_request, sendall
 from portal.ssh.exec import close_channel
-from portal.ssh.fastpath import send_data
 from portal.terminal.linelog import EchoGate
 from portal.terminal.ring import DEFAULT_RING, RingBuffer
 
@@ -38,171 +36,36 @@ COALESCE_FROM = 1024  # a chunk this big means bulk output: wait a little for mo
 COALESCE_WAIT = 0.003  # seconds
 HIGH_WATER = 1024 * 1024
 LOW_WATER = 256 * 1024
-# Remote output the portal lets the SSH server send ahead of what it has read.
-# The SSH receive window: paramiko's 2 MiB while the client keeps up (full throughput);
-# while flow control is pausing the pump (a slow client), credit is withheld down to
-# WINDOW_SLOW, so what sits between a Ctrl-C and its prompt stays small.
-WINDOW_FAST = 2 * 1024 * 1024
-WINDOW_SLOW = 256 * 1024
-WINDOW_STEP = 64 * 1024  # credit is returned in steps of this (must be < WINDOW_SLOW)
-SLOW_FOR = 1.0  # seconds after the last flow-control pause before the window opens again
+COALESCE_POLL = 0.0005  # seconds between looks at the channel while coalescing
+# The shell channel's receive window (paramiko's open_channel(window_size=...)): what the
+# SSH server may send ahead of what the pump has read. With flow control paused, what
+# stands between a Ctrl-C and its prompt is at most HIGH_WATER in flight plus this.
+WINDOW = 256 * 1024
 # An unshared session publishes its output while someone allowed to (its user, an admin)
 # watches it: each watcher renews this lease every WATCH_RECHECK (10 s) through the bus.
 WATCH_LEASE = 30.0
-
-
-def _set_window(channel: paramiko.Channel, target: int, current: int) -> int:
-    """Move the channel's effective receive window from `current` to `target` bytes.
-
-    Credit already granted cannot be taken back, so shrinking withholds the difference from
-    the next window-adjusts (paramiko returns `in_window_sofar` once it passes the
-    threshold); growing gives it back with the next one. Returns the new window.
-    """
-    try:
-        with channel.lock:
-            channel.in_window_sofar += target - current
-            channel.in_window_size = target
-            channel.in_window_threshold = WINDOW_STEP
-        return target
-    except AttributeError:  # pragma: no cover - paramiko internals changed
-        return current
-
-
-# Output up to this size (an echo, a short prompt) may be sent by paramiko's transport thread
-# itself. Bulk output arrives in ~4 KiB packets and always goes through the pump (coalescing).
-DIRECT_MAX = 256
-
-
-class DirectPipe(BufferedPipe):
-    """The channel's input buffer, with a fast path for small interactive output.
-
-    paramiko's transport thread feeds every data packet here. When the pump is idle (nothing
-    buffered, nothing being sent), a small packet is written to the socket right away from
-    the transport thread with a non-blocking send; otherwise (or if the socket would block)
-    it is buffered for the pump as usual. `busy` is set, under the pipe's lock, when the pump
-    takes data and when the fast path starts, so output is never reordered.
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.owner: LiveSession | None = None
-        self.busy = False
-
-    def feed(self, data):
-        owner = self.owner
-        if owner is None:
-            super().feed(data)
-            return
-        # Every byte of output passes here once and is noted for the command log's echo
-        # check before any client can see it (so its password-prompt guard is never behind
-        # the user); the check itself runs once the bytes are on their way: here after a
-        # direct send, in the pump (per frame, not per packet) for buffered output.
-        owner.lines.note_output(data)
-        if len(data) <= DIRECT_MAX:
-            with self._lock:
-                go = not self.busy and len(self._buffer) == 0 and not self._closed
-                if go:
-                    self.busy = True
-            if go:
-                try:
-                    sent = owner._send_direct(data)
-                except Exception:
-                    log.exception("terminal: direct send failed")
-                    sent = False
-                with self._lock:
-                    self.busy = False
-                if sent:
-                    owner._check_echo()
-                    return
-        super().feed(data)
-
-    def read(self, nbytes, timeout=None):
-        # BufferedPipe.read, plus `busy` set atomically with taking the data.
-        with self._lock:
-            if len(self._buffer) == 0:
-                if self._closed:
-                    return b""
-                if timeout == 0.0:
-                    raise PipeTimeout()
-                while len(self._buffer) == 0 and not self._closed:
-                    then = time.time()
-                    self._cv.wait(timeout)
-                    if timeout is not None:
-                        timeout -= time.time() - then
-                        if timeout <= 0.0:
-                            raise PipeTimeout()
-            if len(self._buffer) <= nbytes:
-                out = self._buffer_tobytes()
-                del self._buffer[:]
-                if self._event is not None and not self._closed:
-                    self._event.clear()
-            else:
-                out = self._buffer_tobytes(nbytes)
-                del self._buffer[:nbytes]
-            if out:
-                self.busy = True
-            return out
-
-    def wait_data(self, timeout: float) -> bool:
-        """Wait up to `timeout` s for buffered data (or close); True if there is some."""
-        with self._lock:
-            if len(self._buffer) == 0 and not self._closed:
-                self._cv.wait(timeout)
-            return len(self._buffer) > 0
-
-    def done(self) -> None:
-        with self._lock:
-            self.busy = False
-
-
-def prepare_channel(channel: paramiko.Channel) -> None:
-    """Before the shell starts: the fast-path input buffer and the smaller SSH window."""
-    pipe = DirectPipe()
-    with channel.lock:
-        old = channel.in_buffer
-        pending = old.empty()
-        if pending:
-            pipe.feed(pending)
-        channel.in_buffer = pipe
-        channel.in_window_threshold = WINDOW_STEP
 
 
 TAKEOVER_WAIT = 1.0  # seconds a resumed window waits for the old socket's send to end
 
 
 def cut_socket(client) -> None:
-    """Shut the TCP connection under a client's socket: a blocked send there fails at once."""
+    """Shut the TCP connection under a client's socket: a blocked send there fails at once.
+    `client.sock` is the socket the WSGI server handed the request (None: nothing to cut)."""
     try:
-        client.ws.sock.shutdown(socket.SHUT_RDWR)
+        client.sock.shutdown(socket.SHUT_RDWR)
     except (OSError, AttributeError):
         pass
-
-
-def _finish_frame(raw: socket.socket, rest: bytes, *locks) -> None:
-    """Send the rest of a started frame (blocking: TCP backpressure), then release `locks`
-    (taken by the thread that started the frame)."""
-    try:
-        raw.sendall(rest)
-    except OSError:
-        pass  # the socket is gone: the pump or the request thread notices and detaches
-    finally:
-        for lock in locks:
-            lock.release()
 
 
 class Client:
     """One attached WebSocket (terminal owner)."""
 
-    __slots__ = ("ws", "send_lock", "unacked", "acks", "kick", "peer", "event", "raw", "raw_lock")
+    __slots__ = ("ws", "send_lock", "unacked", "acks", "kick", "peer", "event", "sock")
 
-    def __init__(self, ws, peer: str = ""):
+    def __init__(self, ws, peer: str = "", sock: socket.socket | None = None):
         self.ws = ws
-        # The plain socket under ws._SockProxy and the proxy's frame lock, for the echo
-        # fast path (LiveSession._send_direct); None when the socket is something else.
-        proxy = getattr(ws, "sock", None)
-        raw, lock = getattr(proxy, "_sock", None), getattr(proxy, "_lock", None)
-        ok = type(raw) is socket.socket and lock is not None
-        self.raw, self.raw_lock = (raw, lock) if ok else (None, None)
+        self.sock = sock  # the connection's socket (WSGI environ), only for cut_socket
         self.event = threading.Event()  # wakes the socket's request thread
         self.send_lock = threading.Lock()
         self.unacked = 0
@@ -271,14 +134,6 @@ class LiveSession:
         self.lines = EchoGate(emit=lambda lines: registry.log_commands(self, lines))
         self._input_lock = threading.Lock()
         self._pump_thread: threading.Thread | None = None
-        try:
-            granted = int(channel.in_window_size)
-        except (AttributeError, TypeError, ValueError):  # pragma: no cover
-            granted = WINDOW_FAST
-        self._window = _set_window(channel, WINDOW_FAST, granted)
-        self._last_pause = 0.0
-        pipe = getattr(channel, "in_buffer", None)
-        self._pipe = pipe if isinstance(pipe, DirectPipe) else None
 
     def __repr__(self) -> str:
         return f"<LiveSession {self.sid} {self.status}>"
@@ -286,8 +141,6 @@ class LiveSession:
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        if self._pipe is not None:
-            self._pipe.owner = self  # fast path on: a client is attached by now
         self._pump_thread = threading.Thread(
             target=self._pump, name=f"terminal-pump-{self.sid[:8]}", daemon=True
         )
@@ -379,7 +232,7 @@ class LiveSession:
             # Noted before the remote can echo it back; checked once it is on its way.
             self.lines.note_input(data)
             try:
-                send_data(self.channel, data)
+                sendall(self.channel, data)
             except (OSError, EOFError, paramiko.SSHException):
                 return
             finally:
@@ -387,11 +240,12 @@ class LiveSession:
             self.bytes_in += len(data)
             self.last_activity = time.monotonic()
 
-    def can_send(self, n: int) -> bool:
-        """Would `input()` of n bytes go out without waiting for the remote's window?"""
+    def can_send(self) -> bool:
+        """Does the remote's window have room (at least one byte), so that `input()` of a
+        keystroke goes out without waiting for the remote to read?"""
         try:
-            return self.channel.out_window_size >= n
-        except AttributeError:  # pragma: no cover
+            return self.channel.send_ready()
+        except (OSError, EOFError, paramiko.SSHException):  # pragma: no cover
             return False
 
     def resize(self, cols: int, rows: int) -> None:
@@ -441,12 +295,8 @@ class LiveSession:
             c = self.client
             if c is None or not c.acks or c.unacked < HIGH_WATER:
                 return
-            self._last_pause = time.monotonic()
-            if self._window != WINDOW_SLOW:
-                self._window = _set_window(self.channel, WINDOW_SLOW, self._window)
             while not self.closed and self.client is c and c.unacked > LOW_WATER:
                 self.cond.wait(1.0)
-            self._last_pause = time.monotonic()
 
     def _coalesce(self, ch: paramiko.Channel, data: bytes) -> tuple[bytes, bool]:
         """Bulk output (a chunk of COALESCE_FROM bytes or more) waits up to COALESCE_WAIT for
@@ -454,7 +304,7 @@ class LiveSession:
         ~4 KiB SSH packet (fewer sends, fewer acks). Small output is only merged with what is
         already buffered, never delayed. Returns (data, eof)."""
         parts, n = [data], len(data)
-        bulk = n >= COALESCE_FROM and self._pipe is not None
+        bulk = n >= COALESCE_FROM
         deadline = time.monotonic() + COALESCE_WAIT
         eof = False
         try:
@@ -463,9 +313,12 @@ class LiveSession:
                     if ch.closed or ch.eof_received:
                         eof = True
                         break
-                    left = deadline - time.monotonic()
-                    if not bulk or left <= 0 or not self._pipe.wait_data(left):
+                    if not bulk or time.monotonic() >= deadline:
                         break
+                    # The channel's own timeout is shared with its send side (input), so
+                    # the wait for more is a short sleep, not a recv() with a timeout.
+                    time.sleep(COALESCE_POLL)
+                    continue
                 more = ch.recv(FRAME_MAX - n)
                 if not more:
                     eof = True
@@ -483,8 +336,6 @@ class LiveSession:
                 self._wait_for_acks()
                 if self.closed:
                     break
-                if self._window != WINDOW_FAST and time.monotonic() - self._last_pause > SLOW_FOR:
-                    self._window = _set_window(ch, WINDOW_FAST, self._window)
                 try:
                     data = ch.recv(FRAME_MAX)
                 except (TimeoutError, OSError, EOFError, paramiko.SSHException):
@@ -494,11 +345,7 @@ class LiveSession:
                 eof = False
                 if len(data) < FRAME_MAX and (len(data) >= COALESCE_FROM or ch.recv_ready()):
                     data, eof = self._coalesce(ch, data)
-                try:
-                    self._output(data)
-                finally:
-                    if self._pipe is not None:
-                        self._pipe.done()
+                self._output(data)
                 if eof:
                     break
         except Exception:
@@ -523,62 +370,6 @@ class LiveSession:
                 else:
                     self.close(f"the shell exited with code {code}", kind="exit", code=code)
 
-    def _send_direct(self, data: bytes) -> bool:
-        """From paramiko's transport thread: send small output now if nothing can block.
-
-        Never waits: the socket's locks are only tried, the send is MSG_DONTWAIT. False means
-        "buffer it for the pump" (no client, flow control paused, shared, socket busy/full).
-        """
-        c = self.client
-        if c is None or self.closed or (c.acks and c.unacked >= HIGH_WATER):
-            return False
-        raw, plock = c.raw, c.raw_lock
-        if raw is None or self.shared or (self.watched_until and self.broadcasting):
-            return False
-        if not c.send_lock.acquire(blocking=False):
-            return False
-        handed = False  # True: _finish_frame releases the locks
-        try:
-            if not plock.acquire(blocking=False):
-                return False
-            try:
-                n = len(data)
-                head = bytes((0x82, n)) if n < 126 else bytes((0x82, 126)) + n.to_bytes(2, "big")
-                frame = head + data
-                try:
-                    sent = raw.send(frame, socket.MSG_DONTWAIT)
-                except (BlockingIOError, InterruptedError):
-                    return False
-                except OSError:
-                    return False  # the pump will find the socket gone and detach
-                if sent < len(frame):
-                    # Rare (the client's socket is nearly full): the rest of this frame must
-                    # go next, but this thread carries other sessions' output too. Another
-                    # thread sends it and then releases both locks (frames stay in order).
-                    threading.Thread(
-                        target=_finish_frame,
-                        args=(raw, frame[sent:], plock, c.send_lock),
-                        name=f"terminal-finish-{self.sid[:8]}",
-                        daemon=True,
-                    ).start()
-                    handed = True
-            finally:
-                if not handed:
-                    plock.release()
-        finally:
-            if not handed:
-                c.send_lock.release()
-        with self.lock:
-            self.ring.append(data)
-            self.bytes_out += n
-            self.last_activity = time.monotonic()
-            if self.client is c:
-                c.unacked += n
-        if self.recorder is not None:
-            self.recorder.output(data)
-        self._return_window(n)
-        return True
-
     def _check_echo(self) -> None:
         """Run the echo check over what was noted (lines go to `emit`, in typing order)."""
         try:
@@ -593,25 +384,6 @@ class LiveSession:
         if lines:
             self.registry.log_commands(self, lines)
 
-    def _return_window(self, n: int) -> None:
-        """Window credit for bytes that skipped channel.recv() (sent from the transport
-        thread, which may send messages itself except during a key exchange)."""
-        ch = self.channel
-        t = ch.transport
-        with ch.lock:
-            if ch.closed or ch.eof_received or not ch.active:
-                return
-            ch.in_window_sofar += n
-            if ch.in_window_sofar <= ch.in_window_threshold or not t.clear_to_send.is_set():
-                return
-            out = ch.in_window_sofar
-            ch.in_window_sofar = 0
-        m = paramiko.Message()
-        m.add_byte(cMSG_CHANNEL_WINDOW_ADJUST)
-        m.add_int(ch.remote_chanid)
-        m.add_int(out)
-        t._send_message(m)
-
     def _output(self, data: bytes) -> None:
         with self.lock:
             self.ring.append(data)
@@ -622,8 +394,9 @@ class LiveSession:
                 c.unacked += len(data)
         if self.recorder is not None:
             self.recorder.output(data)
-        if self._pipe is None:  # else DirectPipe.feed noted it already
-            self.lines.note_output(data)
+        # Noted (for the command log's echo check) before any client can see it, so its
+        # password-prompt guard is never behind the user.
+        self.lines.note_output(data)
         if self.broadcasting:
             try:
                 self.registry.bus.publish_output(self.sid, data)

@@ -438,17 +438,16 @@ def check_share_body(data: dict) -> bool:
 
 
 def _open_shell(target, cols: int, rows: int):
-    """portal.ssh.open_shell, with the bridge's channel set-up done before the shell starts
-    (its input buffer must be in place before the first byte of output arrives)."""
+    """A login shell with a PTY on a pooled connection (portal.ssh.open_shell, with the
+    paramiko error's kind in the message)."""
     import paramiko
 
     from portal.ssh import get_pool
     from portal.ssh.connect import unreachable
-    from portal.terminal.bridge import prepare_channel
+    from portal.terminal.bridge import WINDOW
 
-    channel = get_pool().open_session(target)
+    channel = get_pool().open_session(target, window_size=WINDOW)
     try:
-        prepare_channel(channel)
         channel.get_pty(term="xterm-256color", width=cols, height=rows)
         channel.invoke_shell()
     except (paramiko.SSHException, EOFError, OSError) as exc:

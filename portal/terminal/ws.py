@@ -12,7 +12,6 @@ import functools
 import json
 import logging
 import secrets
-import select
 import socket
 import threading
 import time
@@ -24,9 +23,8 @@ from flask_login import current_user
 
 from portal.errors import PortalError
 from portal.extensions import db, sock
-from portal.ssh.connect import timeval
 from portal.terminal import relay, services
-from portal.terminal.bridge import Client
+from portal.terminal.bridge import Client, cut_socket
 
 log = logging.getLogger(__name__)
 
@@ -46,279 +44,43 @@ CLOSE_TOO_BIG = 1009
 # ---------------------------------------------------------------- socket plumbing
 
 
-# A masked, empty, unsolicited Pong (RFC 6455 5.5.3: "a unidirectional heartbeat"): what
-# the reader's frame parser is given when every byte received was a data frame handled by
-# the fast path, so it sees the client alive and its ping timer keeps running.
-_HEARTBEAT = bytes((0x8A, 0x80)) + b"\0\0\0\0"
-_FAST_MAX = INPUT_MAX + 14  # the largest frame the fast path buffers (header included)
-_QUIET = 1.0  # seconds without input before the reader's own loop gets control back
+def _wsgi_socket(environ) -> socket.socket | None:
+    """The connection's socket as the WSGI server passes it (the keys flask-sock's server
+    reads it from): for TCP_NODELAY, cutting a stuck send, and seeing the reader finish."""
+    sock = environ.get("werkzeug.socket") or environ.get("gunicorn.socket")
+    return sock if isinstance(sock, socket.socket) else None
 
 
-def _unmask(mask: bytes, payload: bytes) -> bytes:
-    n = len(payload)
-    if n == 1:  # most keystrokes
-        return bytes((payload[0] ^ mask[0],))
-    if not n:
-        return b""
-    key = int.from_bytes((mask * (n // 4 + 1))[:n], "big")
-    return (int.from_bytes(payload, "big") ^ key).to_bytes(n, "big")
-
-
-class _SockProxy:
-    """Wraps the raw socket under simple_websocket: whole frames (sendall) under one lock,
-    so pings from its reader thread never split a frame of ours, and input backpressure:
-    the reader stops taking bytes off the socket while too many frames wait for us.
-
-    Input fast path: once the terminal's frame handler is installed, complete, unfragmented,
-    uncompressed, masked text and binary frames are parsed here (in the reader thread, the
-    moment they arrive) and handed to the handler, instead of going through wsproto's
-    generic parser first (~60 us per keystroke here). Control frames (ping, pong, close)
-    and everything after them in the same read go to wsproto whole and in order; a frame
-    the fast path cannot take whole (fragments, compressed, oversized, malformed) makes it
-    step aside for good, and wsproto gets every byte from there on.
-    """
-
-    def __init__(self, sock, ws):
-        self._sock = sock
-        self._ws = ws
-        self._lock = threading.Lock()
-        self.on_close = None  # called when the reader thread is done with the socket
-        self._pending = bytearray()  # received, not yet parsed nor passed on
-        self._fast = True  # False once anything unusual was seen: all bytes go to wsproto
-        self._keys = None  # set with the inbox's handler: takes a keystroke frame's payload
-        # The fast path waits for the next frame in recv(2) itself, bounded by SO_RCVTIMEO
-        # (a quiet second, as below), instead of select(2) then recv(2): one system call
-        # and one Python call less per keystroke. Only on a blocking socket (gunicorn's).
-        self._timed = False
-        try:
-            if sock.gettimeout() is None:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(_QUIET))
-                self._timed = True
-        except (OSError, AttributeError):
-            pass
-
-    def _step_aside(self) -> None:
-        """The fast path is off for good: wsproto reads the socket the usual way."""
-        self._fast = False
-        if self._timed:
-            self._timed = False
-            try:
-                self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(0))
-            except OSError:
-                pass
-
-    def send(self, data):
-        with self._lock:
-            self._sock.sendall(data)
-        return len(data)
-
-    def sendall(self, data):
-        self.send(data)
-
-    def recv(self, n):
-        ws = self._ws
-        inbox = ws.input_buffer
-        while (
-            len(inbox) > INPUT_BACKLOG or getattr(inbox, "queued", 0) > INPUT_BACKLOG_BYTES
-        ) and ws.connected:
-            time.sleep(0.01)
-            inbox = ws.input_buffer
-        if not self._fast:
-            if self._pending:  # bytes held back while the fast path was on
-                data, self._pending = bytes(self._pending), bytearray()
-                return data
-            return self._sock.recv(n)
-        while True:
-            try:
-                data = self._sock.recv(n)
-            except BlockingIOError:  # SO_RCVTIMEO: a quiet second (see below)
-                return _HEARTBEAT
-            keys = self._keys
-            size = len(data) - 6
-            if (
-                keys is not None
-                and 0 < size < 126
-                and data[0] == 0x82  # FIN, binary
-                and data[1] == 0x80 | size  # masked, 7-bit length
-                and not self._pending
-            ):
-                # The usual read, a keystroke: exactly one small binary frame. The same as
-                # _take() would do with it, in a few steps (the first code to run after a
-                # wake-up runs on cold caches: every step counts).
-                try:
-                    keys(_unmask(data[2:6], data[6:]))
-                except Exception:
-                    log.exception("terminal: handling a frame failed")
-            else:
-                if not data:  # the end: wsproto gets what is left (it reports a cut frame)
-                    self._step_aside()
-                    data, self._pending = bytes(self._pending), bytearray()
-                    return data
-                self._pending += data
-                out = self._take(getattr(ws.input_buffer, "handler", None))
-                if out:
-                    return out
-            # All handled here (or only part of a frame so far): keep reading while the
-            # client keeps sending; after a quiet second wsproto gets a heartbeat, so the
-            # reader goes back to its select() and its ping timer. (Parsing a heartbeat per
-            # keystroke would cost what the fast path saves.)
-            if self._timed:
-                if not ws.connected:
-                    return _HEARTBEAT
-                continue  # recv(2) waits, up to SO_RCVTIMEO
-            try:
-                more = ws.connected and select.select([self._sock], [], [], _QUIET)[0]
-            except (OSError, ValueError):  # closed under us
-                more = False
-            if not more:
-                return _HEARTBEAT
-
-    def _take(self, handler) -> bytes:
-        """Parse the whole frames at the front of `_pending`. Simple data frames go to
-        `handler` here; what wsproto must see is returned: whole frames only (a partial
-        frame waits in `_pending`), in order, so wsproto's stream never starts mid-frame.
-        Before the handler is installed every frame goes to wsproto (the _Inbox queues it);
-        after a frame the fast path does not take, so does everything else, for good."""
-        buf = self._pending
-        at = 0
-        passed = at  # buf[:passed] was handled here; buf[passed:at] goes to wsproto
-        while len(buf) - at >= 2:
-            b0, b1 = buf[at], buf[at + 1]
-            size, head = b1 & 0x7F, 2
-            if size == 126:
-                if len(buf) - at < 4:
-                    break
-                size, head = int.from_bytes(buf[at + 2 : at + 4], "big"), 4
-            elif size == 127:
-                if len(buf) - at < 10:
-                    break
-                size, head = int.from_bytes(buf[at + 2 : at + 10], "big"), 10
-            masked = b1 & 0x80
-            end = at + head + (4 if masked else 0) + size
-            opcode = b0 & 0x0F
-            control = opcode >= 0x8  # ping, pong, close: passed on whole, in order
-            if (
-                b0 & 0x70  # RSV bits (compressed)
-                or not masked  # a protocol error wsproto reports
-                or (not control and (not b0 & 0x80 or opcode not in (0x1, 0x2)))  # fragments
-                or end - at > _FAST_MAX
-            ):
-                self._step_aside()
-                at = len(buf)
-                break
-            if len(buf) < end:
-                break
-            if control or handler is None or passed < at:
-                at = end  # to wsproto, in order
-                continue
-            mask = bytes(buf[at + head : at + head + 4])
-            payload = _unmask(mask, bytes(buf[at + head + 4 : end]))
-            if opcode == 0x1:
-                try:
-                    msg = payload.decode("utf-8")
-                except UnicodeDecodeError:
-                    self._step_aside()  # wsproto closes the socket with 1007
-                    at = len(buf)
-                    break
-            else:
-                msg = payload
-            at = passed = end
-            try:
-                handler(msg)
-            except Exception:
-                log.exception("terminal: handling a frame failed")
-        out = bytes(buf[passed:at])
-        del buf[:at]
-        return out
-
-    def close(self):
-        try:
-            self._sock.close()
-        finally:
-            if self.on_close is not None:
-                self.on_close()
-
-    def __getattr__(self, name):
-        return getattr(self._sock, name)
-
-
-class _Inbox(list):
-    """Replaces simple_websocket's input list: once a handler is set, messages are handled
-    in the socket's reader thread as they arrive (no hand-off to the request thread, so a
-    keystroke reaches the SSH channel with one thread switch less)."""
-
-    def __init__(self, items=()):
-        super().__init__(items)
-        self.lock = threading.Lock()
-        self.handler = None
-        self.proxy = None  # the _SockProxy whose fast path start() hands `keys` to
-        self.queued = sum(len(m) for m in self)  # bytes waiting (the reader's bound)
-
-    def append(self, msg) -> None:
-        handler = self.handler
-        if handler is None:
-            with self.lock:
-                if self.handler is None:
-                    super().append(msg)
-                    self.queued += len(msg)
-                    return
-                handler = self.handler
-        try:
-            handler(msg)
-        except Exception:
-            log.exception("terminal: handling a frame failed")
-
-    def pop(self, index=-1):  # simple_websocket's receive() (the watch socket) takes here
-        with self.lock:
-            msg = super().pop(index)
-            self.queued -= len(msg)
-            return msg
-
-    def start(self, handler, keys=None) -> None:
-        """Handle messages with `handler` from now on (queued ones first). `keys`, if given,
-        is what the reader's fast path hands a small binary frame's payload to instead."""
-        with self.lock:
-            for msg in list(self):
-                try:
-                    handler(msg)
-                except Exception:
-                    log.exception("terminal: handling a frame failed")
-            self.clear()
-            self.queued = 0
-            self.handler = handler
-            if keys is not None and isinstance(self.proxy, _SockProxy):
-                self.proxy._keys = keys
-
-
-def _prepare(ws) -> None:
-    if not isinstance(ws.sock, _SockProxy):
-        ws.sock = _SockProxy(ws.sock, ws)
-        try:
-            ws.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except (OSError, AttributeError):
-            pass
-    if not isinstance(ws.input_buffer, _Inbox):
-        ws.input_buffer = _Inbox(ws.input_buffer)
-    ws.input_buffer.proxy = ws.sock
+def _nodelay(sock: socket.socket | None) -> None:
+    """Small frames (an echoed keystroke) leave at once instead of waiting for an ACK."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):
+        pass
 
 
 def _reader_last(route):
-    """The socket's reader thread has the last word: when a route returns after the reader
-    saw the end (a close from the client, a protocol error), wait for that thread to finish
-    before the WSGI server gets the connection back. The reader marks the socket closed
-    before it sends its close frame; without this, the server could write to (or close) the
-    connection first and the client would never see the close code (the dev server even
-    writes an HTTP response into the socket)."""
+    """The socket library's reader thread has the last word: when a route returns after the
+    socket closed (a close from the client, a protocol error, our own close), wait for the
+    reader to be done with the connection (it closes the socket last, after its close
+    frame) before the WSGI server gets it back. Without this, the server could write to (or
+    close) the connection first and the client would never see the close code (the dev
+    server even writes an HTTP response into the socket)."""
 
     @functools.wraps(route)
     def wrapper(ws, *args, **kwargs):
+        raw = _wsgi_socket(request.environ)
         try:
             return route(ws, *args, **kwargs)
         finally:
-            # After a close of our own the reader ends on the client's reply or within its
-            # 1 s receive timeout; the bound is for a client that never answers.
-            if not ws.connected:
-                ws.thread.join(timeout=2.0)
+            # Every way out of these routes closes the socket or follows its end. After a
+            # close of our own the reader ends on the client's reply; the bound is for a
+            # client that never answers. (Not `ws.connected`: the reader sets it again
+            # after each message it takes, so it can read True just after our close.)
+            if raw is not None:
+                deadline = time.monotonic() + 2.0
+                while raw.fileno() != -1 and time.monotonic() < deadline:
+                    time.sleep(0.01)
 
     return wrapper
 
@@ -425,19 +187,33 @@ def terminal(ws, agent_id):
         ticket_agent=g.ws_ticket_agent,
         client_addr=_client_addr(),
         user_agent=request.headers.get("User-Agent"),
+        sock=_wsgi_socket(request.environ),
     )
 
 
-def _run_terminal(ws, user, agent_id, *, args, ticket_agent, client_addr, user_agent) -> None:
+def _run_terminal(
+    ws, user, agent_id, *, args, ticket_agent, client_addr, user_agent, sock=None
+) -> None:
     """The terminal socket's life, from `ready` to the end."""
-    _prepare(ws)
+    _nodelay(sock)
+    client = Client(ws, client_addr, sock)
+    # Frames are taken off the socket from now on; until the session is set up they wait
+    # (bounded, see _Receiver), so the handshake below never lets input pile up unbounded.
+    receiver = _Receiver(ws, client)
+    try:
+        _open_and_serve(ws, client, receiver, user, agent_id, args, ticket_agent, user_agent)
+    finally:
+        receiver.stop()
+
+
+def _open_and_serve(ws, client, receiver, user, agent_id, args, ticket_agent, user_agent):
+    client_addr = client.peer
     if ticket_agent is not None and ticket_agent != agent_id:
-        _refuse(ws, "this ticket is for another machine")
+        _refuse_client(client, "this ticket is for another machine")
         return
     cols = services.parse_size(args.get("cols"), 80)
     rows = services.parse_size(args.get("rows"), 24)
     resume = args.get("session") or None
-    client = Client(ws, client_addr)
     uid, tv = user.id, user.token_version
     sess = resumed = None
     try:
@@ -455,14 +231,14 @@ def _run_terminal(ws, user, agent_id, *, args, ticket_agent, client_addr, user_a
         db.session.rollback()
         if sess is not None and not resumed:
             services.abandon(sess)
-        _refuse(ws, err.message)
+        _refuse_client(client, err.message)
         return
     except Exception:
         db.session.rollback()
         if sess is not None and not resumed:
             services.abandon(sess)  # e.g. the commit failed: the channel must not leak
         log.exception("opening a terminal failed")
-        _refuse(ws, "could not open the terminal", 1011)
+        _refuse_client(client, "could not open the terminal", 1011)
         return
     finally:
         db.session.remove()  # no DB connection held for the life of the socket
@@ -475,7 +251,7 @@ def _run_terminal(ws, user, agent_id, *, args, ticket_agent, client_addr, user_a
         except Exception:
             log.exception("registering a terminal failed")
             services.abandon(sess)
-            _refuse(ws, "could not open the terminal", 1011)
+            _refuse_client(client, "could not open the terminal", 1011)
             return
         try:
             why = why or services.denied_now(uid, tv, sess.machine_id, reg)
@@ -484,73 +260,205 @@ def _run_terminal(ws, user, agent_id, *, args, ticket_agent, client_addr, user_a
             why = "could not open the terminal"
         if why:
             sess.close(why)
-            _refuse(ws, why, CLOSE_NORMAL)
+            _refuse_client(client, why, CLOSE_NORMAL)
             return
     elif cols != sess.cols or rows != sess.rows:
         sess.resize(cols, rows)
     try:
         sess.attach(client, resumed)
     except Exception:
-        _refuse(ws, "the session has ended", CLOSE_NORMAL)
+        if not resumed and not sess.closed:
+            # The socket went away while the shell was being opened: nobody to attach.
+            sess.close("the browser left before the terminal was ready")
+        _refuse_client(client, "the session has ended", CLOSE_NORMAL)
         return
     if not resumed:
         sess.start()  # after attach: the first prompt goes to this socket
     try:
-        _serve(ws, sess, client)
+        _serve(ws, sess, client, receiver)
     finally:
         sess.detach(client)
 
 
-def _serve(ws, sess, client: Client) -> None:
-    """Frames are handled in the reader thread (`_Inbox`); this thread waits for the end,
-    delivers kicks (error/exit), and feeds input that would block on the SSH window."""
+def _serve(ws, sess, client: Client, receiver: _Receiver) -> None:
+    """Frames are handled in the receiver's thread; this thread waits for the end, delivers
+    kicks (error/exit) and feeds input that would wait for the SSH window."""
     feeder = _InputFeeder(sess, client)
-    ws.sock.on_close = client.wake  # the reader thread saw the end of the socket
-    ws.input_buffer.start(functools.partial(_on_frame, sess, client, feeder), keys=feeder.key)
+    receiver.start(functools.partial(_on_frame, sess, client, feeder))
     while True:
         kick = client.kick
         if kick is not None:
-            if kick[0] == "too_big":
-                _close_too_big(client)
-            else:
+            if kick[0] != "refused":  # the receiver has closed the socket itself
                 _deliver_kick(client, kick)
             return
-        if not ws.connected:
+        if receiver.done or not ws.connected:
             return
         if feeder.backlog:
             feeder.drain()
             continue
         # Kicks, queued input and the end of the socket set this; keystrokes do not (they
-        # are handled in the reader thread), so an idle or typing session costs no wake-ups.
+        # are handled in the receiver's thread), so an idle or typing session costs no
+        # wake-ups here.
         client.event.wait(10.0)
         client.event.clear()
 
 
-class _InputFeeder:
-    """Input goes to the channel from the reader thread while the SSH window has room;
-    otherwise it queues (bounded: the reader thread then waits, i.e. TCP backpressure) and
-    the request thread sends it, so acks keep flowing while a remote program is not reading."""
+class _Refusal(Exception):
+    """A frame the socket is closed for: `code` (1008, 1009) and the message the client
+    gets in its `error` frame and the close reason."""
 
-    LIMIT = 1024 * 1024
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _refuse_client(client: Client, message: str, code: int = CLOSE_POLICY) -> None:
+    """`error` then close, in order with the session's other sends."""
+    with client.send_lock:
+        _refuse(client.ws, message, code)
+
+
+class _Receiver:
+    """Takes the client's frames off the socket (flask-sock's `ws.receive()`) in a thread of
+    its own, from the upgrade on, and hands them to the terminal's frame handler.
+
+    Until the session is set up (the SSH handshake runs in the request thread meanwhile),
+    frames wait here, at most INPUT_BACKLOG frames and INPUT_BACKLOG_BYTES bytes; past
+    either, or for a frame over INPUT_MAX, the socket is closed (1008, 1009) and the
+    connection cut, rather than let input pile up. A frame the handler refuses (_Refusal)
+    closes it the same way.
+    """
+
+    RECEIVE_WAIT = 5.0  # seconds per receive(): a socket we closed ends the thread by then
+
+    def __init__(self, ws, client: Client):
+        self.ws = ws
+        self.client = client
+        self.lock = threading.Lock()
+        self.handler = None
+        self.pending: list = []
+        self.pending_bytes = 0
+        self.done = False  # the thread has ended (socket closed, or a frame refused)
+        self.stopped = False  # the request thread is done with this socket: frames dropped
+        self.thread = threading.Thread(target=self._run, name="terminal-input", daemon=True)
+        self.thread.start()
+
+    def start(self, handler) -> None:
+        """Handle frames with `handler` from now on (the waiting ones first, in order)."""
+        with self.lock:
+            pending, self.pending, self.pending_bytes = self.pending, [], 0
+            for msg in pending:
+                if not self._handle(handler, msg):
+                    break
+            self.handler = handler
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    def _run(self) -> None:
+        ws, client = self.ws, self.client
+        try:
+            while not self.stopped:
+                try:
+                    msg = ws.receive(timeout=self.RECEIVE_WAIT)
+                except Exception:  # ConnectionClosed: the socket is done
+                    return
+                if msg is None:
+                    if not ws.connected:
+                        return
+                    continue
+                if len(msg) > INPUT_MAX:
+                    self._refuse(
+                        _Refusal(CLOSE_TOO_BIG, f"frame too large (limit {INPUT_MAX} bytes)")
+                    )
+                    return
+                handler = self.handler
+                if handler is None:
+                    with self.lock:
+                        handler = self.handler
+                        if handler is None:
+                            if not self._hold(msg):
+                                return
+                            continue
+                if self.stopped or not self._handle(handler, msg):
+                    return
+        finally:
+            self.done = True
+            client.wake()
+
+    def _hold(self, msg) -> bool:
+        """Keep a frame that came before the handler (under self.lock). False: refused."""
+        if (
+            len(self.pending) >= INPUT_BACKLOG
+            or self.pending_bytes + len(msg) > INPUT_BACKLOG_BYTES
+        ):
+            self._refuse(_Refusal(CLOSE_POLICY, "too much input before the terminal was ready"))
+            return False
+        self.pending.append(msg)
+        self.pending_bytes += len(msg)
+        return True
+
+    def _handle(self, handler, msg) -> bool:
+        try:
+            handler(msg)
+            return True
+        except _Refusal as refusal:
+            self._refuse(refusal)
+        except Exception:
+            log.exception("terminal: handling a frame failed")
+            return True
+        return False
+
+    def _refuse(self, refusal: _Refusal) -> None:
+        client = self.client
+        if client.kick is None:
+            client.kick = ("refused", refusal.message)
+        self.stopped = True
+        with client.send_lock:
+            _refuse(client.ws, refusal.message, refusal.code)
+            # The socket library reads on for as long as the client sends (it has no way to
+            # stop taking bytes), so a client refused for its input is cut off here, right
+            # after the close frame (nothing of ours can follow it): what it sends next is
+            # refused by the kernel.
+            cut_socket(client)
+        client.wake()
+
+
+class _InputFeeder:
+    """Input goes to the channel from the receiver's thread while the SSH window has room;
+    otherwise it queues (bounded: past LIMIT the socket is closed) and the request thread
+    sends it, so acks keep flowing while a remote program is not reading its input."""
+
+    LIMIT = INPUT_BACKLOG_BYTES
+    # Input up to this size is sent from the receiver's thread when the window has room;
+    # larger input (a paste) always goes through the request thread, which may wait for
+    # the window without holding up acks.
+    INLINE_MAX = 1024
 
     def __init__(self, sess, client: Client):
         self.sess = sess
         self.client = client
-        # The Condition's own lock, taken directly where no wait/notify follows: `with` on a
-        # Lock is one C call, on a Condition two Python-level ones (per keystroke, twice).
-        self.lock = threading.Lock()
-        self.cond = threading.Condition(self.lock)
+        self.cond = threading.Condition()
         self.backlog: deque[bytes] = deque()
         self.size = 0
         self.busy = False
 
     def feed(self, data: bytes) -> None:
-        with self.lock:
-            if not self.backlog and not self.busy and self.sess.can_send(len(data)):
+        with self.cond:
+            inline = (
+                not self.backlog
+                and not self.busy
+                and len(data) <= self.INLINE_MAX
+                and self.sess.can_send()
+            )
+            if inline:
                 self.busy = True
             else:
-                while self.size > self.LIMIT and not self.client.kick and self.client.ws.connected:
-                    self.cond.wait(0.5)
+                if self.size + len(data) > self.LIMIT:
+                    raise _Refusal(
+                        CLOSE_POLICY, "input is arriving faster than the machine reads it"
+                    )
                 self.backlog.append(data)
                 self.size += len(data)
                 self.client.wake()
@@ -558,37 +466,21 @@ class _InputFeeder:
         try:
             self.sess.input(data)
         finally:
-            with self.lock:
+            with self.cond:
                 self.busy = False
-
-    def key(self, data: bytes) -> None:
-        """A binary frame of at most 125 bytes from the reader's fast path: what `_on_frame`
-        and `feed` do with it, without the checks that cannot fail for it (size, type)."""
-        if self.client.kick is not None:
-            return
-        lock = self.lock
-        lock.acquire()
-        if self.backlog or self.busy or not self.sess.can_send(len(data)):
-            lock.release()
-            self.feed(data)  # the general case: queue it (or wait for room)
-            return
-        self.busy = True
-        lock.release()
-        try:
-            self.sess.input(data)
-        finally:
-            with lock:
-                self.busy = False
+                if self.backlog:
+                    self.cond.notify_all()
 
     def drain(self) -> None:
         while True:
             with self.cond:
+                while self.busy and not self.client.kick:
+                    self.cond.wait(0.5)
                 if not self.backlog or self.busy:
                     return
                 data = self.backlog.popleft()
                 self.size -= len(data)
                 self.busy = True
-                self.cond.notify_all()
             try:
                 self.sess.input(data)
             finally:
@@ -600,20 +492,16 @@ def _on_frame(sess, client: Client, feeder: _InputFeeder, msg) -> None:
     if client.kick is not None:
         return
     if isinstance(msg, (bytes, bytearray)):
-        if len(msg) > INPUT_MAX:
-            client.kick = ("too_big",)
-            client.wake()
-            return
         feeder.feed(bytes(msg))
-        return
-    if len(msg) > INPUT_MAX:
-        client.kick = ("too_big",)
-        client.wake()
         return
     try:
         frame = json.loads(msg)
     except ValueError:
         return
+    except RecursionError:
+        # '[' * 30000 fits in a frame; json gives up on it. One line, no traceback.
+        log.warning("terminal %s: a text frame nested too deeply; socket closed", sess.sid)
+        raise _Refusal(CLOSE_POLICY, "frame nested too deeply") from None
     if not isinstance(frame, dict):
         return
     kind = frame.get("type")
@@ -622,9 +510,7 @@ def _on_frame(sess, client: Client, feeder: _InputFeeder, msg) -> None:
         if isinstance(data, str) and data:
             encoded = data.encode("utf-8", "replace")
             if len(encoded) > INPUT_MAX:
-                client.kick = ("too_big",)
-                client.wake()
-                return
+                raise _Refusal(CLOSE_TOO_BIG, f"frame too large (limit {INPUT_MAX} bytes)")
             feeder.feed(encoded)
     elif kind == "resize":
         c, r = frame.get("cols"), frame.get("rows")
@@ -640,11 +526,6 @@ def _on_frame(sess, client: Client, feeder: _InputFeeder, msg) -> None:
         except Exception:  # noqa: S110 - the socket is going away
             pass
     # anything else: ignored
-
-
-def _close_too_big(client: Client) -> None:
-    with client.send_lock:
-        _refuse(client.ws, f"frame too large (limit {INPUT_MAX} bytes)", CLOSE_TOO_BIG)
 
 
 def _deliver_kick(client: Client, kick: tuple) -> None:
@@ -730,7 +611,7 @@ def _give_watch_place(_exc=None):
 @sock.route("/api/terminal/sessions/<sid>/watch/ws", bp=bp)
 @_reader_last
 def watch(ws, sid):
-    _prepare(ws)
+    _nodelay(_wsgi_socket(request.environ))
     user = g.ws_user
     try:
         row = services.get_session(user, sid)
@@ -803,6 +684,10 @@ def watch(ws, sid):
                             _send_json(ws, {"type": "pong"})
                     except (ValueError, AttributeError):
                         pass
+                    except RecursionError:
+                        log.warning("terminal watch %s: a text frame nested too deeply", sid)
+                        _refuse(ws, "frame nested too deeply")
+                        return
     except Exception:
         return
     finally:
