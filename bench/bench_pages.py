@@ -89,7 +89,7 @@ COMMANDS = ["uptime", "df -h", "systemctl status nginx", "journalctl -u app -n 5
 
 
 def generate(app, url: str, engine: str, machines: int, rows: int, seed: int = 7) -> dict:
-    from portal.accounts import services as accounts
+    from portal.accounts import users as accounts
     from portal.extensions import db
 
     rnd = random.Random(seed)

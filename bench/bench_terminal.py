@@ -187,18 +187,18 @@ from portal.cli import upgrade_database
 from portal.extensions import db
 upgrade_database({self.env["DATABASE_URL"]!r})
 app = create_app({{"DATABASE_URL": {self.env["DATABASE_URL"]!r}, "PORTAL_INSTANCE_PATH": {str(self.dir)!r}}})
-from portal.accounts import services as acc
+from portal.accounts import tokens, users
 from portal.machines import services as ms
 with app.test_request_context():
-    u = acc.create_user(email="bench@example.test", username="bench", password="bench-Pass-123456",
-                        role="admin", check_open=False)
+    u = users.create_user(email="bench@example.test", username="bench", password="bench-Pass-123456",
+                          role="admin", check_open=False)
     db.session.commit()
     m, _ = ms.create_machine(u, {{"name": "bench", "host": {self.sshd.host!r}, "port": {self.sshd.port},
         "username": {self.sshd.username!r}, "auth_method": "key",
         "private_key": {self.sshd.client_key_private_text!r},
         "host_key": {chr(10).join(self.sshd.host_key_lines)!r}}})
     db.session.commit()
-    token, _ = acc.issue_jwt(u)
+    token, _ = tokens.issue_jwt(u)
     print(json.dumps({{"agent_id": m.agent_id, "token": token}}))
 """
         out = subprocess.run(

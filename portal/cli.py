@@ -64,7 +64,7 @@ def db_current():
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 def create_admin(email: str, username: str, password_stdin: bool):
     """Create an admin account (for headless installs)."""
-    from portal.accounts import services
+    from portal.accounts import users
     from portal.errors import PortalError
     from portal.extensions import db
 
@@ -73,7 +73,7 @@ def create_admin(email: str, username: str, password_stdin: bool):
     else:
         password = getpass.getpass("Password: ")
     try:
-        user = services.create_user(
+        user = users.create_user(
             email=email, username=username, password=password, role="admin", check_open=False
         )
         db.session.commit()
@@ -88,10 +88,10 @@ def create_admin(email: str, username: str, password_stdin: bool):
 @click.argument("role", type=click.Choice(["admin", "user"]))
 def set_role(login: str, role: str):
     """Make LOGIN an admin or a plain user."""
-    from portal.accounts import services
+    from portal.accounts import users
     from portal.extensions import db
 
-    user = services.find_user(login)
+    user = users.find_user(login)
     if user is None:
         raise click.ClickException("no such user")
     user.role = role

@@ -95,7 +95,7 @@ def api_user():
     (then CSRF applies to unsafe methods). None when unauthenticated."""
     if "api_user" in g:
         return g.api_user
-    from portal.accounts.services import user_from_token
+    from portal.accounts.tokens import user_from_token
 
     user = None
     token = _bearer_value()

@@ -127,7 +127,7 @@ def dbs(app):
 @pytest.fixture
 def make_user(app):
     """Factory: make_user("bob", role="admin") -> User (committed)."""
-    from portal.accounts import services
+    from portal.accounts import users
     from portal.extensions import db
 
     counter = {"n": 0}
@@ -143,7 +143,7 @@ def make_user(app):
         counter["n"] += 1
         username = username or f"user{counter['n']}"
         with app.app_context():
-            user = services.create_user(
+            user = users.create_user(
                 email=email or f"{username}@example.test",
                 username=username,
                 password=password,
@@ -162,14 +162,14 @@ def make_user(app):
 @pytest.fixture
 def token_for(app):
     """token_for(user) -> a fresh JWT for that user."""
-    from portal.accounts import services
+    from portal.accounts import tokens
     from portal.accounts.models import User
     from portal.extensions import db
 
     def _token(user) -> str:
         with app.app_context():
             u = db.session.get(User, user.id)
-            token, _ = services.issue_jwt(u)
+            token, _ = tokens.issue_jwt(u)
             return token
 
     return _token

@@ -297,11 +297,11 @@ def test_health(client):
 
 
 def test_signup_closed_is_403(client, admin, auth, app):
-    from portal.accounts import services
+    from portal.accounts import settings
     from portal.extensions import db
 
     with app.app_context():
-        services.set_setting("signup_open", "0")
+        settings.set_setting("signup_open", "0")
         db.session.commit()
     resp = signup(client, "late")
     assert resp.status_code == 403
@@ -343,7 +343,7 @@ def test_nul_bytes_and_odd_ids_are_clean_4xx(client, admin, auth):
 
 
 def test_find_user_ref_rejects_unicode_digits_and_out_of_range(app, admin):
-    from portal.accounts.services import find_user_ref
+    from portal.accounts.users import find_user_ref
     from portal.errors import NotFound
 
     with app.app_context():

@@ -9,21 +9,21 @@ from tests.conftest import PASSWORD
 
 
 def test_production_hashes_with_the_recommended_parameters(app):
-    from portal.accounts import services
+    from portal.accounts import passwords
 
     with app.app_context():
         app.config["TESTING"] = False  # a deployment: the test profile key is ignored
         try:
-            h = services.hasher()
+            h = passwords.hasher()
             params = extract_parameters(h.hash("correct horse battery"))
         finally:
             app.config["TESTING"] = True
-    assert h is services.ph
+    assert h is passwords.ph
     assert params == profiles.RFC_9106_LOW_MEMORY
 
 
 def test_the_suite_hashes_with_the_cheapest_parameters(app, make_user):
-    from portal.accounts import services
+    from portal.accounts import users
     from portal.accounts.models import User
     from portal.errors import AuthenticationRequired
     from portal.extensions import db
@@ -31,9 +31,9 @@ def test_the_suite_hashes_with_the_cheapest_parameters(app, make_user):
     user = make_user("cheap")
     with app.app_context():
         assert extract_parameters(db.session.get(User, user.id).password_hash) == profiles.CHEAPEST
-        assert services.authenticate("cheap", PASSWORD).id == user.id
+        assert users.authenticate("cheap", PASSWORD).id == user.id
         with pytest.raises(AuthenticationRequired):
-            services.authenticate("cheap", PASSWORD + "x")
+            users.authenticate("cheap", PASSWORD + "x")
         with pytest.raises(AuthenticationRequired):
-            services.authenticate("nobody-here", PASSWORD)
+            users.authenticate("nobody-here", PASSWORD)
         db.session.rollback()

@@ -119,7 +119,7 @@ def test_invite_works_once_and_is_stored_hashed(client, app, admin, auth, invite
 
 def test_invite_link_is_spent_atomically(app, make_user):
     """Two sign-ups that both passed the check race on one link: the atomic spend lets one."""
-    from portal.accounts import membership, services
+    from portal.accounts import membership, users
     from portal.errors import AccessDenied
     from portal.extensions import db
 
@@ -128,18 +128,18 @@ def test_invite_link_is_spent_atomically(app, make_user):
         invite, raw = membership.create_invite(db.session.merge(boss), {})
         db.session.commit()
         checked = membership.find_invite(raw)  # both racers saw it pending
-        a = services.create_user(
+        a = users.create_user(
             email="a@example.test", username="aa", password=PASSWORD, check_open=False
         )
         membership.spend(checked, a)
         db.session.commit()
-        b = services.create_user(
+        b = users.create_user(
             email="b@example.test", username="bb", password=PASSWORD, check_open=False
         )
         with pytest.raises(AccessDenied):
             membership.spend(checked, b)
         db.session.rollback()
-        assert services.find_user("bb") is None
+        assert users.find_user("bb") is None
         assert db.session.get(type(invite), invite.id).used_by == a.id
 
 

@@ -64,7 +64,7 @@ def test_oauth_sign_in_never_takes_over_a_local_account_with_the_same_email(
     email must not land in the attacker's account: it is refused, nothing created or linked."""
     from sqlalchemy import func, select
 
-    from portal.accounts import services
+    from portal.accounts import users
     from portal.accounts.models import OAuthIdentity
     from portal.extensions import db
 
@@ -78,7 +78,7 @@ def test_oauth_sign_in_never_takes_over_a_local_account_with_the_same_email(
         assert "an account with this email already exists" in page
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(OAuthIdentity)) == 0
-        assert services.list_users()[1] == 2
+        assert users.list_users()[1] == 2
     # The attacker's password sign-in shows no linked identity either.
     ok = client.post("/api/login", json={"login": "mallory", "password": PASSWORD})
     assert ok.status_code == 200
@@ -101,11 +101,11 @@ def test_owner_links_from_profile_then_oauth_signs_into_that_account(
 
 
 def test_signup_closed_refuses_new_account(client, oidc_provider, admin, app):
-    from portal.accounts import services
+    from portal.accounts import settings, users
     from portal.extensions import db
 
     with app.app_context():
-        services.set_setting("signup_open", "0")
+        settings.set_setting("signup_open", "0")
         db.session.commit()
     oidc_provider.set_user("sub-x", "stranger@example.test", email_verified=True)
     final = oauth_dance(client)
@@ -114,7 +114,7 @@ def test_signup_closed_refuses_new_account(client, oidc_provider, admin, app):
     page = client.get("/login").get_data(as_text=True)
     assert "signup is closed" in page
     with app.app_context():
-        assert services.list_users()[1] == 1
+        assert users.list_users()[1] == 1
 
 
 def test_denied_at_provider_signs_nobody_in(client, oidc_provider, admin):
@@ -206,7 +206,7 @@ def test_oauth_invite_for_another_email_creates_nothing(client, oidc_provider, a
     assert final.status_code == 302 and "/login" in final.location
     assert me(client).status_code == 401
     assert "another email address" in client.get("/login").get_data(as_text=True)
-    from portal.accounts.services import list_users
+    from portal.accounts.users import list_users
 
     with app.app_context():
         assert list_users()[1] == 1

@@ -12,7 +12,7 @@ def quick_users(app, *specs):
     """Users straight into the table with one shared argon2 hash: the API tests need many
     users and the hash is what costs time (tests that sign in through the form use PASSWORD)."""
     from portal.accounts.models import User
-    from portal.accounts.services import hasher
+    from portal.accounts.passwords import hasher
     from portal.extensions import db
     from tests.conftest import PASSWORD
 

@@ -101,7 +101,7 @@ def _watch(server, sid, token) -> Term:
 def _watchers_end_when_access_ends(
     app, term_env, live_server, watch_server, auth, make_user, grant_role, token_for, admin
 ):
-    from portal.accounts import services as acc
+    from portal.accounts import users as acc
     from portal.accounts.models import User
     from portal.extensions import db
 

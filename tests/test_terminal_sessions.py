@@ -155,7 +155,7 @@ def test_deactivating_a_user_closes_their_sessions(term_env, app, admin):
     owner, _machine, open_term = term_env
     t = open_term()
     t.wait_control("ready")
-    from portal.accounts import services as acc
+    from portal.accounts import users as acc
     from portal.accounts.models import User
     from portal.extensions import db
 
@@ -465,7 +465,7 @@ def test_demoting_a_global_admin_closes_terminals_their_roles_do_not_allow(
     t_boss.wait_control("ready")
     t_kept = open_term(token_=token_for(kept))
     t_kept.wait_control("ready")
-    from portal.accounts import services as acc
+    from portal.accounts import users as acc
     from portal.accounts.models import User
     from portal.extensions import db
 

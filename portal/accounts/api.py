@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, g, jsonify, request
 
-from portal.accounts import membership, services
-from portal.errors import AuthenticationRequired
+from portal.accounts import avatars, membership, tokens
+from portal.accounts import users as user_services
+from portal.errors import AuthenticationRequired, ValidationError
 from portal.extensions import limiter
 from portal.validation import get_str
 from portal.web import api_admin_required, api_login_required, json_body, page_args
@@ -27,7 +28,7 @@ def signup():
         password=data.get("password"),
         invite=data.get("invite"),
     )
-    body = services.token_pair(user)
+    body = tokens.token_pair(user)
     body["user"] = user.to_dict()
     return jsonify(body), 201
 
@@ -37,9 +38,9 @@ def signup():
 def login():
     data = json_body()
     login_value = data.get("login") or data.get("email") or data.get("username")
-    user = services.authenticate(login_value, data.get("password"))
+    user = user_services.authenticate(login_value, data.get("password"))
     membership.password_change_gate(user, data.get("new_password"))
-    body = services.token_pair(user)
+    body = tokens.token_pair(user)
     body["user"] = user.to_dict()
     return jsonify(body)
 
@@ -48,14 +49,14 @@ def login():
 @limiter.limit(auth_limit)
 def refresh():
     data = json_body()
-    _user, pair = services.rotate_refresh_token(data.get("refresh_token"))
+    _user, pair = tokens.rotate_refresh_token(data.get("refresh_token"))
     return jsonify(pair)
 
 
 @bp.post("/api/auth/logout")
 @api_login_required
 def logout():
-    services.revoke_all_tokens(g.user)
+    tokens.revoke_all_tokens(g.user)
     return jsonify({"ok": True})
 
 
@@ -75,7 +76,7 @@ def profile():
 @bp.post("/api/profile/regenerate-api-key")
 @api_login_required
 def regenerate_api_key():
-    key = services.regenerate_api_key(g.user)
+    key = tokens.regenerate_api_key(g.user)
     return jsonify({"api_key": key, "api_key_prefix": g.user.api_key_prefix})
 
 
@@ -83,8 +84,8 @@ def regenerate_api_key():
 @api_login_required
 def reset_password():
     data = json_body()
-    services.change_password(g.user, data.get("current_password"), data.get("new_password"))
-    body = services.token_pair(g.user)  # the caller stays signed in with a fresh pair
+    user_services.change_password(g.user, data.get("current_password"), data.get("new_password"))
+    body = tokens.token_pair(g.user)  # the caller stays signed in with a fresh pair
     body["ok"] = True
     return jsonify(body)
 
@@ -94,8 +95,8 @@ def reset_password():
 def upload_avatar():
     upload = request.files.get("avatar")
     if upload is None:
-        raise services.ValidationError("multipart field 'avatar' is required", field="avatar")
-    url = services.save_avatar(g.user, upload.stream)
+        raise ValidationError("multipart field 'avatar' is required", field="avatar")
+    url = avatars.save_avatar(g.user, upload.stream)
     return jsonify({"avatar_url": url})
 
 
@@ -103,7 +104,7 @@ def upload_avatar():
 @api_admin_required
 def users():
     limit, offset = page_args()
-    rows, total = services.list_users(request.args.get("q"), limit, offset)
+    rows, total = user_services.list_users(request.args.get("q"), limit, offset)
     return jsonify({"users": [u.to_dict() for u in rows], "total": total})
 
 
@@ -113,8 +114,8 @@ def set_active(user_id: int):
     data = json_body()
     from portal.validation import get_bool
 
-    user = services.find_user_ref(user_id)
-    services.set_active(g.user, user, get_bool(data, "active"))
+    user = user_services.find_user_ref(user_id)
+    user_services.set_active(g.user, user, get_bool(data, "active"))
     return jsonify({"user": user.to_dict()})
 
 
@@ -122,8 +123,8 @@ def set_active(user_id: int):
 @api_admin_required
 def set_role(user_id: int):
     data = json_body()
-    user = services.find_user_ref(user_id)
-    services.set_role(g.user, user, get_str(data, "role", max_len=16))
+    user = user_services.find_user_ref(user_id)
+    user_services.set_role(g.user, user, get_str(data, "role", max_len=16))
     return jsonify({"user": user.to_dict()})
 
 

@@ -11,17 +11,10 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from sqlalchemy import func, select, update
 
 from portal.accounts.models import Invite, User
-from portal.accounts.services import (
-    check_password_strength,
-    create_user,
-    normalize_email,
-    normalize_username,
-    ph,
-    revoke_all_tokens,
-    sha256,
-    signup_open,
-    user_count,
-)
+from portal.accounts.passwords import check_password_strength, ph
+from portal.accounts.settings import signup_open
+from portal.accounts.tokens import revoke_all_tokens, sha256
+from portal.accounts.users import create_user, normalize_email, normalize_username, user_count
 from portal.db import utcnow
 from portal.errors import AccessDenied, Conflict, NotFound, ValidationError
 from portal.extensions import db

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from flask import current_app, g, jsonify, request, url_for
 
-from portal.accounts import membership, services
+from portal.accounts import membership, users
 from portal.accounts.api import bp
 from portal.db import iso
 from portal.web import api_admin_required, json_body, page_args
@@ -56,7 +56,7 @@ def admin_create_user():
 @api_admin_required
 def admin_reset_password(user_id: int):
     data = json_body() if request.content_length else {}
-    user = services.find_user_ref(user_id)
+    user = users.find_user_ref(user_id)
     generated = membership.admin_reset_password(g.user, user, data.get("password"))
     body = {"user": user.to_dict()}
     if generated:

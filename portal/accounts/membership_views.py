@@ -16,9 +16,10 @@ from flask import (
 )
 from flask_login import current_user, login_user
 
-from portal.accounts import membership, oauth, services
+from portal.accounts import membership, oauth
 from portal.accounts.api import auth_limit
 from portal.accounts.membership_api import invite_url
+from portal.accounts.models import User
 from portal.accounts.views import _home, _users_table, bp
 from portal.errors import PortalError
 from portal.extensions import db, limiter
@@ -238,7 +239,7 @@ def admin_user_create():
 @bp.post("/admin/users/<int:user_id>/reset-password")
 @admin_required
 def admin_user_reset_password(user_id: int):
-    user = db.session.get(services.User, user_id)
+    user = db.session.get(User, user_id)
     if user is None:
         abort(404)
     try:

@@ -20,9 +20,11 @@ from flask import (
 )
 from flask_login import current_user, login_user, logout_user
 
-from portal.accounts import membership, oauth, services
+from portal.accounts import avatars, identities, membership, oauth, settings, tokens
+from portal.accounts import users as user_services
 from portal.accounts.api import auth_limit
-from portal.errors import PortalError
+from portal.accounts.models import User
+from portal.errors import PortalError, ValidationError
 from portal.extensions import db, limiter
 from portal.web import admin_required, is_htmx, login_required, safe_next
 
@@ -45,10 +47,12 @@ def _form_error(template: str, err: PortalError, status: int | None = None, **ct
 def login():
     if current_user.is_authenticated:
         return redirect(safe_next(request.args.get("next"), _home()))
-    ctx = {"providers": oauth.providers(), "signup_open": services.signup_open()}
+    ctx = {"providers": oauth.providers(), "signup_open": settings.signup_open()}
     if request.method == "POST":
         try:
-            user = services.authenticate(request.form.get("login"), request.form.get("password"))
+            user = user_services.authenticate(
+                request.form.get("login"), request.form.get("password")
+            )
         except PortalError as err:
             err.field = "password"
             return _form_error("accounts/login.html", err, 401, **ctx)
@@ -63,12 +67,12 @@ def login():
 def signup():
     if current_user.is_authenticated:
         return redirect(_home())
-    is_open = services.signup_open() or services.user_count() == 0
+    is_open = settings.signup_open() or user_services.user_count() == 0
     ctx = {"providers": oauth.providers(), "signup_open": is_open}
     if request.method == "POST":
         f = request.form
         if f.get("password") != f.get("password_confirm"):
-            err = services.ValidationError("the passwords do not match", field="password_confirm")
+            err = ValidationError("the passwords do not match", field="password_confirm")
             return _form_error("accounts/signup.html", err, **ctx)
         try:
             user = membership.sign_up(
@@ -142,10 +146,10 @@ def oauth_callback(name: str):
     label = oauth.providers()[name].label
     try:
         if intent == "link" and current_user.is_authenticated:
-            services.link_identity(current_user, name, ident["subject"], ident["email"])
+            identities.link_identity(current_user, name, ident["subject"], ident["email"])
             flash(f"{label} is now linked to your account.", "success")
             return redirect(url_for("accounts.profile"))
-        user = services.oauth_sign_in(
+        user = identities.oauth_sign_in(
             name,
             ident["subject"],
             ident["email"],
@@ -191,7 +195,7 @@ def profile_password():
     if f.get("new_password") != f.get("new_password_confirm"):
         return _profile(422, {"new_password_confirm": "the new passwords do not match"})
     try:
-        services.change_password(g.user, f.get("current_password"), f.get("new_password"))
+        user_services.change_password(g.user, f.get("current_password"), f.get("new_password"))
     except PortalError as err:
         return _profile(422, {err.field or "_password": err.message})
     login_user(g.user)  # this browser stays signed in; every other session is ended
@@ -205,7 +209,7 @@ def profile_password():
 @bp.post("/profile/api-key")
 @login_required
 def profile_api_key():
-    key = services.regenerate_api_key(g.user)
+    key = tokens.regenerate_api_key(g.user)
     db.session.commit()
     # Shown this once, never stored in clear.
     return _profile(new_api_key=key)
@@ -218,7 +222,7 @@ def profile_avatar():
     if upload is None or not upload.filename:
         return _profile(422, {"avatar": "choose an image file"})
     try:
-        services.save_avatar(g.user, upload.stream)
+        avatars.save_avatar(g.user, upload.stream)
     except PortalError as err:
         return _profile(422 if err.status != 413 else 413, {"avatar": err.message})
     flash("Avatar updated.", "success")
@@ -228,7 +232,7 @@ def profile_avatar():
 @bp.post("/profile/logout-all")
 @login_required
 def profile_logout_all():
-    services.revoke_all_tokens(g.user)
+    tokens.revoke_all_tokens(g.user)
     db.session.commit()
     logout_user()
     flash("Signed out everywhere; your API key was revoked.", "success")
@@ -239,7 +243,7 @@ def profile_logout_all():
 @login_required
 def profile_unlink(name: str):
     try:
-        services.unlink_identity(g.user, name)
+        identities.unlink_identity(g.user, name)
     except PortalError as err:
         return _profile(err.status if err.status != 400 else 422, {"oauth": err.message})
     flash("Provider unlinked.", "success")
@@ -263,13 +267,13 @@ def _users_table(status: int = 200, error: str | None = None, page: dict | None 
     """The users table (HTMX) or the whole Users page; `page` fills the page's other parts
     (invites, "create a user"), `extra` the table's (a reset password shown once)."""
     q = (request.values.get("q") or "").strip()[:100]
-    users, total = services.list_users(q, limit=200)
+    users, total = user_services.list_users(q, limit=200)
     ctx = {
         "users": users,
         "total": total,
         "q": q,
         "error": error,
-        "signup_open": services.signup_open(),
+        "signup_open": settings.signup_open(),
         **extra,
     }
     if is_htmx() and request.headers.get("HX-Target") == "users-table":
@@ -289,18 +293,18 @@ def admin_users():
 @bp.post("/admin/users/<int:user_id>/<action>")
 @admin_required
 def admin_user_action(user_id: int, action: str):
-    user = db.session.get(services.User, user_id)
+    user = db.session.get(User, user_id)
     if user is None:
         abort(404)
     try:
         if action == "deactivate":
-            services.set_active(g.user, user, False)
+            user_services.set_active(g.user, user, False)
         elif action == "activate":
-            services.set_active(g.user, user, True)
+            user_services.set_active(g.user, user, True)
         elif action == "promote":
-            services.set_role(g.user, user, "admin")
+            user_services.set_role(g.user, user, "admin")
         elif action == "demote":
-            services.set_role(g.user, user, "user")
+            user_services.set_role(g.user, user, "user")
         else:
             abort(404)
     except PortalError as err:
@@ -313,9 +317,9 @@ def admin_user_action(user_id: int, action: str):
 @bp.post("/admin/signup")
 @admin_required
 def admin_signup():
-    services.set_signup_open(g.user, request.form.get("open") == "1")
+    settings.set_signup_open(g.user, request.form.get("open") == "1")
     db.session.commit()
-    flash("Signup is now " + ("open." if services.signup_open() else "closed."), "success")
+    flash("Signup is now " + ("open." if settings.signup_open() else "closed."), "success")
     return redirect(url_for("accounts.admin_users"), 303)
 
 

@@ -2,7 +2,7 @@
 
 
 def register(app) -> None:
-    from portal.community import services  # noqa: F401 - installs the upload file hooks
+    from portal.community import uploads  # noqa: F401 - installs the upload file hooks
     from portal.community.api import bp as api_bp
     from portal.community.views import bp as views_bp
 

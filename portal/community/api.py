@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, g, jsonify, request
 
-from portal.community import services
+from portal.community import fixes, issues, search, uploads
 from portal.web import api_login_required, json_body
 
 bp = Blueprint("community_api", __name__, url_prefix="/api/community")
@@ -17,11 +17,11 @@ def _issue_json(issue):
 @bp.get("/issues")
 @api_login_required
 def list_issues():
-    lq = services.parse_list_args(request.args, default_limit=50, max_limit=200)
-    issues, total = services.list_issues(g.user, lq)
-    accepted = services.accepted_ids(issues)
+    lq = search.parse_list_args(request.args, default_limit=50, max_limit=200)
+    rows, total = search.list_issues(g.user, lq)
+    accepted = search.accepted_ids(rows)
     return jsonify(
-        issues=[i.to_dict(accepted_fix_id=accepted.get(i.id)) for i in issues],
+        issues=[i.to_dict(accepted_fix_id=accepted.get(i.id)) for i in rows],
         total=total,
         limit=lq.limit,
         offset=lq.offset,
@@ -31,96 +31,96 @@ def list_issues():
 @bp.post("/issues")
 @api_login_required
 def create_issue():
-    issue = services.create_issue(g.user, json_body())
+    issue = issues.create_issue(g.user, json_body())
     return jsonify(_issue_json(issue)), 201
 
 
 @bp.get("/issues/<int:issue_id>")
 @api_login_required
 def get_issue(issue_id: int):
-    return jsonify(_issue_json(services.get_issue(issue_id)))
+    return jsonify(_issue_json(issues.get_issue(issue_id)))
 
 
 @bp.put("/issues/<int:issue_id>")
 @bp.patch("/issues/<int:issue_id>")
 @api_login_required
 def update_issue(issue_id: int):
-    issue = services.get_issue(issue_id)
-    services.check_can_edit(g.user, issue)
-    issue = services.update_issue(g.user, issue, json_body())
+    issue = issues.get_issue(issue_id)
+    issues.check_can_edit(g.user, issue)
+    issue = issues.update_issue(g.user, issue, json_body())
     return jsonify(_issue_json(issue))
 
 
 @bp.delete("/issues/<int:issue_id>")
 @api_login_required
 def delete_issue(issue_id: int):
-    issue = services.get_issue(issue_id)
-    services.check_can_edit(g.user, issue)
-    services.delete_issue(g.user, issue)
+    issue = issues.get_issue(issue_id)
+    issues.check_can_edit(g.user, issue)
+    issues.delete_issue(g.user, issue)
     return "", 204
 
 
 @bp.get("/issues/<int:issue_id>/fixes")
 @api_login_required
 def list_fixes(issue_id: int):
-    issue = services.get_issue(issue_id)
-    fixes = services.list_fixes(issue)
-    liked = services.liked_fix_ids(g.user, fixes)
-    return jsonify(fixes=[f.to_dict(liked_by_me=f.id in liked) for f in fixes])
+    issue = issues.get_issue(issue_id)
+    rows = fixes.list_fixes(issue)
+    liked = fixes.liked_fix_ids(g.user, rows)
+    return jsonify(fixes=[f.to_dict(liked_by_me=f.id in liked) for f in rows])
 
 
 @bp.post("/issues/<int:issue_id>/fixes")
 @api_login_required
 def create_fix(issue_id: int):
-    issue = services.get_issue(issue_id)
-    fix = services.create_fix(g.user, issue, json_body())
+    issue = issues.get_issue(issue_id)
+    fix = fixes.create_fix(g.user, issue, json_body())
     return jsonify(fix=fix.to_dict()), 201
 
 
 @bp.post("/issues/<int:issue_id>/fixes/<int:fix_id>/like")
 @api_login_required
 def like(issue_id: int, fix_id: int):
-    issue = services.get_issue(issue_id)
-    fix = services.get_fix(issue, fix_id)
-    likes, liked = services.like_fix(g.user, issue, fix)
+    issue = issues.get_issue(issue_id)
+    fix = fixes.get_fix(issue, fix_id)
+    likes, liked = fixes.like_fix(g.user, issue, fix)
     return jsonify(likes=likes, liked=liked)
 
 
 @bp.delete("/issues/<int:issue_id>/fixes/<int:fix_id>/like")
 @api_login_required
 def unlike(issue_id: int, fix_id: int):
-    issue = services.get_issue(issue_id)
-    fix = services.get_fix(issue, fix_id)
-    likes, liked = services.unlike_fix(g.user, issue, fix)
+    issue = issues.get_issue(issue_id)
+    fix = fixes.get_fix(issue, fix_id)
+    likes, liked = fixes.unlike_fix(g.user, issue, fix)
     return jsonify(likes=likes, liked=liked)
 
 
 @bp.post("/issues/<int:issue_id>/fixes/<int:fix_id>/accept")
 @api_login_required
 def accept(issue_id: int, fix_id: int):
-    issue = services.get_issue(issue_id)
-    fix = services.get_fix(issue, fix_id)
-    services.accept_fix(g.user, issue, fix)
-    liked = services.liked_fix_ids(g.user, [fix])
+    issue = issues.get_issue(issue_id)
+    fix = fixes.get_fix(issue, fix_id)
+    fixes.accept_fix(g.user, issue, fix)
+    liked = fixes.liked_fix_ids(g.user, [fix])
     return jsonify(fix=fix.to_dict(liked_by_me=fix.id in liked), issue=issue.to_dict())
 
 
 @bp.delete("/issues/<int:issue_id>/fixes/<int:fix_id>/accept")
 @api_login_required
 def unaccept(issue_id: int, fix_id: int):
-    issue = services.get_issue(issue_id)
-    fix = services.get_fix(issue, fix_id)
-    services.unaccept_fix(g.user, issue, fix)
-    liked = services.liked_fix_ids(g.user, [fix])
+    issue = issues.get_issue(issue_id)
+    fix = fixes.get_fix(issue, fix_id)
+    fixes.unaccept_fix(g.user, issue, fix)
+    liked = fixes.liked_fix_ids(g.user, [fix])
     return jsonify(fix=fix.to_dict(liked_by_me=fix.id in liked), issue=issue.to_dict())
 
 
 @bp.post("/upload")
 @api_login_required
 def upload():
-    att = services.save_upload(g.user, request.files.get("file"))
+    att = uploads.save_upload(g.user, request.files.get("file"))
     return jsonify(
-        url=services.upload_url(att),
+        url=uploads.upload_url(att),
         width=att.width,
         height=att.height,
         content_type=att.content_type,

@@ -17,7 +17,7 @@ from flask import (
     url_for,
 )
 
-from portal.community import services
+from portal.community import drafts, fixes, issues, search, uploads
 from portal.errors import PortalError
 from portal.web import is_htmx, login_required
 
@@ -29,11 +29,11 @@ def _wants_partial(target: str) -> bool:
 
 
 def _list_ctx():
-    lq = services.parse_list_args(request.args, default_limit=20, max_limit=100)
-    issues, total = services.list_issues(g.user, lq)
+    lq = search.parse_list_args(request.args, default_limit=20, max_limit=100)
+    rows, total = search.list_issues(g.user, lq)
     args = {k: v for k, v in request.args.items() if k not in ("offset",) and v}
     return {
-        "issues": issues,
+        "issues": rows,
         "total": total,
         "lq": lq,
         "args": args,
@@ -49,13 +49,13 @@ def index():
         ctx = _list_ctx()
         error = None
     except PortalError as err:
-        ctx = {"issues": [], "total": 0, "lq": services.ListQuery(), "args": {},
+        ctx = {"issues": [], "total": 0, "lq": search.ListQuery(), "args": {},
                "prev_offset": None, "next_offset": None}  # fmt: skip
         error = err.message
     if _wants_partial("issue-list"):
         resp = make_response(render_template("community/_list.html", error=error, **ctx))
         return resp, (400 if error else 200)
-    ctx["tags"] = services.popular_tags()
+    ctx["tags"] = search.popular_tags()
     return render_template("community/index.html", error=error, **ctx), (400 if error else 200)
 
 
@@ -67,7 +67,7 @@ def index():
 def new_issue():
     if request.method == "POST":
         try:
-            issue = services.create_issue(g.user, request.form)
+            issue = issues.create_issue(g.user, request.form)
         except PortalError as err:
             return _issue_form(request.form, {err.field or "_form": err.message}, None, 422)
         return redirect(url_for("community.issue", issue_id=issue.id), 303)
@@ -75,7 +75,7 @@ def new_issue():
     from_log = request.args.get("from_log")
     if from_log:
         # Prefill only; nothing is saved until the user submits the form.
-        form = services.draft_from_log(g.user, from_log)
+        form = drafts.draft_from_log(g.user, from_log)
     return _issue_form(form, {}, None)
 
 
@@ -86,11 +86,11 @@ def _issue_form(form, errors, issue, status: int = 200):
 @bp.route("/community/issues/<int:issue_id>/edit", methods=["GET", "POST"])
 @login_required
 def edit_issue(issue_id: int):
-    issue = services.get_issue(issue_id)
-    services.check_can_edit(g.user, issue)
+    issue = issues.get_issue(issue_id)
+    issues.check_can_edit(g.user, issue)
     if request.method == "POST":
         try:
-            services.update_issue(g.user, issue, request.form)
+            issues.update_issue(g.user, issue, request.form)
         except PortalError as err:
             return _issue_form(request.form, {err.field or "_form": err.message}, issue, 422)
         return redirect(url_for("community.issue", issue_id=issue.id), 303)
@@ -101,9 +101,9 @@ def edit_issue(issue_id: int):
 @bp.post("/community/issues/<int:issue_id>/delete")
 @login_required
 def delete_issue(issue_id: int):
-    issue = services.get_issue(issue_id)
-    services.check_can_edit(g.user, issue)
-    services.delete_issue(g.user, issue)
+    issue = issues.get_issue(issue_id)
+    issues.check_can_edit(g.user, issue)
+    issues.delete_issue(g.user, issue)
     flash("The issue was deleted.", "success")
     if is_htmx():
         resp = make_response("", 200)
@@ -116,23 +116,23 @@ def delete_issue(issue_id: int):
 
 
 def _thread_ctx(issue):
-    fixes = services.list_fixes(issue)
+    rows = fixes.list_fixes(issue)
     return {
         "issue": issue,
-        "fixes": fixes,
-        "liked": services.liked_fix_ids(g.user, fixes),
-        "can_accept": services.can_accept(g.user, issue),
+        "fixes": rows,
+        "liked": fixes.liked_fix_ids(g.user, rows),
+        "can_accept": issues.can_accept(g.user, issue),
     }
 
 
 @bp.get("/community/issues/<int:issue_id>")
 @login_required
 def issue(issue_id: int):
-    issue = services.get_issue(issue_id)
+    issue = issues.get_issue(issue_id)
     ctx = _thread_ctx(issue)
     return render_template(
         "community/issue.html",
-        can_edit=services.can_edit(g.user, issue),
+        can_edit=issues.can_edit(g.user, issue),
         form={"body": ""},
         errors={},
         **ctx,
@@ -142,15 +142,15 @@ def issue(issue_id: int):
 @bp.post("/community/issues/<int:issue_id>/fixes")
 @login_required
 def post_fix(issue_id: int):
-    issue = services.get_issue(issue_id)
+    issue = issues.get_issue(issue_id)
     try:
-        fix = services.create_fix(g.user, issue, request.form)
+        fix = fixes.create_fix(g.user, issue, request.form)
     except PortalError as err:
         if not is_htmx():
             ctx = _thread_ctx(issue)
             return render_template(
                 "community/issue.html",
-                can_edit=services.can_edit(g.user, issue),
+                can_edit=issues.can_edit(g.user, issue),
                 form=request.form,
                 errors={err.field or "_form": err.message},
                 **ctx,
@@ -177,18 +177,18 @@ def _like_response(issue, fix, liked: bool):
 @bp.post("/community/issues/<int:issue_id>/fixes/<int:fix_id>/like")
 @login_required
 def like(issue_id: int, fix_id: int):
-    issue = services.get_issue(issue_id)
-    fix = services.get_fix(issue, fix_id)
-    _, liked = services.like_fix(g.user, issue, fix)
+    issue = issues.get_issue(issue_id)
+    fix = fixes.get_fix(issue, fix_id)
+    _, liked = fixes.like_fix(g.user, issue, fix)
     return _like_response(issue, fix, liked)
 
 
 @bp.post("/community/issues/<int:issue_id>/fixes/<int:fix_id>/unlike")
 @login_required
 def unlike(issue_id: int, fix_id: int):
-    issue = services.get_issue(issue_id)
-    fix = services.get_fix(issue, fix_id)
-    _, liked = services.unlike_fix(g.user, issue, fix)
+    issue = issues.get_issue(issue_id)
+    fix = fixes.get_fix(issue, fix_id)
+    _, liked = fixes.unlike_fix(g.user, issue, fix)
     return _like_response(issue, fix, liked)
 
 
@@ -201,18 +201,18 @@ def _accept_response(issue):
 @bp.post("/community/issues/<int:issue_id>/fixes/<int:fix_id>/accept")
 @login_required
 def accept(issue_id: int, fix_id: int):
-    issue = services.get_issue(issue_id)
-    fix = services.get_fix(issue, fix_id)
-    services.accept_fix(g.user, issue, fix)
+    issue = issues.get_issue(issue_id)
+    fix = fixes.get_fix(issue, fix_id)
+    fixes.accept_fix(g.user, issue, fix)
     return _accept_response(issue)
 
 
 @bp.post("/community/issues/<int:issue_id>/fixes/<int:fix_id>/unaccept")
 @login_required
 def unaccept(issue_id: int, fix_id: int):
-    issue = services.get_issue(issue_id)
-    fix = services.get_fix(issue, fix_id)
-    services.unaccept_fix(g.user, issue, fix)
+    issue = issues.get_issue(issue_id)
+    fix = fixes.get_fix(issue, fix_id)
+    fixes.unaccept_fix(g.user, issue, fix)
     return _accept_response(issue)
 
 
@@ -222,7 +222,7 @@ def preview():
     from portal.community import markdown
 
     body = request.form.get("body", "")
-    if not isinstance(body, str) or len(body) > services.BODY_MAX:
+    if not isinstance(body, str) or len(body) > issues.BODY_MAX:
         return render_template(
             "community/_preview.html", html=None, error="too long to preview"
         ), 413
@@ -235,13 +235,13 @@ def preview():
 @bp.get("/community/uploads/<filename>")
 @login_required
 def upload_file(filename: str):
-    m = re.fullmatch(services.FILENAME, filename)
+    m = re.fullmatch(uploads.FILENAME, filename)
     if not m:
         abort(404)
     resp = send_from_directory(
-        services.uploads_dir(),
+        uploads.uploads_dir(),
         filename,
-        mimetype=services.CONTENT_TYPES[m.group(1)],
+        mimetype=uploads.CONTENT_TYPES[m.group(1)],
         max_age=86400,
         conditional=True,
     )

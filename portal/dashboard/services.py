@@ -68,7 +68,7 @@ def _failed():
 
 
 def stats(user, scope: Scope | None = None) -> dict:
-    from portal.community.services import open_issues_count
+    from portal.community.search import open_issues_count
 
     scope = scope or Scope(user)
     out = {

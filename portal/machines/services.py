@@ -21,7 +21,7 @@ from sqlalchemy import func, literal, or_, select, update
 
 from portal import signals, ssh
 from portal.accounts.models import User
-from portal.accounts.services import find_user_ref
+from portal.accounts.users import find_user_ref
 from portal.db import utcnow
 from portal.errors import (
     AccessDenied,

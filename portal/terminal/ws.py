@@ -123,7 +123,7 @@ def _plain(status: int, message: str) -> Response:
 
 @bp.before_request
 def _authenticate():
-    from portal.accounts.services import user_from_token
+    from portal.accounts.tokens import user_from_token
 
     g.ws_user = None
     g.ws_ticket_agent = None

@@ -1,0 +1,53 @@
+"""Ask the community: a prefilled, unsaved issue drafted from a command log the user may see."""
+
+from __future__ import annotations
+
+import re
+
+from portal.accounts.models import User
+from portal.community.issues import BODY_MAX, TITLE_MAX
+from portal.errors import NotFound
+from portal.extensions import db
+from portal.machines import services as machine_services
+from portal.machines.models import CommandLog, Machine
+
+
+def _fence(text_: str) -> str:
+    longest = max((len(m) for m in re.findall(r"`{3,}", text_)), default=0)
+    return "`" * max(3, longest + 1)
+
+
+def draft_from_log(user: User, log_id) -> dict:
+    """A prefilled, unsaved issue from a command log the user may see (NotFound otherwise)."""
+    try:
+        log_id = int(log_id)
+    except (TypeError, ValueError):
+        raise NotFound("command log not found") from None
+    log = db.session.get(CommandLog, log_id)
+    if log is None:
+        raise NotFound("command log not found")
+    machine = db.session.get(Machine, log.machine_id)
+    if machine is None:
+        raise NotFound("command log not found")
+    machine_services.get_machine(user, machine.agent_id, "viewer")  # NotFound if not visible
+    d = log.to_dict()
+    command = (d.get("command") or "").strip()
+    exit_code = d.get("exit_code")
+    output = d.get("output") or ""
+    lines = output.rstrip("\n").splitlines()
+    excerpt = "\n".join(lines[-40:])[-4000:]
+    short = command.splitlines()[0] if command else "a command"
+    if len(short) > 90:
+        short = short[:87] + "..."
+    title = f"{short} fails" + (f" with exit code {exit_code}" if exit_code is not None else "")
+    cmd_fence = _fence(command)
+    out_fence = _fence(excerpt)
+    body = (
+        "I ran this command and it did not work:\n\n"
+        f"{cmd_fence}console\n$ {command}\n{cmd_fence}\n\n"
+        f"Exit code: **{exit_code if exit_code is not None else 'unknown'}**\n\n"
+        "Output (last lines):\n\n"
+        f"{out_fence}\n{excerpt}\n{out_fence}\n\n"
+        "What I expected / what I tried:\n\n"
+    )
+    return {"title": title[:TITLE_MAX], "body": body[:BODY_MAX], "tags": ""}
