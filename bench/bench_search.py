@@ -67,19 +67,20 @@ def measure(url: str, repeat: int) -> dict[str, tuple[float, float, int]]:
     results = {}
     with app.app_context():
         machine = db.session.scalar(select(Machine).where(Machine.name == "bench-0"))
+        owner = machine.owner  # the bench user (gen_logs.py); searches run as them
         some = db.session.scalar(
             select(CommandLog.output)
             .where(CommandLog.output.like("%req-%"), CommandLog.machine_id == machine.id)
             .limit(1)
         )
         rid = some.split("req-", 1)[1].split()[0] if some else "0"
-        _, cursor = services.search_logs(machine, {"q": "redis"})
+        _, cursor = services.search_logs(owner, machine, {"q": "redis"})
         for label, args in QUERIES:
             args = {k: v.format(rid=rid, cursor=cursor or "") for k, v in args.items()}
             times, n = [], 0
             for i in range(repeat + 1):
                 t0 = time.perf_counter()
-                rows, _ = services.search_logs(machine, args)
+                rows, _ = services.search_logs(owner, machine, args)
                 elapsed = (time.perf_counter() - t0) * 1000
                 db.session.rollback()
                 if i:  # the first run warms caches

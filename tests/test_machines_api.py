@@ -198,7 +198,7 @@ def test_vault_rotate_cli(app, make_user, sshd_machine, sshd):
 
     with app.test_request_context():
         row = db.session.get(Machine, m.id)
-        assert services.ssh_target(row).password == sshd.password
+        assert services.ssh_target(row, row.owner).password == sshd.password
 
 
 # ---------------------------------------------------------------- failures

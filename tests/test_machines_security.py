@@ -223,7 +223,8 @@ def test_terminal_shell_target_is_checked_at_socket_open(app, make_user, sshd_ma
     pool = ConnectionPool()
     try:
         with app.test_request_context():
-            target = services.ssh_target(db.session.get(Machine, m.id))
+            row = db.session.get(Machine, m.id)
+            target = services.ssh_target(row, row.owner)
             with pytest.raises(TargetNotAllowed):
                 open_shell(target, pool=pool)
     finally:
@@ -242,8 +243,9 @@ def test_scan_is_rate_limited(client, make_user, auth):
 
 
 def test_scan_needs_an_account_that_may_add_machines(client, app, make_user, auth):
+    from portal.errors import AccessDenied
     from portal.extensions import db
-    from portal.machines import services
+    from portal.machines import access, services
 
     alice = make_user("alice")
     assert client.post("/api/machines/scan-host-key", json={"host": "x"}).status_code == 401
@@ -251,10 +253,10 @@ def test_scan_needs_an_account_that_may_add_machines(client, app, make_user, aut
         from portal.accounts.models import User
 
         u = db.session.get(User, alice.id)
-        assert services.can_add_machines(u)
+        assert access.can_add_machines(u)
         u.active = False
-        assert not services.can_add_machines(u)
-        with pytest.raises(services.AccessDenied):
+        assert not access.can_add_machines(u)
+        with pytest.raises(AccessDenied):
             services.scan_host_keys(u, {"host": "127.0.0.1"})
         db.session.rollback()
 
@@ -353,7 +355,7 @@ def test_pending_machine_host_key_scan_is_422(client, login, make_user, auth):
     r = client.post(
         f"/machines/{agent_id}/host-key/scan", headers={"X-CSRFToken": csrf, "HX-Request": "true"}
     )
-    assert r.status_code == 200 and "has not been enrolled yet" in r.get_data(as_text=True)
+    assert r.status_code == 422 and "has not been enrolled yet" in r.get_data(as_text=True)
     r = client.post(f"/api/machines/{agent_id}/check", headers=auth(alice))
     assert r.status_code == 422
 
@@ -422,9 +424,9 @@ def test_losing_operator_on_the_jump_host_stops_its_use(
         from portal.accounts.models import User
 
         b = db.session.get(User, bob.id)
-        machine = services.get_machine(b, inner, need="operator")
+        machine = services.get_machine(b, inner)
         with pytest.raises(AccessDenied):
-            services.ssh_target(machine)
+            services.ssh_target(machine, b)
     # After full revocation the same; an admin of both still reaches it.
     client.post(
         f"/api/machines/{jump['agent_id']}/access/revoke", json={"user": "bob"}, headers=auth(alice)

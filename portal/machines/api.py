@@ -6,7 +6,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from portal.db import iso
 from portal.extensions import limiter
-from portal.machines import services
+from portal.machines import access, services
 from portal.validation import get_str
 from portal.web import api_login_required, json_body, page_args
 
@@ -33,6 +33,11 @@ machine_limit = limiter.shared_limit(
 )
 
 
+def machine_body(machine) -> dict:
+    """The API's `machine` for the caller."""
+    return machine.to_dict(my_role=access.role_of(g.user, machine))
+
+
 def _logs_body(rows, next_cursor) -> dict:
     return {"logs": [r.to_dict() for r in rows], "next_cursor": next_cursor}
 
@@ -50,7 +55,8 @@ def list_machines():
         limit=limit,
         offset=offset,
     )
-    return jsonify({"machines": [m.to_dict(g.user) for m in rows], "total": total})
+    roles = access.roles_for(g.user, rows)
+    return jsonify({"machines": [m.to_dict(my_role=roles[m.id]) for m in rows], "total": total})
 
 
 @bp.post("/api/machines")
@@ -59,7 +65,7 @@ def list_machines():
 def create():
     data = json_body()
     machine, token = services.create_machine(g.user, data)
-    body = {"machine": machine.to_dict(g.user)}
+    body = {"machine": machine_body(machine)}
     if machine.public_key and (token or machine.auth_method == "portal_key"):
         # This machine's own public key: the line for its authorized_keys (nothing shared).
         body["public_key"] = machine.public_key
@@ -84,28 +90,28 @@ def scan_host_key():
 @api_login_required
 def by_id(machine_id: int):
     machine = services.get_machine_by_id(g.user, machine_id)
-    return jsonify({"machine": machine.to_dict(g.user)})
+    return jsonify({"machine": machine_body(machine)})
 
 
 @bp.get("/api/machines/<agent_id>")
 @api_login_required
 def detail(agent_id: str):
     machine = services.get_machine(g.user, agent_id)
-    return jsonify({"machine": machine.to_dict(g.user)})
+    return jsonify({"machine": machine_body(machine)})
 
 
 @bp.route("/api/machines/<agent_id>", methods=["PATCH", "PUT"])
 @api_login_required
 def update(agent_id: str):
-    machine = services.get_machine(g.user, agent_id, need="admin")
+    machine = services.get_machine(g.user, agent_id)
     services.update_machine(g.user, machine, json_body())
-    return jsonify({"machine": machine.to_dict(g.user)})
+    return jsonify({"machine": machine_body(machine)})
 
 
 @bp.delete("/api/machines/<agent_id>")
 @api_login_required
 def delete(agent_id: str):
-    machine = services.get_machine(g.user, agent_id, need="admin")
+    machine = services.get_machine(g.user, agent_id)
     services.delete_machine(g.user, machine)
     return Response(status=204)
 
@@ -113,7 +119,7 @@ def delete(agent_id: str):
 @bp.post("/api/machines/<agent_id>/command")
 @api_login_required
 def command(agent_id: str):
-    machine = services.get_machine(g.user, agent_id, need="operator")
+    machine = services.get_machine(g.user, agent_id)
     result, entry = services.run_command(g.user, machine, json_body(), source="api")
     return jsonify(services.result_dict(result, entry))
 
@@ -130,28 +136,30 @@ def broadcast():
 @api_login_required
 def logs(agent_id: str):
     machine = services.get_machine(g.user, agent_id)
-    return jsonify(_logs_body(*services.list_logs(machine, request.args)))
+    return jsonify(_logs_body(*services.list_logs(g.user, machine, request.args)))
 
 
 @bp.get("/api/machines/<agent_id>/logs/search")
 @api_login_required
 def logs_search(agent_id: str):
     machine = services.get_machine(g.user, agent_id)
-    return jsonify(_logs_body(*services.search_logs(machine, request.args)))
+    return jsonify(_logs_body(*services.search_logs(g.user, machine, request.args)))
 
 
 @bp.get("/api/machines/<agent_id>/access/users")
 @api_login_required
 def access_users(agent_id: str):
-    machine = services.get_machine(g.user, agent_id, need="admin")
-    users = [{**u, "granted_at": iso(u["granted_at"])} for u in services.list_access(machine)]
+    machine = services.get_machine(g.user, agent_id)
+    users = [
+        {**u, "granted_at": iso(u["granted_at"])} for u in services.list_access(g.user, machine)
+    ]
     return jsonify({"users": users})
 
 
 @bp.post("/api/machines/<agent_id>/access/grant")
 @api_login_required
 def access_grant(agent_id: str):
-    machine = services.get_machine(g.user, agent_id, need="admin")
+    machine = services.get_machine(g.user, agent_id)
     row = services.grant(g.user, machine, json_body())
     return jsonify(
         {
@@ -166,7 +174,7 @@ def access_grant(agent_id: str):
 @bp.post("/api/machines/<agent_id>/access/revoke")
 @api_login_required
 def access_revoke(agent_id: str):
-    machine = services.get_machine(g.user, agent_id, need="admin")
+    machine = services.get_machine(g.user, agent_id)
     user = services.revoke(g.user, machine, json_body())
     return jsonify({"user_id": user.id, "revoked": True})
 
@@ -177,9 +185,9 @@ def access_revoke(agent_id: str):
 def check(agent_id: str):
     """+ Check the connection again (operator), e.g. after installing the machine's public key.
     200 `{ok, machine}` either way; `machine.status_message` says what failed."""
-    machine = services.get_machine(g.user, agent_id, need="operator")
+    machine = services.get_machine(g.user, agent_id)
     ok = services.check_connection(g.user, machine)
-    return jsonify({"ok": ok, "machine": machine.to_dict(g.user)})
+    return jsonify({"ok": ok, "machine": machine_body(machine)})
 
 
 @bp.post("/api/machines/<agent_id>/host-key")
@@ -188,16 +196,16 @@ def retrust(agent_id: str):
     """+ Re-pin the host key: `{host_key: "SHA256:..."}` (the fingerprint of what a fresh scan
     shows; `trust_host_key: true` alone is a 400). Owner or global admin when the machine
     stores a password or key, else machine admin."""
-    machine = services.get_machine(g.user, agent_id, need="admin")
+    machine = services.get_machine(g.user, agent_id)
     services.retrust_host_key(g.user, machine, json_body())
-    return jsonify({"machine": machine.to_dict(g.user)})
+    return jsonify({"machine": machine_body(machine)})
 
 
 @bp.post("/api/machines/<agent_id>/enroll-token")
 @api_login_required
 def enroll_token(agent_id: str):
     """+ A new enrollment token for a pending machine (admin); older ones stop working."""
-    machine = services.get_machine(g.user, agent_id, need="admin")
+    machine = services.get_machine(g.user, agent_id)
     token = services.new_registration_token(g.user, machine)
     return jsonify(
         {
@@ -231,4 +239,4 @@ def enroll_sh():
 @limiter.limit("30 per minute")
 def register():
     machine = services.register(json_body(), request.remote_addr)
-    return jsonify({"machine": machine.to_dict(None)})
+    return jsonify({"machine": machine.to_dict()})

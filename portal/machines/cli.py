@@ -23,7 +23,7 @@ def probe_once(timeout: float = 10.0) -> dict:
 
     s = db.session
     machines = list(s.scalars(select(Machine).where(Machine.status != "pending")))
-    targets = services.broadcast_targets(machines)
+    targets = services.broadcast_targets(machines, None)
     by_id = {m.id: m for m in machines}
     counts = {"online": 0, "offline": 0, "error": 0}
     for mid, outcome in services.run_parallel(targets, "uname -sr", int(timeout)):

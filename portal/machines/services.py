@@ -24,7 +24,6 @@ from portal.accounts.models import User
 from portal.accounts.services import find_user_ref
 from portal.db import utcnow
 from portal.errors import (
-    AccessDenied,
     AuthenticationRequired,
     CommandTimeout,
     Conflict,
@@ -37,6 +36,16 @@ from portal.errors import (
 )
 from portal.extensions import db
 from portal.machines import vault
+from portal.machines.access import (
+    MAX_GATEWAY_DEPTH,
+    allowed,
+    can,
+    require,
+    require_add_machines,
+    require_gateway_chain,
+    roles_for,
+    visible_machines_query,
+)
 from portal.machines.models import (
     AUTH_METHODS,
     OUTPUT_EXCERPT,
@@ -56,13 +65,11 @@ from portal.validation import get_bool, get_choice, get_int, get_str, get_tags
 
 log = logging.getLogger(__name__)
 
-RANK = {"viewer": 1, "operator": 2, "admin": 3}
 TOKEN_PREFIX = "wxreg_"  # noqa: S105 - a prefix, not a secret
 TOKEN_TTL = dt.timedelta(hours=1)
 MAX_TIMEOUT = 600
 DEFAULT_TIMEOUT = 30
 MAX_COMMAND = 16 * 1024
-MAX_GATEWAY_DEPTH = 3
 BROADCAST_MAX = 100
 BROADCAST_MAX_OUTPUT = 64 * 1024
 _HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.\-_]*[A-Za-z0-9])?$")
@@ -96,84 +103,21 @@ def parse_id(value) -> int | None:
 # ---------------------------------------------------------------- roles and lookup
 
 
-def role_of(user, machine: Machine) -> str | None:
-    """The caller's role on a machine: owner and global admins hold admin."""
-    if user is None or not getattr(user, "is_authenticated", False):
-        return None
-    if user.is_admin or (machine.owner_id is not None and machine.owner_id == user.id):
-        return "admin"
-    return db.session.scalar(
-        select(MachineAccess.role).where(
-            MachineAccess.machine_id == machine.id, MachineAccess.user_id == user.id
-        )
-    )
-
-
-def can(user, machine: Machine, need: str) -> bool:
-    role = role_of(user, machine)
-    return role is not None and RANK[role] >= RANK[need]
-
-
-def stores_secret(machine: Machine) -> bool:
-    """The machine keeps a password or a private key the portal sends/uses on connect."""
-    return bool(machine.secret_enc)
-
-
-def can_change_connection(user, machine: Machine) -> bool:
-    """Host, port, jump host and pinned host keys decide where the stored password or key
-    goes: on a machine that stores one, only its owner or a global admin may change them
-    (a machine admin could otherwise point it at a server of theirs and collect it)."""
-    if not can(user, machine, "admin"):
-        return False
-    if not stores_secret(machine):
-        return True
-    return bool(user.is_admin or (machine.owner_id is not None and machine.owner_id == user.id))
-
-
-def require_connection_change(user, machine: Machine) -> None:
-    if not can_change_connection(user, machine):
-        raise AccessDenied(
-            f"{machine.name} stores a password or private key: only its owner or a global "
-            "admin may change its host, port, jump host or pinned host key"
-        )
-
-
-def visible_machines_query(user):
-    """select(Machine) of the machines `user` may see (the dashboard builds on it)."""
-    stmt = select(Machine)
-    if user is None:
-        return stmt.where(literal(False))
-    if user.is_admin:
-        return stmt
-    granted = select(MachineAccess.machine_id).where(MachineAccess.user_id == user.id)
-    return stmt.where(or_(Machine.owner_id == user.id, Machine.id.in_(granted)))
-
-
-def get_machine(user, agent_id, need: str = "viewer") -> Machine:
-    """Load a machine the user may see (else NotFound, never a 403 that confirms it exists);
-    AccessDenied when they see it but lack `need`."""
-    if need not in RANK:
-        raise ValueError(need)
+def get_machine(user, agent_id) -> Machine:
+    """A machine the user may see, else NotFound (never a 403 that confirms it exists).
+    What they may do with it, each service checks (access.require)."""
     if not isinstance(agent_id, str) or not agent_id or len(agent_id) > 64:
         raise NotFound("machine not found")
     machine = db.session.scalar(select(Machine).where(Machine.agent_id == agent_id))
-    role = role_of(user, machine) if machine is not None else None
-    if role is None:
-        raise NotFound("machine not found")
-    if RANK[role] < RANK[need]:
-        raise AccessDenied(f"this needs the {need} role on {machine.name}; you are a {role}")
-    # Who loaded it: ssh_target re-checks this user's right to the jump host when a caller
-    # (e.g. the terminal) builds a target without naming the user.
-    machine._portal_acting_user = user
+    require(user, machine, "view")
     return machine
 
 
-def get_machine_by_id(user, machine_id, need: str = "viewer") -> Machine:
+def get_machine_by_id(user, machine_id) -> Machine:
     mid = parse_id(machine_id)
     machine = db.session.get(Machine, mid) if mid is not None else None
-    if machine is None:
-        raise NotFound("machine not found")
-    return get_machine(user, machine.agent_id, need)
+    require(user, machine, "view")
+    return machine
 
 
 def list_machines(user, *, q=None, tag=None, status=None, limit=50, offset=0):
@@ -352,38 +296,29 @@ def _connect_timeout() -> float:
     return float(current_app.config.get("PORTAL_SSH_CONNECT_TIMEOUT", 10))
 
 
-def _check_gateway_use(user, machine: Machine) -> None:
-    """The acting user must (still) be an operator of the machine's jump host."""
-    gateway = machine.gateway
-    if gateway is None or user is None:
-        return
-    if not can(user, gateway, "operator"):
-        raise AccessDenied(
-            f"{machine.name} is reached through the jump host {gateway.name}, which you may no "
-            "longer use (it needs the operator role there): ask an admin of "
-            f"{gateway.name} for access, or change {machine.name}'s jump host"
-        )
-
-
-_UNSET = object()
-
-
-def ssh_target(machine: Machine, _depth: int = 0, host_keys=None, user=_UNSET) -> ssh.Target:
+def ssh_target(machine: Machine, user, *, host_keys=None) -> ssh.Target:
     """A portal.ssh Target for the machine: decrypted credentials, pinned keys, jump host.
 
-    `user` is who connects: they must be an operator of every jump host on the way
-    (AccessDenied otherwise). Without it, the user who loaded the machine through
-    get_machine is checked."""
-    if user is _UNSET:
-        user = getattr(machine, "_portal_acting_user", None)
+    `user` is who connects: an operator of the machine and of every jump host on the way
+    (AccessDenied otherwise)."""
+    require(user, machine, "connect")
+    require_gateway_chain(user, machine)
+    return _build_target(machine, host_keys=host_keys)
+
+
+def system_target(machine: Machine) -> ssh.Target:
+    """The target for the portal's own status probe (`flask machines probe`): no user acts."""
+    return _build_target(machine)
+
+
+def _build_target(machine: Machine, _depth: int = 0, host_keys=None) -> ssh.Target:
     if machine.status == "pending" or not machine.host or not machine.auth_method:
         raise Unprocessable(f"{machine.name} has not been enrolled yet")
     if _depth > MAX_GATEWAY_DEPTH:
         raise Unprocessable("too many jump hosts in a chain", field="gateway")
     gateway = None
     if machine.gateway_id:
-        _check_gateway_use(user, machine)
-        gateway = ssh_target(machine.gateway, _depth + 1, user=user)
+        gateway = _build_target(machine.gateway, _depth + 1)
     secret = vault.decrypt_json(machine.secret_enc)
     pkey = password = None
     if machine.auth_method == "key":
@@ -410,26 +345,11 @@ def ssh_target(machine: Machine, _depth: int = 0, host_keys=None, user=_UNSET) -
     )
 
 
-def _scan(host: str, port: int, gateway: Machine | None, user=None) -> list[tuple[str, str]]:
-    gw_target = ssh_target(gateway, user=user) if gateway is not None else None
+def _scan(host: str, port: int, gateway: Machine | None, user) -> list[tuple[str, str]]:
+    gw_target = ssh_target(gateway, user) if gateway is not None else None
     return ssh.scan_host_key(
         host, port, timeout=_connect_timeout(), gateway=gw_target, allowed=allowed_networks()
     )
-
-
-def can_add_machines(user) -> bool:
-    """Who may add machines (and so scan hosts): signed-in, active accounts."""
-    return bool(
-        user is not None
-        and getattr(user, "is_authenticated", False)
-        and getattr(user, "is_active", False)
-        and getattr(user, "role", None) in ("user", "admin")
-    )
-
-
-def require_add_machines(user) -> None:
-    if not can_add_machines(user):
-        raise AccessDenied("your account may not add machines")
 
 
 def scan_host_keys(user, data: dict) -> list[tuple[str, str]]:
@@ -452,6 +372,7 @@ def check_machine_target(machine: Machine) -> None:
 
 def scan_machine_host_keys(user, machine: Machine) -> list[tuple[str, str]]:
     """The keys an enrolled machine presents now (admin re-trust step)."""
+    require(user, machine, "scan_host_key")
     if machine.status == "pending" or not machine.host:
         raise Unprocessable(f"{machine.name} has not been enrolled yet")
     check_machine_target(machine)
@@ -465,7 +386,8 @@ def _gateway(user, data: dict, machine: Machine | None = None) -> Machine | None
     if not isinstance(ref, str):
         raise ValidationError("gateway must be a machine's agent_id", field="gateway")
     try:
-        gateway = get_machine(user, ref, need="operator")
+        gateway = get_machine(user, ref)
+        require(user, gateway, "use_as_gateway")
     except PortalError:
         raise ValidationError(
             "the jump host must be a machine you can operate", field="gateway"
@@ -506,7 +428,7 @@ def _credentials(data: dict, auth_method: str) -> dict:
     return {}  # "portal_key": the machine's own key pair (ensure_machine_key)
 
 
-def _resolve_host_keys(data: dict, host: str, port: int, gateway, user=None) -> list[str]:
+def _resolve_host_keys(data: dict, host: str, port: int, gateway, user) -> list[str]:
     """Given key line(s), a SHA256 fingerprint to match against a scan, or trust_host_key."""
     given = data.get("host_key") or data.get("host_keys")
     if isinstance(given, str) and given.strip().startswith("SHA256:"):
@@ -589,6 +511,7 @@ def create_machine(user, data: dict) -> tuple[Machine, str | None]:
 def check_connection(user, machine: Machine) -> bool:
     """“Check connection again” (operator): e.g. after pasting the machine's public key.
     A "portal_key" machine without its own pair (made with the old shared key) gets one."""
+    require(user, machine, "check_connection")
     if machine.status == "pending" or not machine.host:
         raise Unprocessable(f"{machine.name} has not been enrolled yet")
     check_machine_target(machine)
@@ -598,10 +521,10 @@ def check_connection(user, machine: Machine) -> bool:
     return verify(machine, user)
 
 
-def verify(machine: Machine, user=_UNSET) -> bool:
+def verify(machine: Machine, user) -> bool:
     """Connect and read the OS; sets status/os/last_seen_at. False (status error/offline) on failure."""
     try:
-        target = ssh_target(machine, user=user)
+        target = ssh_target(machine, user)
         db.release()  # a new machine's row is committed before the check connects
         result = ssh.run(target, "uname -sr", timeout=min(_connect_timeout(), 15))
     except (MachineUnreachable, HostKeyError, CommandTimeout, TargetNotAllowed) as err:
@@ -624,6 +547,7 @@ def update_machine(user, machine: Machine, data: dict) -> Machine:
     """Edit name/tags/credentials/host/port/jump host (admin). Changing where the machine is
     reached needs require_connection_change (owner or global admin when it stores a secret);
     host keys change only through retrust. Everything is checked before anything changes."""
+    require(user, machine, "update")
     name = _name(data) if "name" in data else None
     tags = ",".join(get_tags(data)) if "tags" in data else None
     host, port, gateway_id, gw = machine.host, machine.port, machine.gateway_id, machine.gateway
@@ -638,7 +562,7 @@ def update_machine(user, machine: Machine, data: dict) -> Machine:
     if moved:
         if machine.status == "pending" or not machine.host:
             raise Unprocessable(f"{machine.name} has not been enrolled yet", field="host")
-        require_connection_change(user, machine)
+        require(user, machine, "change_connection")
         check_allowed_target(host, port, via_gateway=gw is not None)
     secret = method = None
     if data.get("auth_method") and machine.status != "pending":
@@ -662,6 +586,7 @@ def update_machine(user, machine: Machine, data: dict) -> Machine:
 
 
 def delete_machine(user, machine: Machine) -> None:
+    require(user, machine, "delete")
     users = db.session.scalars(select(Machine.name).where(Machine.gateway_id == machine.id)).all()
     if users:
         raise Conflict(
@@ -692,12 +617,17 @@ def _fingerprints(value) -> list[str]:
     return list(dict.fromkeys(value))
 
 
-def retrust_host_key(user, machine: Machine, data: dict) -> Machine:
+def retrust_host_key(user, machine: Machine, data: dict, *, acknowledged: bool = True) -> Machine:
     """Pin the key(s) the machine presents now, confirmed by fingerprint (a fresh scan must
-    present each given fingerprint). Owner or global admin when the machine stores a secret."""
+    present each given fingerprint). Owner or global admin when the machine stores a secret.
+    `acknowledged`: the page's "I compared the fingerprints" box."""
+    require(user, machine, "retrust_host_key")
     if machine.status == "pending" or not machine.host:
         raise Unprocessable("the machine has not been enrolled yet")
-    require_connection_change(user, machine)
+    if not acknowledged:
+        raise ValidationError(
+            "tick the box to confirm you checked the new fingerprint", field="host_key_ack"
+        )
     wanted = _fingerprints(data.get("host_key"))
     check_machine_target(machine)
     scanned = _scan(machine.host, machine.port, machine.gateway, user)
@@ -721,7 +651,8 @@ def retrust_host_key(user, machine: Machine, data: dict) -> Machine:
 # ---------------------------------------------------------------- access
 
 
-def list_access(machine: Machine) -> list[dict]:
+def list_access(user, machine: Machine) -> list[dict]:
+    require(user, machine, "list_access")
     rows = db.session.scalars(
         select(MachineAccess)
         .where(MachineAccess.machine_id == machine.id)
@@ -773,6 +704,7 @@ def _user_ref(data: dict) -> User:
 
 
 def grant(actor, machine: Machine, data: dict) -> MachineAccess:
+    require(actor, machine, "grant")
     target = _user_ref(data)
     role = get_choice(data, "role", ROLES)
     if not target.is_active:
@@ -784,7 +716,12 @@ def grant(actor, machine: Machine, data: dict) -> MachineAccess:
             MachineAccess.machine_id == machine.id, MachineAccess.user_id == target.id
         )
     )
-    demoted = row is not None and RANK[role] < RANK[row.role]
+    # A viewer may not hold a terminal: losing that right closes the live ones.
+    lost_terminal = (
+        row is not None
+        and allowed(target, machine, "open_terminal", row.role)
+        and not allowed(target, machine, "open_terminal", role)
+    )
     if row is None:
         row = MachineAccess(machine_id=machine.id, user_id=target.id, role=role, user=target)
         db.session.add(row)
@@ -792,8 +729,7 @@ def grant(actor, machine: Machine, data: dict) -> MachineAccess:
     row.granted_by = actor.id
     row.granted_at = utcnow()
     db.session.flush()
-    if demoted and role == "viewer":
-        # A viewer may not hold a terminal: the terminal closes live sessions on this signal.
+    if lost_terminal:  # the terminal closes live sessions on this signal
         signals.send(signals.access_revoked, user_id=target.id, machine_id=machine.id, actor=actor)
         _revoke_behind(target, machine, actor)
     return row
@@ -802,7 +738,7 @@ def grant(actor, machine: Machine, data: dict) -> MachineAccess:
 def _revoke_behind(user: User, gateway: Machine, actor) -> None:
     """`user` can no longer use `gateway` as a jump host: their live terminals on machines
     reached through it (up to MAX_GATEWAY_DEPTH hops) are closed through the same signal."""
-    if can(user, gateway, "operator"):
+    if can(user, gateway, "use_as_gateway"):
         return
     seen, frontier = {gateway.id}, [gateway.id]
     for _ in range(MAX_GATEWAY_DEPTH):
@@ -816,6 +752,7 @@ def _revoke_behind(user: User, gateway: Machine, actor) -> None:
 
 
 def revoke(actor, machine: Machine, data: dict) -> User:
+    require(actor, machine, "revoke")
     target = _user_ref(data)
     if target.id == machine.owner_id:
         raise Conflict("the owner's access cannot be revoked", field="user")
@@ -842,6 +779,7 @@ def _hash(raw: str) -> str:
 
 def new_registration_token(user, machine: Machine) -> str:
     """A fresh single-use token (older unused ones for this machine stop working)."""
+    require(user, machine, "new_registration_token")
     if machine.status != "pending":
         raise Conflict("the machine is already enrolled")
     for old in db.session.scalars(
@@ -1065,8 +1003,9 @@ def run_command(
     user, machine: Machine, data: dict, *, source: str = "api"
 ) -> tuple[ssh.ExecResult, CommandLog]:
     """Run one command (operator). A failing command is a result; unreachable 502, timeout 504."""
+    require(user, machine, "run_command")
     command, timeout = _command_args(data)
-    target = ssh_target(machine, user=user)
+    target = ssh_target(machine, user)
     db.release()  # no DB connection (or SQLite write lock) held while the command runs
     try:
         result = ssh.run(target, command, timeout=timeout)
@@ -1130,12 +1069,15 @@ def broadcast_machines(user, data: dict) -> list[Machine]:
             raise ValidationError("agent_ids must be a list of strings", field="agent_ids")
         if len(agent_ids) > BROADCAST_MAX:
             raise ValidationError(f"at most {BROADCAST_MAX} machines", field="agent_ids")
-        machines = [get_machine(user, a, need="operator") for a in dict.fromkeys(agent_ids)]
+        machines = [get_machine(user, a) for a in dict.fromkeys(agent_ids)]
+        for m in machines:
+            require(user, m, "broadcast")
     else:
         if not isinstance(tag, str):
             raise ValidationError("tag must be a string", field="tag")
         rows, _ = list_machines(user, tag=tag.strip().lower(), limit=BROADCAST_MAX)
-        machines = [m for m in rows if can(user, m, "operator")]
+        roles = roles_for(user, rows)
+        machines = [m for m in rows if can(user, m, "broadcast", roles[m.id])]
         if not machines:
             raise NotFound("no machine you can operate has that tag", field="tag")
     return machines
@@ -1166,11 +1108,13 @@ def run_parallel(targets: dict[int, object], command: str, timeout: int):
             yield futures[fut], fut.result()
 
 
-def broadcast_targets(machines: list[Machine], user=_UNSET) -> dict[int, object]:
+def broadcast_targets(machines: list[Machine], user) -> dict[int, object]:
+    """machine id -> its Target for `user`, or the PortalError that refused it. With
+    user=None: the portal's own probe (system_target)."""
     out: dict[int, object] = {}
     for m in machines:
         try:
-            out[m.id] = ssh_target(m, user=user)
+            out[m.id] = ssh_target(m, user) if user is not None else system_target(m)
         except PortalError as err:
             out[m.id] = err
     return out
@@ -1212,26 +1156,58 @@ def broadcast_entry(
     return {**base, "ok": True, **result_dict(outcome, entry)}
 
 
-def broadcast(user, data: dict) -> list[dict]:
+class Broadcast:
+    """A broadcast whose machines are checked and whose targets are built; `results()`
+    runs it."""
+
+    def __init__(self, user, machines: list[Machine], command: str, timeout: int, targets):
+        self.user, self.machines = user, machines
+        self.command, self.timeout, self.targets = command, timeout, targets
+
+    def results(self):
+        """Yield (machine, entry) as each machine finishes. Each outcome is logged in a
+        session of its own and committed at once: no transaction (on SQLite, no write lock)
+        stays open while the slowest machine runs."""
+        by_id = {m.id: m for m in self.machines}
+        s = db.new_session()
+        try:
+            for mid, outcome in run_parallel(self.targets, self.command, self.timeout):
+                m = by_id[mid]
+                entry = broadcast_entry(m, outcome, self.user, self.command, self.timeout, s)
+                if entry["ok"]:
+                    live = s.get(Machine, mid)
+                    if live is not None:
+                        live.status, live.status_message, live.last_seen_at = (
+                            "online",
+                            None,
+                            utcnow(),
+                        )
+                s.commit()
+                yield m, entry
+        finally:
+            s.close()
+
+
+def start_broadcast(user, data: dict) -> Broadcast:
+    """Check the command and every machine (operator on each), build the targets, and give
+    the request's DB connection back before anything connects."""
     command, timeout = _command_args(data)
     machines = broadcast_machines(user, data)
-    by_id = {m.id: m for m in machines}
     targets = broadcast_targets(machines, user)
     db.release()
-    # Every machine finishes before anything is written: no transaction (on SQLite, no write
-    # lock) stays open while the slowest machine runs.
-    outcomes = dict(run_parallel(targets, command, timeout))
-    results = {}
-    for mid, outcome in outcomes.items():
-        results[mid] = broadcast_entry(by_id[mid], outcome, user, command, timeout)
-        m = by_id[mid]
-        if not isinstance(outcome, PortalError):
-            m.status, m.status_message, m.last_seen_at = "online", None, utcnow()
-    db.session.flush()
-    return [results[m.id] for m in machines]
+    return Broadcast(user, machines, command, timeout, targets)
+
+
+def broadcast(user, data: dict) -> list[dict]:
+    """Run a command on many machines in parallel; one entry per machine, in request order."""
+    run = start_broadcast(user, data)
+    results = {m.id: entry for m, entry in run.results()}
+    return [results[m.id] for m in run.machines]
 
 
 def recent_commands(user, machine: Machine, limit: int = 10) -> list[CommandLog]:
+    """The caller's own latest commands on the machine."""
+    require(user, machine, "view_logs")
     return list(
         db.session.scalars(
             select(CommandLog)
@@ -1246,7 +1222,7 @@ def get_log(user, log_id) -> CommandLog:
     """A log entry the user may see (viewer on its machine), else NotFound."""
     lid = parse_id(log_id)
     entry = db.session.get(CommandLog, lid) if lid is not None else None
-    if entry is None or not can(user, entry.machine, "viewer"):
+    if entry is None or not can(user, entry.machine, "view_logs"):
         raise NotFound("log entry not found")
     return entry
 
@@ -1258,7 +1234,8 @@ def _cursor(args) -> int | None:
     return cursor if cursor is None or cursor <= MAX_DB_ID else None
 
 
-def list_logs(machine: Machine, args) -> tuple[list[CommandLog], int | None]:
+def list_logs(user, machine: Machine, args) -> tuple[list[CommandLog], int | None]:
+    require(user, machine, "view_logs")
     limit = get_int(args, "limit", default=50, min_value=1, max_value=200)
     stmt = select(CommandLog).where(CommandLog.machine_id == machine.id)
     cursor = _cursor(args)
@@ -1327,12 +1304,13 @@ def _log_filters(stmt, args):
     return stmt
 
 
-def search_logs(machine: Machine, args) -> tuple[list[CommandLog], int | None]:
+def search_logs(user, machine: Machine, args) -> tuple[list[CommandLog], int | None]:
     from portal.machines.search import apply_search
 
+    require(user, machine, "view_logs")
     q = get_str(args, "q", required=False, max_len=200)
     if not q:
-        return list_logs(machine, args)
+        return list_logs(user, machine, args)
     limit = get_int(args, "limit", default=50, min_value=1, max_value=200)
     found = apply_search(select(CommandLog), q, machine.id)
     if found is None:
