@@ -20,7 +20,8 @@ from flask import (
 from portal.errors import AccessDenied, PortalError
 from portal.extensions import db, limiter
 from portal.machines import access as machine_access
-from portal.machines import services
+from portal.machines import commands, enrollment, grants, inventory, targets
+from portal.machines import logs as machine_logs
 from portal.machines.api import base_url, machine_limit, machine_rate_limit, per_user_key
 from portal.machines.models import AUTH_METHODS, STATUSES
 from portal.validation import get_str
@@ -58,7 +59,7 @@ def index():
     q = get_str(args, "q", required=False, max_len=100) or ""
     tag = get_str(args, "tag", required=False, max_len=32) or ""
     status = args.get("status") if args.get("status") in STATUSES else ""
-    rows, total = services.list_machines(g.user, q=q, tag=tag, status=status, limit=200)
+    rows, total = inventory.list_machines(g.user, q=q, tag=tag, status=status, limit=200)
     ctx = {
         "machines": rows,
         "total": total,
@@ -66,7 +67,7 @@ def index():
         "tag": tag,
         "status": status,
         "statuses": STATUSES,
-        "tags": services.all_tags(g.user),
+        "tags": inventory.all_tags(g.user),
         "roles": machine_access.roles_for(g.user, rows),
     }
     if is_htmx() and request.headers.get("HX-Target") == "machines-table":
@@ -78,7 +79,7 @@ def index():
 
 
 def _new_ctx(**extra):
-    rows, _ = services.list_machines(g.user, limit=200)
+    rows, _ = inventory.list_machines(g.user, limit=200)
     roles = machine_access.roles_for(g.user, rows)
     gateways = [
         m
@@ -116,7 +117,7 @@ def new():
             return render_template("machines/new.html", **ctx), 422
         data["host_key"] = confirmed
     try:
-        machine, _ = services.create_machine(g.user, data)
+        machine, _ = inventory.create_machine(g.user, data)
     except PortalError as err:
         errors = {err.field or "_form": err.message}
         status = _error_status(err)
@@ -144,7 +145,7 @@ def new():
 def scan():
     """The trust step: show the fingerprints a host presents; the user confirms them."""
     try:
-        keys = services.scan_host_keys(g.user, request.form.to_dict())
+        keys = inventory.scan_host_keys(g.user, request.form.to_dict())
         error = None
     except PortalError as err:
         keys, error = [], err.message
@@ -157,7 +158,7 @@ def scan():
 def enroll():
     data = {"name": request.form.get("name", ""), "tags": request.form.get("tags", "")}
     try:
-        machine, token = services.create_machine(g.user, data)
+        machine, token = inventory.create_machine(g.user, data)
     except PortalError as err:
         status = _error_status(err)
         errors = {err.field or "_form": err.message}
@@ -166,8 +167,8 @@ def enroll():
     return render_template(
         "machines/enrolled.html",
         machine=machine,
-        command=services.enroll_command(base_url(), token),
-        expires_at=services.token_expiry(token),
+        command=enrollment.enroll_command(base_url(), token),
+        expires_at=enrollment.token_expiry(token),
     )
 
 
@@ -176,18 +177,18 @@ def enroll():
 
 def _detail_ctx(machine, **extra):
     role = machine_access.role_of(g.user, machine)
-    logs, next_cursor = services.list_logs(g.user, machine, {"limit": 20})
+    logs, next_cursor = machine_logs.list_logs(g.user, machine, {"limit": 20})
     may_manage = machine_access.can(g.user, machine, "list_access", role)
     ctx = {
         "m": machine,
         "role": role,
         "can_operate": machine_access.can(g.user, machine, "run_command", role),
         "is_admin": machine_access.can(g.user, machine, "update", role),
-        "recent": services.recent_commands(g.user, machine),
+        "recent": machine_logs.recent_commands(g.user, machine),
         "logs": logs,
         "next_cursor": next_cursor,
         "q": "",
-        "access": services.list_access(g.user, machine) if may_manage else [],
+        "access": grants.list_access(g.user, machine) if may_manage else [],
         "errors": {},
         "result": None,
         "edit_form": {"name": machine.name, "tags": ", ".join(machine.tag_list)},
@@ -199,17 +200,17 @@ def _detail_ctx(machine, **extra):
 @bp.get("/machines/<agent_id>")
 @login_required
 def detail(agent_id: str):
-    machine = services.get_machine(g.user, agent_id)
+    machine = inventory.get_machine(g.user, agent_id)
     return render_template("machines/detail.html", **_detail_ctx(machine))
 
 
 @bp.post("/machines/<agent_id>/edit")
 @login_required
 def edit(agent_id: str):
-    machine = services.get_machine(g.user, agent_id)
+    machine = inventory.get_machine(g.user, agent_id)
     data = {"name": request.form.get("name", ""), "tags": request.form.get("tags", "")}
     try:
-        services.update_machine(g.user, machine, data)
+        inventory.update_machine(g.user, machine, data)
     except PortalError as err:
         # Nothing changed: update_machine checks everything before it changes anything.
         status = _error_status(err)
@@ -222,16 +223,16 @@ def edit(agent_id: str):
 @bp.post("/machines/<agent_id>/run")
 @login_required
 def run(agent_id: str):
-    machine = services.get_machine(g.user, agent_id)
+    machine = inventory.get_machine(g.user, agent_id)
     data = {"command": request.form.get("command", ""), "timeout": request.form.get("timeout")}
     result = entry = error = None
     try:
-        result, entry = services.run_command(g.user, machine, data, source="page")
+        result, entry = commands.run_command(g.user, machine, data, source="page")
     except PortalError as err:
         error = err
     # A failed run's log and status are recorded by the service in their own transaction.
     status = 200 if error is None else _error_status(error)
-    recent = services.recent_commands(g.user, machine)
+    recent = machine_logs.recent_commands(g.user, machine)
     resp = make_response(
         render_template(
             "machines/_command_result.html",
@@ -252,11 +253,11 @@ def run(agent_id: str):
 @bp.get("/machines/<agent_id>/logs")
 @login_required
 def logs(agent_id: str):
-    machine = services.get_machine(g.user, agent_id)
+    machine = inventory.get_machine(g.user, agent_id)
     q = get_str(request.args, "q", required=False, max_len=200) or ""
     error = None
     try:
-        rows, next_cursor = services.search_logs(g.user, machine, request.args)
+        rows, next_cursor = machine_logs.search_logs(g.user, machine, request.args)
     except PortalError as err:
         rows, next_cursor, error = [], None, err.message
     template = "machines/_log_rows.html" if request.args.get("cursor") else "machines/_logs.html"
@@ -274,15 +275,15 @@ def logs(agent_id: str):
 @bp.post("/machines/<agent_id>/access")
 @login_required
 def access(agent_id: str):
-    machine = services.get_machine(g.user, agent_id)
+    machine = inventory.get_machine(g.user, agent_id)
     action = request.form.get("action", "grant")
     error, status = None, 200
     try:
         if action == "revoke":
-            user = services.revoke(g.user, machine, {"user": request.form.get("user", "")})
+            user = grants.revoke(g.user, machine, {"user": request.form.get("user", "")})
             message = f"{user.username} no longer has access."
         else:
-            row = services.grant(
+            row = grants.grant(
                 g.user,
                 machine,
                 {"user": request.form.get("user", ""), "role": request.form.get("role")},
@@ -295,7 +296,7 @@ def access(agent_id: str):
     html = render_template(
         "machines/_access.html",
         m=machine,
-        access=services.list_access(g.user, machine),
+        access=grants.list_access(g.user, machine),
         error=error,
         message=message,
     )
@@ -305,10 +306,10 @@ def access(agent_id: str):
 @bp.post("/machines/<agent_id>/host-key/scan")
 @login_required
 def hostkey_scan(agent_id: str):
-    machine = services.get_machine(g.user, agent_id)
+    machine = inventory.get_machine(g.user, agent_id)
     keys, error, status = [], None, 200
     try:
-        keys = services.scan_machine_host_keys(g.user, machine)
+        keys = targets.scan_machine_host_keys(g.user, machine)
     except PortalError as err:
         error, status = err.message, _error_status(err)
     html = render_template(
@@ -326,8 +327,8 @@ def hostkey_scan(agent_id: str):
 @machine_limit
 def check(agent_id: str):
     """“Check connection again” (operator), e.g. after installing the machine's public key."""
-    machine = services.get_machine(g.user, agent_id)
-    ok = services.check_connection(g.user, machine)  # a refusal: the page shows the message
+    machine = inventory.get_machine(g.user, agent_id)
+    ok = inventory.check_connection(g.user, machine)  # a refusal: the page shows the message
     if ok:
         flash(f"{machine.name} is reachable.", "success")
     else:
@@ -338,12 +339,12 @@ def check(agent_id: str):
 @bp.post("/machines/<agent_id>/host-key")
 @login_required
 def hostkey_trust(agent_id: str):
-    machine = services.get_machine(g.user, agent_id)
+    machine = inventory.get_machine(g.user, agent_id)
     # The fingerprints the scan showed, posted back: the service pins only keys a fresh
     # scan presents with exactly these fingerprints.
     fingerprints = " ".join(request.form.getlist("host_key"))
     try:
-        services.retrust_host_key(
+        targets.retrust_host_key(
             g.user,
             machine,
             {"host_key": fingerprints},
@@ -362,21 +363,21 @@ def hostkey_trust(agent_id: str):
 @bp.post("/machines/<agent_id>/enroll-token")
 @login_required
 def enroll_token(agent_id: str):
-    machine = services.get_machine(g.user, agent_id)
-    token = services.new_registration_token(g.user, machine)
+    machine = inventory.get_machine(g.user, agent_id)
+    token = enrollment.new_registration_token(g.user, machine)
     return render_template(
         "machines/_enroll_command.html",
-        command=services.enroll_command(base_url(), token),
-        expires_at=services.token_expiry(token),
+        command=enrollment.enroll_command(base_url(), token),
+        expires_at=enrollment.token_expiry(token),
     )
 
 
 @bp.post("/machines/<agent_id>/delete")
 @login_required
 def delete(agent_id: str):
-    machine = services.get_machine(g.user, agent_id)
+    machine = inventory.get_machine(g.user, agent_id)
     name = machine.name
-    services.delete_machine(g.user, machine)
+    inventory.delete_machine(g.user, machine)
     flash(f"{name} was deleted.", "success")
     return _hx_redirect(url_for("machines.index"))
 
@@ -387,7 +388,7 @@ def delete(agent_id: str):
 @bp.get("/machines/broadcast")
 @login_required
 def broadcast_page():
-    rows, _ = services.list_machines(g.user, limit=services.BROADCAST_MAX)
+    rows, _ = inventory.list_machines(g.user, limit=commands.BROADCAST_MAX)
     roles = machine_access.roles_for(g.user, rows)
     machines = [
         m
@@ -415,7 +416,7 @@ def broadcast_run():
         "tag": request.form.get("tag") or None,
     }
     try:
-        run = services.start_broadcast(g.user, data)
+        run = commands.start_broadcast(g.user, data)
     except PortalError as err:
         body = json.dumps({"error": err.message}) + "\n"
         status = 422 if err.status in (400, 422) else err.status

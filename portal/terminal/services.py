@@ -14,7 +14,8 @@ from portal.db import iso, utcnow
 from portal.errors import AccessDenied, Conflict, NotFound, PortalError, ValidationError
 from portal.extensions import db
 from portal.machines import access as machine_access
-from portal.machines.services import get_machine, ssh_target
+from portal.machines.inventory import get_machine
+from portal.machines.targets import ssh_target
 from portal.ssh.exec import close_channel
 from portal.terminal import access
 from portal.terminal.models import LIVE, TerminalSession
