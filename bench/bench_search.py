@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Command-log search latency over 1,000,000 rows: SQLite (FTS5) and PostgreSQL (tsvector
-GIN) side by side, through the portal's own code path (services.search_logs: ORM query,
+GIN) side by side, through the portal's own code path (portal.machines.logs.search_logs: ORM query,
 filters, keyset page of 50).
 
     .venv/bin/python bench/bench_search.py                      # both engines, 1M rows
@@ -60,26 +60,27 @@ def measure(url: str, repeat: int) -> dict[str, tuple[float, float, int]]:
 
     from portal import create_app
     from portal.extensions import db
-    from portal.machines import services
+    from portal.machines import logs as machine_logs
     from portal.machines.models import CommandLog, Machine
 
     app = create_app({"DATABASE_URL": url, "PORTAL_INSTANCE_PATH": "/tmp/portal-bench-instance"})
     results = {}
     with app.app_context():
         machine = db.session.scalar(select(Machine).where(Machine.name == "bench-0"))
+        owner = machine.owner  # the bench user (gen_logs.py); searches run as them
         some = db.session.scalar(
             select(CommandLog.output)
             .where(CommandLog.output.like("%req-%"), CommandLog.machine_id == machine.id)
             .limit(1)
         )
         rid = some.split("req-", 1)[1].split()[0] if some else "0"
-        _, cursor = services.search_logs(machine, {"q": "redis"})
+        _, cursor = machine_logs.search_logs(owner, machine, {"q": "redis"})
         for label, args in QUERIES:
             args = {k: v.format(rid=rid, cursor=cursor or "") for k, v in args.items()}
             times, n = [], 0
             for i in range(repeat + 1):
                 t0 = time.perf_counter()
-                rows, _ = services.search_logs(machine, args)
+                rows, _ = machine_logs.search_logs(owner, machine, args)
                 elapsed = (time.perf_counter() - t0) * 1000
                 db.session.rollback()
                 if i:  # the first run warms caches

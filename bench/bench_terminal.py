@@ -188,12 +188,12 @@ from portal.extensions import db
 upgrade_database({self.env["DATABASE_URL"]!r})
 app = create_app({{"DATABASE_URL": {self.env["DATABASE_URL"]!r}, "PORTAL_INSTANCE_PATH": {str(self.dir)!r}}})
 from portal.accounts import tokens, users
-from portal.machines import services as ms
+from portal.machines import inventory
 with app.test_request_context():
     u = users.create_user(email="bench@example.test", username="bench", password="bench-Pass-123456",
                           role="admin", check_open=False)
     db.session.commit()
-    m, _ = ms.create_machine(u, {{"name": "bench", "host": {self.sshd.host!r}, "port": {self.sshd.port},
+    m, _ = inventory.create_machine(u, {{"name": "bench", "host": {self.sshd.host!r}, "port": {self.sshd.port},
         "username": {self.sshd.username!r}, "auth_method": "key",
         "private_key": {self.sshd.client_key_private_text!r},
         "host_key": {chr(10).join(self.sshd.host_key_lines)!r}}})

@@ -160,6 +160,12 @@ class Database:
         """
         self.session.commit()
 
+    def discard(self) -> None:
+        """Drop the request's uncommitted work now, for a view that answers 200 after a
+        failure (e.g. an unreachable machine's message shown in place): the boundary commits
+        every answer below 400."""
+        self.session.rollback()
+
     def new_session(self):
         """A session outside the request cycle (threads, CLI); caller commits and closes."""
         return sessionmaker(bind=self.engine, expire_on_commit=False)()

@@ -196,12 +196,12 @@ def test_vault_rotate_cli(app, make_user, sshd_machine, sshd):
     assert "re-encrypted" in result.output
     app.config["PORTAL_VAULT_KEY"] = new  # the old key is gone: everything still decrypts
     from portal.extensions import db
-    from portal.machines import services
+    from portal.machines import targets
     from portal.machines.models import Machine
 
     with app.test_request_context():
         row = db.session.get(Machine, m.id)
-        assert services.ssh_target(row).password == sshd.password
+        assert targets.ssh_target(row, row.owner).password == sshd.password
 
 
 # ---------------------------------------------------------------- failures
@@ -611,7 +611,7 @@ def test_logs_cursor_search_and_filters(client, app, make_user, auth, make_machi
     other = make_machine(alice, name="other")
     grant_role(m, bob, "operator")
     from portal.extensions import db
-    from portal.machines import services
+    from portal.machines import commands
     from portal.machines.models import CommandLog
 
     with app.app_context():
@@ -623,7 +623,7 @@ def test_logs_cursor_search_and_filters(client, app, make_user, auth, make_machi
             (alice, "echo done", 0, "done"),
         ]
         for who, command, code, output in rows:
-            services.log_command(
+            commands.log_command(
                 m.id,
                 who.id,
                 source="api",
@@ -632,7 +632,7 @@ def test_logs_cursor_search_and_filters(client, app, make_user, auth, make_machi
                 output=output,
                 duration_ms=5,
             )
-        services.log_command(other.id, alice.id, source="api", command="nginx -t", exit_code=0)
+        commands.log_command(other.id, alice.id, source="api", command="nginx -t", exit_code=0)
         db.session.commit()
         old = db.session.scalars(select_first_log()).first()
         old.created_at = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)

@@ -213,7 +213,7 @@ def test_terminal_shell_target_is_checked_at_socket_open(app, make_user, sshd_ma
     """Shells (the terminal) use the same Target: the allow-list is applied when the
     socket opens, whoever builds the target."""
     from portal.extensions import db
-    from portal.machines import services
+    from portal.machines import targets
     from portal.machines.models import Machine
     from portal.ssh import ConnectionPool, TargetNotAllowed, open_shell
 
@@ -223,7 +223,8 @@ def test_terminal_shell_target_is_checked_at_socket_open(app, make_user, sshd_ma
     pool = ConnectionPool()
     try:
         with app.test_request_context():
-            target = services.ssh_target(db.session.get(Machine, m.id))
+            row = db.session.get(Machine, m.id)
+            target = targets.ssh_target(row, row.owner)
             with pytest.raises(TargetNotAllowed):
                 open_shell(target, pool=pool)
     finally:
@@ -242,8 +243,9 @@ def test_scan_is_rate_limited(client, make_user, auth):
 
 
 def test_scan_needs_an_account_that_may_add_machines(client, app, make_user, auth):
+    from portal.errors import AccessDenied
     from portal.extensions import db
-    from portal.machines import services
+    from portal.machines import access, inventory
 
     alice = make_user("alice")
     assert client.post("/api/machines/scan-host-key", json={"host": "x"}).status_code == 401
@@ -251,11 +253,11 @@ def test_scan_needs_an_account_that_may_add_machines(client, app, make_user, aut
         from portal.accounts.models import User
 
         u = db.session.get(User, alice.id)
-        assert services.can_add_machines(u)
+        assert access.can_add_machines(u)
         u.active = False
-        assert not services.can_add_machines(u)
-        with pytest.raises(services.AccessDenied):
-            services.scan_host_keys(u, {"host": "127.0.0.1"})
+        assert not access.can_add_machines(u)
+        with pytest.raises(AccessDenied):
+            inventory.scan_host_keys(u, {"host": "127.0.0.1"})
         db.session.rollback()
 
 
@@ -292,13 +294,13 @@ def test_log_queries_never_500(client, make_user, auth, make_machine, query):
 
 def test_time_filters_still_work_at_the_edges(client, app, make_user, auth, make_machine):
     from portal.extensions import db
-    from portal.machines import services
+    from portal.machines import commands
     from portal.machines.models import Machine
 
     alice = make_user("alice")
     m = make_machine(alice)
     with app.test_request_context():
-        services.log_command(db.session.get(Machine, m.id), alice.id, source="api", command="ls")
+        commands.log_command(db.session.get(Machine, m.id), alice.id, source="api", command="ls")
         db.session.commit()
     for query in (
         {"q": "ls", "until": "9999-12-31T23:59:59", "since": "0001-01-01T00:00:00"},
@@ -327,7 +329,8 @@ def test_grant_with_out_of_range_or_odd_ids_is_404(client, make_user, auth, make
 def test_ids_from_input_are_bounded(app, make_user, make_machine):
     from portal.errors import NotFound
     from portal.extensions import db
-    from portal.machines import services
+    from portal.machines import inventory
+    from portal.machines import logs as machine_logs
 
     alice = make_user("alice")
     make_machine(alice)
@@ -337,11 +340,11 @@ def test_ids_from_input_are_bounded(app, make_user, make_machine):
         u = db.session.get(User, alice.id)
         for bad in (2**31, 2**63, "99999999999", "²", "1e3", "", None, True, -5, 0):
             with pytest.raises(NotFound):
-                services.get_machine_by_id(u, bad)
+                inventory.get_machine_by_id(u, bad)
             with pytest.raises(NotFound):
-                services.get_log(u, bad)
-        assert services.parse_id("2147483647") == 2**31 - 1
-        assert services.parse_id(" 7 ") == 7
+                machine_logs.get_log(u, bad)
+        assert inventory.parse_id("2147483647") == 2**31 - 1
+        assert inventory.parse_id(" 7 ") == 7
 
 
 def test_pending_machine_host_key_scan_is_422(client, login, make_user, auth):
@@ -353,7 +356,7 @@ def test_pending_machine_host_key_scan_is_422(client, login, make_user, auth):
     r = client.post(
         f"/machines/{agent_id}/host-key/scan", headers={"X-CSRFToken": csrf, "HX-Request": "true"}
     )
-    assert r.status_code == 200 and "has not been enrolled yet" in r.get_data(as_text=True)
+    assert r.status_code == 422 and "has not been enrolled yet" in r.get_data(as_text=True)
     r = client.post(f"/api/machines/{agent_id}/check", headers=auth(alice))
     assert r.status_code == 422
 
@@ -416,15 +419,15 @@ def test_losing_operator_on_the_jump_host_stops_its_use(
     # The terminal builds targets from a machine it loaded for Bob: refused too.
     from portal.errors import AccessDenied
     from portal.extensions import db
-    from portal.machines import services
+    from portal.machines import inventory, targets
 
     with app.test_request_context():
         from portal.accounts.models import User
 
         b = db.session.get(User, bob.id)
-        machine = services.get_machine(b, inner, need="operator")
+        machine = inventory.get_machine(b, inner)
         with pytest.raises(AccessDenied):
-            services.ssh_target(machine)
+            targets.ssh_target(machine, b)
     # After full revocation the same; an admin of both still reaches it.
     client.post(
         f"/api/machines/{jump['agent_id']}/access/revoke", json={"user": "bob"}, headers=auth(alice)
@@ -442,8 +445,8 @@ def test_registration_token_is_spent_atomically(client, app, make_user, auth, ss
     """Two registrations race with one token: the one that finishes second sees the token
     spent (409) even though it passed the early check, and changes nothing."""
     from portal import ssh
+    from portal.db import utcnow
     from portal.extensions import db
-    from portal.machines import services
     from portal.machines.models import Machine, RegistrationToken
 
     alice = make_user("alice")
@@ -464,13 +467,13 @@ def test_registration_token_is_spent_atomically(client, app, make_user, auth, ss
         s = db.new_session()
         try:
             row = s.scalar(select(RegistrationToken))
-            row.used_at = services.utcnow()
+            row.used_at = utcnow()
             s.commit()
         finally:
             s.close()
         return result
 
-    monkeypatch.setattr(services.ssh, "run", run_then_lose_the_race)
+    monkeypatch.setattr(ssh, "run", run_then_lose_the_race)
     r = client.post("/api/machines/register", json=body)
     assert r.status_code == 409 and "already used" in r.json["error"]
     with app.app_context():

@@ -153,11 +153,11 @@ def flood_server():
 def _flood_machine(app, owner, server: FloodServer):
     from portal.accounts.models import User
     from portal.extensions import db
-    from portal.machines import services
+    from portal.machines import inventory
 
     with app.test_request_context():
         user = db.session.get(User, owner.id)
-        machine, _ = services.create_machine(
+        machine, _ = inventory.create_machine(
             user,
             {
                 "name": "flooder",

@@ -8,7 +8,7 @@ from portal.accounts.models import User
 from portal.community.issues import BODY_MAX, TITLE_MAX
 from portal.errors import NotFound
 from portal.extensions import db
-from portal.machines import services as machine_services
+from portal.machines import access as machine_access
 from portal.machines.models import CommandLog, Machine
 
 
@@ -29,7 +29,7 @@ def draft_from_log(user: User, log_id) -> dict:
     machine = db.session.get(Machine, log.machine_id)
     if machine is None:
         raise NotFound("command log not found")
-    machine_services.get_machine(user, machine.agent_id, "viewer")  # NotFound if not visible
+    machine_access.require(user, machine, "view_logs")  # NotFound if not visible
     d = log.to_dict()
     command = (d.get("command") or "").strip()
     exit_code = d.get("exit_code")

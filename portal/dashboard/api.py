@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, g, jsonify
 
 from portal.dashboard import services
+from portal.machines import access as machine_access
 from portal.web import api_login_required
 
 bp = Blueprint("dashboard_api", __name__, url_prefix="/api/dashboard")
@@ -19,7 +20,9 @@ def stats():
 @bp.get("/recent-machines")
 @api_login_required
 def recent_machines():
-    return jsonify(machines=[m.to_dict(g.user) for m in services.recent_machines(g.user)])
+    machines = services.recent_machines(g.user)
+    roles = machine_access.roles_for(g.user, machines)
+    return jsonify(machines=[m.to_dict(my_role=roles[m.id]) for m in machines])
 
 
 @bp.get("/recent-activity")

@@ -15,7 +15,7 @@ from sqlalchemy import case, func, literal, select, union_all
 
 from portal.db import utcnow
 from portal.extensions import db
-from portal.machines import services as machine_services
+from portal.machines import access as machine_access
 from portal.machines.models import CommandLog, Machine
 from portal.terminal.models import LIVE, TerminalSession
 
@@ -35,7 +35,7 @@ class Scope:
         if self.all:
             return []
         if self._ids is None:
-            q = machine_services.visible_machines_query(self.user).with_only_columns(Machine.id)
+            q = machine_access.visible_machines_query(self.user).with_only_columns(Machine.id)
             self._ids = list(db.session.scalars(q.order_by(None)))
         return self._ids
 
@@ -287,10 +287,30 @@ def overview(user) -> dict:
     series = commands_per_day(
         user, scope=scope, today_counts=(s["commands_today"], s["commands_failed_today"])
     )
+    machines = recent_machines(user, scope=scope)
+    activity = recent_activity(user, scope=scope)
+    roles = machine_access.roles_for(user, machines)
     return {
         "stats": s,
-        "machines": recent_machines(user, scope=scope),
-        "activity": recent_activity(user, scope=scope),
+        "machines": machines,
+        "may_open_terminal": {
+            m.id for m in machines if machine_access.can(user, m, "open_terminal", roles[m.id])
+        },
+        "activity": activity,
+        "machine_names": machine_names(activity, machines),
         "chart": chart(series),
         "today": today_start(),
     }
+
+
+def machine_names(activity, machines) -> dict:
+    """machine id -> (agent_id, name) for the activity rows, in one query."""
+    known = {m.id: (m.agent_id, m.name) for m in machines}
+    missing = {a.machine_id for a in activity} - set(known)
+    if missing:
+        M = Machine
+        for mid, agent_id, name in db.session.execute(
+            select(M.id, M.agent_id, M.name).where(M.id.in_(missing))
+        ):
+            known[mid] = (agent_id, name)
+    return known

@@ -5,8 +5,10 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from portal.db import iso
+from portal.errors import PortalError
 from portal.extensions import limiter
-from portal.machines import services
+from portal.machines import access, commands, enrollment, grants, inventory, targets
+from portal.machines import logs as machine_logs
 from portal.validation import get_str
 from portal.web import api_login_required, json_body, page_args
 
@@ -33,6 +35,11 @@ machine_limit = limiter.shared_limit(
 )
 
 
+def machine_body(machine) -> dict:
+    """The API's `machine` for the caller."""
+    return machine.to_dict(my_role=access.role_of(g.user, machine))
+
+
 def _logs_body(rows, next_cursor) -> dict:
     return {"logs": [r.to_dict() for r in rows], "next_cursor": next_cursor}
 
@@ -42,7 +49,7 @@ def _logs_body(rows, next_cursor) -> dict:
 def list_machines():
     limit, offset = page_args()
     args = request.args
-    rows, total = services.list_machines(
+    rows, total = inventory.list_machines(
         g.user,
         q=get_str(args, "q", required=False, max_len=100),
         tag=get_str(args, "tag", required=False, max_len=32),
@@ -50,7 +57,8 @@ def list_machines():
         limit=limit,
         offset=offset,
     )
-    return jsonify({"machines": [m.to_dict(g.user) for m in rows], "total": total})
+    roles = access.roles_for(g.user, rows)
+    return jsonify({"machines": [m.to_dict(my_role=roles[m.id]) for m in rows], "total": total})
 
 
 @bp.post("/api/machines")
@@ -58,15 +66,15 @@ def list_machines():
 @machine_limit
 def create():
     data = json_body()
-    machine, token = services.create_machine(g.user, data)
-    body = {"machine": machine.to_dict(g.user)}
+    machine, token = inventory.create_machine(g.user, data)
+    body = {"machine": machine_body(machine)}
     if machine.public_key and (token or machine.auth_method == "portal_key"):
         # This machine's own public key: the line for its authorized_keys (nothing shared).
         body["public_key"] = machine.public_key
     if token:
         body["registration_token"] = token
-        body["registration_expires_at"] = iso(services.token_expiry(token))
-        body["enroll_command"] = services.enroll_command(base_url(), token)
+        body["registration_expires_at"] = iso(enrollment.token_expiry(token))
+        body["enroll_command"] = enrollment.enroll_command(base_url(), token)
     return jsonify(body), 201
 
 
@@ -76,83 +84,83 @@ def create():
 @machine_limit
 def scan_host_key():
     """+ The trust step: the host keys a server presents now (nothing stored)."""
-    keys = services.scan_host_keys(g.user, json_body())
+    keys = inventory.scan_host_keys(g.user, json_body())
     return jsonify({"host_keys": [{"key": k, "fingerprint": fp} for k, fp in keys]})
 
 
 @bp.get("/api/machines/by-id/<int:machine_id>")
 @api_login_required
 def by_id(machine_id: int):
-    machine = services.get_machine_by_id(g.user, machine_id)
-    return jsonify({"machine": machine.to_dict(g.user)})
+    machine = inventory.get_machine_by_id(g.user, machine_id)
+    return jsonify({"machine": machine_body(machine)})
 
 
 @bp.get("/api/machines/<agent_id>")
 @api_login_required
 def detail(agent_id: str):
-    machine = services.get_machine(g.user, agent_id)
-    return jsonify({"machine": machine.to_dict(g.user)})
+    machine = inventory.get_machine(g.user, agent_id)
+    return jsonify({"machine": machine_body(machine)})
 
 
 @bp.route("/api/machines/<agent_id>", methods=["PATCH", "PUT"])
 @api_login_required
 def update(agent_id: str):
-    machine = services.get_machine(g.user, agent_id, need="admin")
-    services.update_machine(g.user, machine, json_body())
-    return jsonify({"machine": machine.to_dict(g.user)})
+    machine = inventory.get_machine(g.user, agent_id)
+    inventory.update_machine(g.user, machine, json_body())
+    return jsonify({"machine": machine_body(machine)})
 
 
 @bp.delete("/api/machines/<agent_id>")
 @api_login_required
 def delete(agent_id: str):
-    machine = services.get_machine(g.user, agent_id, need="admin")
-    services.delete_machine(g.user, machine)
+    machine = inventory.get_machine(g.user, agent_id)
+    inventory.delete_machine(g.user, machine)
     return Response(status=204)
 
 
 @bp.post("/api/machines/<agent_id>/command")
 @api_login_required
 def command(agent_id: str):
-    machine = services.get_machine(g.user, agent_id, need="operator")
-    result, entry = services.run_command(g.user, machine, json_body(), source="api")
-    return jsonify(services.result_dict(result, entry))
+    machine = inventory.get_machine(g.user, agent_id)
+    result, entry = commands.run_command(g.user, machine, json_body(), source="api")
+    return jsonify(commands.result_dict(result, entry))
 
 
 @bp.post("/api/machines/broadcast")
 @api_login_required
 def broadcast():
     """+ `{command, agent_ids? | tag?, timeout?}` -> `{results: [...]}` (run in parallel)."""
-    results = services.broadcast(g.user, json_body())
+    results = commands.broadcast(g.user, json_body())
     return jsonify({"results": results, "total": len(results)})
 
 
 @bp.get("/api/machines/<agent_id>/logs")
 @api_login_required
 def logs(agent_id: str):
-    machine = services.get_machine(g.user, agent_id)
-    return jsonify(_logs_body(*services.list_logs(machine, request.args)))
+    machine = inventory.get_machine(g.user, agent_id)
+    return jsonify(_logs_body(*machine_logs.list_logs(g.user, machine, request.args)))
 
 
 @bp.get("/api/machines/<agent_id>/logs/search")
 @api_login_required
 def logs_search(agent_id: str):
-    machine = services.get_machine(g.user, agent_id)
-    return jsonify(_logs_body(*services.search_logs(machine, request.args)))
+    machine = inventory.get_machine(g.user, agent_id)
+    return jsonify(_logs_body(*machine_logs.search_logs(g.user, machine, request.args)))
 
 
 @bp.get("/api/machines/<agent_id>/access/users")
 @api_login_required
 def access_users(agent_id: str):
-    machine = services.get_machine(g.user, agent_id, need="admin")
-    users = [{**u, "granted_at": iso(u["granted_at"])} for u in services.list_access(machine)]
+    machine = inventory.get_machine(g.user, agent_id)
+    users = [{**u, "granted_at": iso(u["granted_at"])} for u in grants.list_access(g.user, machine)]
     return jsonify({"users": users})
 
 
 @bp.post("/api/machines/<agent_id>/access/grant")
 @api_login_required
 def access_grant(agent_id: str):
-    machine = services.get_machine(g.user, agent_id, need="admin")
-    row = services.grant(g.user, machine, json_body())
+    machine = inventory.get_machine(g.user, agent_id)
+    row = grants.grant(g.user, machine, json_body())
     return jsonify(
         {
             "user_id": row.user_id,
@@ -166,8 +174,8 @@ def access_grant(agent_id: str):
 @bp.post("/api/machines/<agent_id>/access/revoke")
 @api_login_required
 def access_revoke(agent_id: str):
-    machine = services.get_machine(g.user, agent_id, need="admin")
-    user = services.revoke(g.user, machine, json_body())
+    machine = inventory.get_machine(g.user, agent_id)
+    user = grants.revoke(g.user, machine, json_body())
     return jsonify({"user_id": user.id, "revoked": True})
 
 
@@ -177,9 +185,9 @@ def access_revoke(agent_id: str):
 def check(agent_id: str):
     """+ Check the connection again (operator), e.g. after installing the machine's public key.
     200 `{ok, machine}` either way; `machine.status_message` says what failed."""
-    machine = services.get_machine(g.user, agent_id, need="operator")
-    ok = services.check_connection(g.user, machine)
-    return jsonify({"ok": ok, "machine": machine.to_dict(g.user)})
+    machine = inventory.get_machine(g.user, agent_id)
+    ok = inventory.check_connection(g.user, machine)
+    return jsonify({"ok": ok, "machine": machine_body(machine)})
 
 
 @bp.post("/api/machines/<agent_id>/host-key")
@@ -188,22 +196,22 @@ def retrust(agent_id: str):
     """+ Re-pin the host key: `{host_key: "SHA256:..."}` (the fingerprint of what a fresh scan
     shows; `trust_host_key: true` alone is a 400). Owner or global admin when the machine
     stores a password or key, else machine admin."""
-    machine = services.get_machine(g.user, agent_id, need="admin")
-    services.retrust_host_key(g.user, machine, json_body())
-    return jsonify({"machine": machine.to_dict(g.user)})
+    machine = inventory.get_machine(g.user, agent_id)
+    targets.retrust_host_key(g.user, machine, json_body())
+    return jsonify({"machine": machine_body(machine)})
 
 
 @bp.post("/api/machines/<agent_id>/enroll-token")
 @api_login_required
 def enroll_token(agent_id: str):
     """+ A new enrollment token for a pending machine (admin); older ones stop working."""
-    machine = services.get_machine(g.user, agent_id, need="admin")
-    token = services.new_registration_token(g.user, machine)
+    machine = inventory.get_machine(g.user, agent_id)
+    token = enrollment.new_registration_token(g.user, machine)
     return jsonify(
         {
             "registration_token": token,
-            "registration_expires_at": iso(services.token_expiry(token)),
-            "enroll_command": services.enroll_command(base_url(), token),
+            "registration_expires_at": iso(enrollment.token_expiry(token)),
+            "enroll_command": enrollment.enroll_command(base_url(), token),
         }
     )
 
@@ -218,8 +226,8 @@ def enroll_sh():
     # accepted for enroll commands shown before.
     token = request.headers.get("X-Registration-Token") or request.args.get("token", "")
     try:
-        script = services.enroll_script(token, base_url())
-    except services.PortalError as err:
+        script = enrollment.enroll_script(token, base_url())
+    except PortalError as err:
         body = f'echo "portal: {err.message}" >&2\nexit 1\n'
         return Response(body, status=err.status, mimetype="text/plain")
     resp = Response(script, mimetype="text/x-shellscript")
@@ -230,5 +238,5 @@ def enroll_sh():
 @bp.post("/api/machines/register")
 @limiter.limit("30 per minute")
 def register():
-    machine = services.register(json_body(), request.remote_addr)
-    return jsonify({"machine": machine.to_dict(None)})
+    machine = enrollment.register(json_body(), request.remote_addr)
+    return jsonify({"machine": machine.to_dict()})

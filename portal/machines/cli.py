@@ -18,15 +18,15 @@ def probe_once(timeout: float = 10.0) -> dict:
     from portal.db import utcnow
     from portal.errors import HostKeyError, PortalError
     from portal.extensions import db
-    from portal.machines import services
+    from portal.machines import commands
     from portal.machines.models import Machine
 
     s = db.session
     machines = list(s.scalars(select(Machine).where(Machine.status != "pending")))
-    targets = services.broadcast_targets(machines)
+    targets = commands.broadcast_targets(machines, None)
     by_id = {m.id: m for m in machines}
     counts = {"online": 0, "offline": 0, "error": 0}
-    for mid, outcome in services.run_parallel(targets, "uname -sr", int(timeout)):
+    for mid, outcome in commands.run_parallel(targets, "uname -sr", int(timeout)):
         m = by_id[mid]
         if isinstance(outcome, PortalError):
             bad = isinstance(outcome, HostKeyError | ssh.AuthenticationFailed)

@@ -88,9 +88,8 @@ class Machine(Base):
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.username}@{host}:{self.port}"
 
-    def to_dict(self, user=None) -> dict:
-        from portal.machines.services import role_of
-
+    def to_dict(self, *, my_role: str | None = None) -> dict:
+        """The API's `machine`; `my_role` is the caller's role (access.role_of / roles_for)."""
         return {
             "id": self.id,
             "agent_id": self.agent_id,
@@ -113,7 +112,7 @@ class Machine(Base):
             "tags": self.tag_list,
             "os": self.os,
             "owner": {"id": self.owner.id, "username": self.owner.username} if self.owner else None,
-            "my_role": role_of(user, self) if user is not None else None,
+            "my_role": my_role,
             "created_at": iso(self.created_at),
             "last_seen_at": iso(self.last_seen_at),
         }

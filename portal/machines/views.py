@@ -17,9 +17,11 @@ from flask import (
     url_for,
 )
 
-from portal.errors import PortalError
+from portal.errors import AccessDenied, PortalError
 from portal.extensions import db, limiter
-from portal.machines import services
+from portal.machines import access as machine_access
+from portal.machines import commands, enrollment, grants, inventory, targets
+from portal.machines import logs as machine_logs
 from portal.machines.api import base_url, machine_limit, machine_rate_limit, per_user_key
 from portal.machines.models import AUTH_METHODS, STATUSES
 from portal.validation import get_str
@@ -28,8 +30,15 @@ from portal.web import is_htmx, login_required
 bp = Blueprint("machines", __name__)
 
 
-def _form_status(err: PortalError) -> int:
-    return 422 if err.status in (400, 422) else err.status
+def _error_status(err: PortalError) -> int:
+    """The status of a page or partial re-rendered with the error next to the field. 4xx:
+    htmx swaps these (base.html, htmx-config responseHandling) and the request boundary
+    rolls back. A 5xx (the machine is unreachable) answers 200 so the message still shows
+    in place, and its work is discarded here."""
+    if err.status < 500:
+        return 422 if err.status in (400, 422) else err.status
+    db.discard()
+    return 200
 
 
 def _hx_redirect(url: str):
@@ -50,7 +59,7 @@ def index():
     q = get_str(args, "q", required=False, max_len=100) or ""
     tag = get_str(args, "tag", required=False, max_len=32) or ""
     status = args.get("status") if args.get("status") in STATUSES else ""
-    rows, total = services.list_machines(g.user, q=q, tag=tag, status=status, limit=200)
+    rows, total = inventory.list_machines(g.user, q=q, tag=tag, status=status, limit=200)
     ctx = {
         "machines": rows,
         "total": total,
@@ -58,8 +67,8 @@ def index():
         "tag": tag,
         "status": status,
         "statuses": STATUSES,
-        "tags": services.all_tags(g.user),
-        "role_of": services.role_of,
+        "tags": inventory.all_tags(g.user),
+        "roles": machine_access.roles_for(g.user, rows),
     }
     if is_htmx() and request.headers.get("HX-Target") == "machines-table":
         return render_template("machines/_table.html", **ctx)
@@ -70,8 +79,13 @@ def index():
 
 
 def _new_ctx(**extra):
-    rows, _ = services.list_machines(g.user, limit=200)
-    gateways = [m for m in rows if m.status != "pending" and services.can(g.user, m, "operator")]
+    rows, _ = inventory.list_machines(g.user, limit=200)
+    roles = machine_access.roles_for(g.user, rows)
+    gateways = [
+        m
+        for m in rows
+        if m.status != "pending" and machine_access.can(g.user, m, "use_as_gateway", roles[m.id])
+    ]
     ctx = {
         "errors": {},
         "form": {},
@@ -103,13 +117,11 @@ def new():
             return render_template("machines/new.html", **ctx), 422
         data["host_key"] = confirmed
     try:
-        machine, _ = services.create_machine(g.user, data)
+        machine, _ = inventory.create_machine(g.user, data)
     except PortalError as err:
-        db.session.rollback()
         errors = {err.field or "_form": err.message}
-        return render_template(
-            "machines/new.html", **_new_ctx(errors=errors, form=data)
-        ), _form_status(err)
+        status = _error_status(err)
+        return render_template("machines/new.html", **_new_ctx(errors=errors, form=data)), status
     if machine.status == "online":
         flash(f"{machine.name} added and reachable.", "success")
     elif machine.auth_method == "portal_key":
@@ -133,7 +145,7 @@ def new():
 def scan():
     """The trust step: show the fingerprints a host presents; the user confirms them."""
     try:
-        keys = services.scan_host_keys(g.user, request.form.to_dict())
+        keys = inventory.scan_host_keys(g.user, request.form.to_dict())
         error = None
     except PortalError as err:
         keys, error = [], err.message
@@ -146,17 +158,17 @@ def scan():
 def enroll():
     data = {"name": request.form.get("name", ""), "tags": request.form.get("tags", "")}
     try:
-        machine, token = services.create_machine(g.user, data)
+        machine, token = inventory.create_machine(g.user, data)
     except PortalError as err:
-        db.session.rollback()
+        status = _error_status(err)
         errors = {err.field or "_form": err.message}
         ctx = _new_ctx(errors=errors, form=data, mode="enroll")
-        return render_template("machines/new.html", **ctx), _form_status(err)
+        return render_template("machines/new.html", **ctx), status
     return render_template(
         "machines/enrolled.html",
         machine=machine,
-        command=services.enroll_command(base_url(), token),
-        expires_at=services.token_expiry(token),
+        command=enrollment.enroll_command(base_url(), token),
+        expires_at=enrollment.token_expiry(token),
     )
 
 
@@ -164,18 +176,19 @@ def enroll():
 
 
 def _detail_ctx(machine, **extra):
-    role = services.role_of(g.user, machine)
-    logs, next_cursor = services.list_logs(machine, {"limit": 20})
+    role = machine_access.role_of(g.user, machine)
+    logs, next_cursor = machine_logs.list_logs(g.user, machine, {"limit": 20})
+    may_manage = machine_access.can(g.user, machine, "list_access", role)
     ctx = {
         "m": machine,
         "role": role,
-        "can_operate": services.RANK[role] >= services.RANK["operator"],
-        "is_admin": role == "admin",
-        "recent": services.recent_commands(g.user, machine),
+        "can_operate": machine_access.can(g.user, machine, "run_command", role),
+        "is_admin": machine_access.can(g.user, machine, "update", role),
+        "recent": machine_logs.recent_commands(g.user, machine),
         "logs": logs,
         "next_cursor": next_cursor,
         "q": "",
-        "access": services.list_access(machine) if role == "admin" else [],
+        "access": grants.list_access(g.user, machine) if may_manage else [],
         "errors": {},
         "result": None,
         "edit_form": {"name": machine.name, "tags": ", ".join(machine.tag_list)},
@@ -187,22 +200,22 @@ def _detail_ctx(machine, **extra):
 @bp.get("/machines/<agent_id>")
 @login_required
 def detail(agent_id: str):
-    machine = services.get_machine(g.user, agent_id)
+    machine = inventory.get_machine(g.user, agent_id)
     return render_template("machines/detail.html", **_detail_ctx(machine))
 
 
 @bp.post("/machines/<agent_id>/edit")
 @login_required
 def edit(agent_id: str):
-    machine = services.get_machine(g.user, agent_id, need="admin")
+    machine = inventory.get_machine(g.user, agent_id)
     data = {"name": request.form.get("name", ""), "tags": request.form.get("tags", "")}
     try:
-        services.update_machine(g.user, machine, data)
+        inventory.update_machine(g.user, machine, data)
     except PortalError as err:
-        db.session.rollback()
-        machine = services.get_machine(g.user, agent_id, need="admin")
+        # Nothing changed: update_machine checks everything before it changes anything.
+        status = _error_status(err)
         ctx = _detail_ctx(machine, errors={err.field or "name": err.message}, edit_form=data)
-        return render_template("machines/detail.html", **ctx), _form_status(err)
+        return render_template("machines/detail.html", **ctx), status
     flash("Saved.", "success")
     return _hx_redirect(url_for("machines.detail", agent_id=machine.agent_id))
 
@@ -210,20 +223,16 @@ def edit(agent_id: str):
 @bp.post("/machines/<agent_id>/run")
 @login_required
 def run(agent_id: str):
-    machine = services.get_machine(g.user, agent_id, need="operator")
+    machine = inventory.get_machine(g.user, agent_id)
     data = {"command": request.form.get("command", ""), "timeout": request.form.get("timeout")}
     result = entry = error = None
     try:
-        result, entry = services.run_command(g.user, machine, data, source="page")
+        result, entry = commands.run_command(g.user, machine, data, source="page")
     except PortalError as err:
         error = err
-    recent = services.recent_commands(g.user, machine)
-    # Errors come back as 200 so htmx swaps the message in place (nothing was changed:
-    # the service records failures in its own transaction).
-    status = 200
-    if error is not None:
-        db.session.rollback()
-        status = 422 if error.status < 500 else 200
+    # A failed run's log and status are recorded by the service in their own transaction.
+    status = 200 if error is None else _error_status(error)
+    recent = machine_logs.recent_commands(g.user, machine)
     resp = make_response(
         render_template(
             "machines/_command_result.html",
@@ -244,11 +253,11 @@ def run(agent_id: str):
 @bp.get("/machines/<agent_id>/logs")
 @login_required
 def logs(agent_id: str):
-    machine = services.get_machine(g.user, agent_id)
+    machine = inventory.get_machine(g.user, agent_id)
     q = get_str(request.args, "q", required=False, max_len=200) or ""
     error = None
     try:
-        rows, next_cursor = services.search_logs(machine, request.args)
+        rows, next_cursor = machine_logs.search_logs(g.user, machine, request.args)
     except PortalError as err:
         rows, next_cursor, error = [], None, err.message
     template = "machines/_log_rows.html" if request.args.get("cursor") else "machines/_logs.html"
@@ -266,48 +275,51 @@ def logs(agent_id: str):
 @bp.post("/machines/<agent_id>/access")
 @login_required
 def access(agent_id: str):
-    machine = services.get_machine(g.user, agent_id, need="admin")
+    machine = inventory.get_machine(g.user, agent_id)
     action = request.form.get("action", "grant")
-    error = None
+    error, status = None, 200
     try:
         if action == "revoke":
-            user = services.revoke(g.user, machine, {"user": request.form.get("user", "")})
+            user = grants.revoke(g.user, machine, {"user": request.form.get("user", "")})
             message = f"{user.username} no longer has access."
         else:
-            row = services.grant(
+            row = grants.grant(
                 g.user,
                 machine,
                 {"user": request.form.get("user", ""), "role": request.form.get("role")},
             )
             message = f"{row.user.username} is now {row.role}."
+    except AccessDenied:
+        raise  # not an admin here: no access list to show
     except PortalError as err:
-        db.session.rollback()
-        error, message = err.message, None
-    return render_template(
+        error, message, status = err.message, None, _error_status(err)
+    html = render_template(
         "machines/_access.html",
         m=machine,
-        access=services.list_access(machine),
+        access=grants.list_access(g.user, machine),
         error=error,
         message=message,
     )
+    return html, status
 
 
 @bp.post("/machines/<agent_id>/host-key/scan")
 @login_required
 def hostkey_scan(agent_id: str):
-    machine = services.get_machine(g.user, agent_id, need="admin")
+    machine = inventory.get_machine(g.user, agent_id)
+    keys, error, status = [], None, 200
     try:
-        keys = services.scan_machine_host_keys(g.user, machine)
-        error = None
+        keys = targets.scan_machine_host_keys(g.user, machine)
     except PortalError as err:
-        keys, error = [], err.message
-    return render_template(
+        error, status = err.message, _error_status(err)
+    html = render_template(
         "machines/_hostkey_retrust.html",
         m=machine,
         keys=keys,
         error=error,
-        may_pin=services.can_change_connection(g.user, machine),
+        may_pin=machine_access.can(g.user, machine, "retrust_host_key"),
     )
+    return html, status
 
 
 @bp.post("/machines/<agent_id>/check")
@@ -315,13 +327,8 @@ def hostkey_scan(agent_id: str):
 @machine_limit
 def check(agent_id: str):
     """“Check connection again” (operator), e.g. after installing the machine's public key."""
-    machine = services.get_machine(g.user, agent_id, need="operator")
-    try:
-        ok = services.check_connection(g.user, machine)
-    except PortalError as err:
-        db.session.rollback()
-        flash(err.message, "error")
-        return _hx_redirect(url_for("machines.detail", agent_id=agent_id))
+    machine = inventory.get_machine(g.user, agent_id)
+    ok = inventory.check_connection(g.user, machine)  # a refusal: the page shows the message
     if ok:
         flash(f"{machine.name} is reachable.", "success")
     else:
@@ -332,25 +339,23 @@ def check(agent_id: str):
 @bp.post("/machines/<agent_id>/host-key")
 @login_required
 def hostkey_trust(agent_id: str):
-    machine = services.get_machine(g.user, agent_id, need="admin")
-    if not request.form.get("host_key_ack"):
-        return render_template(
-            "machines/_hostkey_retrust.html",
-            m=machine,
-            keys=[],
-            error="tick the box to confirm you checked the new fingerprint",
-        )
+    machine = inventory.get_machine(g.user, agent_id)
     # The fingerprints the scan showed, posted back: the service pins only keys a fresh
     # scan presents with exactly these fingerprints.
     fingerprints = " ".join(request.form.getlist("host_key"))
     try:
-        services.retrust_host_key(g.user, machine, {"host_key": fingerprints})
+        targets.retrust_host_key(
+            g.user,
+            machine,
+            {"host_key": fingerprints},
+            acknowledged=bool(request.form.get("host_key_ack")),
+        )
     except PortalError as err:
-        db.session.rollback()
+        status = _error_status(err)
         html = render_template(
             "machines/_hostkey_retrust.html", m=machine, keys=[], error=err.message
         )
-        return html, (_form_status(err) if err.status < 500 else 200)
+        return html, status
     flash("The new host key is pinned.", "success")
     return _hx_redirect(url_for("machines.detail", agent_id=machine.agent_id))
 
@@ -358,21 +363,21 @@ def hostkey_trust(agent_id: str):
 @bp.post("/machines/<agent_id>/enroll-token")
 @login_required
 def enroll_token(agent_id: str):
-    machine = services.get_machine(g.user, agent_id, need="admin")
-    token = services.new_registration_token(g.user, machine)
+    machine = inventory.get_machine(g.user, agent_id)
+    token = enrollment.new_registration_token(g.user, machine)
     return render_template(
         "machines/_enroll_command.html",
-        command=services.enroll_command(base_url(), token),
-        expires_at=services.token_expiry(token),
+        command=enrollment.enroll_command(base_url(), token),
+        expires_at=enrollment.token_expiry(token),
     )
 
 
 @bp.post("/machines/<agent_id>/delete")
 @login_required
 def delete(agent_id: str):
-    machine = services.get_machine(g.user, agent_id, need="admin")
+    machine = inventory.get_machine(g.user, agent_id)
     name = machine.name
-    services.delete_machine(g.user, machine)
+    inventory.delete_machine(g.user, machine)
     flash(f"{name} was deleted.", "success")
     return _hx_redirect(url_for("machines.index"))
 
@@ -383,8 +388,13 @@ def delete(agent_id: str):
 @bp.get("/machines/broadcast")
 @login_required
 def broadcast_page():
-    rows, _ = services.list_machines(g.user, limit=services.BROADCAST_MAX)
-    machines = [m for m in rows if m.status != "pending" and services.can(g.user, m, "operator")]
+    rows, _ = inventory.list_machines(g.user, limit=commands.BROADCAST_MAX)
+    roles = machine_access.roles_for(g.user, rows)
+    machines = [
+        m
+        for m in rows
+        if m.status != "pending" and machine_access.can(g.user, m, "broadcast", roles[m.id])
+    ]
     tags = sorted({t for m in machines for t in m.tag_list})
     return render_template(
         "machines/broadcast.html",
@@ -406,34 +416,20 @@ def broadcast_run():
         "tag": request.form.get("tag") or None,
     }
     try:
-        command, timeout = services._command_args(data)
-        machines = services.broadcast_machines(g.user, data)
+        run = commands.start_broadcast(g.user, data)
     except PortalError as err:
         body = json.dumps({"error": err.message}) + "\n"
-        return Response(body, status=_form_status(err), mimetype="application/x-ndjson")
-    targets = services.broadcast_targets(machines, g.user)
-    db.release()  # the stream writes through its own session; none held while it runs
-    by_id = {m.id: m for m in machines}
-    user = g.user
-    head = render_template("machines/_broadcast_table.html", machines=machines, command=command)
+        status = 422 if err.status in (400, 422) else err.status
+        return Response(body, status=status, mimetype="application/x-ndjson")
+    head = render_template(
+        "machines/_broadcast_table.html", machines=run.machines, command=run.command
+    )
 
     def stream():
         yield json.dumps({"table": head}) + "\n"
-        s = db.new_session()
-        try:
-            for mid, outcome in services.run_parallel(targets, command, timeout):
-                m = by_id[mid]
-                entry = services.broadcast_entry(m, outcome, user, command, timeout, session=s)
-                if entry.get("ok"):
-                    live = s.get(type(m), m.id)
-                    if live is not None:
-                        live.status, live.status_message = "online", None
-                        live.last_seen_at = services.utcnow()
-                s.commit()
-                row = render_template("machines/_broadcast_row.html", m=m, r=entry)
-                yield json.dumps({"agent_id": m.agent_id, "row": row}) + "\n"
-        finally:
-            s.close()
+        for m, entry in run.results():
+            row = render_template("machines/_broadcast_row.html", m=m, r=entry)
+            yield json.dumps({"agent_id": m.agent_id, "row": row}) + "\n"
         yield json.dumps({"done": True}) + "\n"
 
     resp = Response(stream_with_context(stream()), mimetype="application/x-ndjson")

@@ -5,6 +5,7 @@ machine is deleted, or the user is deactivated, demoted or signed out everywhere
 from __future__ import annotations
 
 from portal import signals
+from portal.machines import access as machine_access
 from portal.terminal import access, services
 
 REVOKED = "your access to this machine was revoked"
@@ -36,7 +37,7 @@ def on_user_demoted(app, *, user, **_):
     opening = registry.pending_machine_ids(user.id)
     for machine_id in set(services.live_machine_ids(user.id)) | opening:
         machine = access.machine_by_id(machine_id)
-        if machine is None or not access.has_role(user, machine, "operator"):
+        if not machine_access.can(user, machine, "open_terminal"):
             registry.close_matching(user_id=user.id, machine_id=machine_id, reason=REVOKED)
 
 

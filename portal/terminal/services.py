@@ -13,6 +13,9 @@ from sqlalchemy import func, select
 from portal.db import iso, utcnow
 from portal.errors import AccessDenied, Conflict, NotFound, PortalError, ValidationError
 from portal.extensions import db
+from portal.machines import access as machine_access
+from portal.machines.inventory import get_machine
+from portal.machines.targets import ssh_target
 from portal.ssh.exec import close_channel
 from portal.terminal import access
 from portal.terminal.models import LIVE, TerminalSession
@@ -83,10 +86,12 @@ def can_see(user, row: TerminalSession, machine=None) -> bool:
     if user.is_admin or row.user_id == user.id:
         return True
     machine = machine if machine is not None else access.machine_by_id(row.machine_id)
-    role = access.role_of(user, machine)
-    if role == "admin":
-        return True
-    return bool(row.shared) and row.status in LIVE and role is not None
+    role = machine_access.role_of(user, machine)
+    return machine_access.allowed(user, machine, "watch_any", role) or (
+        bool(row.shared)
+        and row.status in LIVE
+        and machine_access.allowed(user, machine, "watch_shared", role)
+    )
 
 
 def can_close(user, row: TerminalSession, machine=None) -> bool:
@@ -95,7 +100,7 @@ def can_close(user, row: TerminalSession, machine=None) -> bool:
     if user.is_admin or row.user_id == user.id:
         return True
     machine = machine if machine is not None else access.machine_by_id(row.machine_id)
-    return access.role_of(user, machine) == "admin"
+    return machine_access.can(user, machine, "close_any_session")
 
 
 def can_replay(user, row: TerminalSession, machine=None) -> bool:
@@ -146,7 +151,8 @@ def list_for_user(user, limit: int = 100) -> list[TerminalSession]:
 
 
 def list_for_machine(user, agent_id: str, live_only: bool = False, limit: int = 200):
-    machine = access.get_machine(user, agent_id, need="viewer")
+    machine = get_machine(user, agent_id)
+    machine_access.require(user, machine, "view_sessions")
     q = select(TerminalSession).where(TerminalSession.machine_id == machine.id)
     if live_only:
         q = q.where(TerminalSession.status.in_(LIVE))
@@ -298,7 +304,7 @@ def _ticket_key(ticket: str) -> str:
 
 
 def issue_ticket(user, agent_id: str) -> dict:
-    machine = access.get_machine(user, agent_id, need="operator")
+    machine = machine_for_terminal(user, agent_id)
     ticket = secrets.token_urlsafe(32)
     try:
         registry().bus.put_ticket(
@@ -459,9 +465,12 @@ def _open_shell(target, cols: int, rows: int):
     return channel
 
 
-def _terminal_machine(user, agent_id: str):
+def machine_for_terminal(user, agent_id: str):
+    """The machine, when the user may open a terminal there (NotFound / AccessDenied)."""
+    machine = get_machine(user, agent_id)
     try:
-        return access.get_machine(user, agent_id, need="operator")
+        machine_access.require(user, machine, "open_terminal")
+        return machine
     except AccessDenied:
         raise AccessDenied("you need operator access to open a terminal on this machine") from None
 
@@ -469,7 +478,7 @@ def _terminal_machine(user, agent_id: str):
 def check_resume(user, agent_id: str, sid: str) -> TerminalSession:
     """The row of the caller's live session `sid` on this machine, to re-attach to (wherever
     it is held: here, or another process through relay.py). Raises what the socket answers."""
-    machine = _terminal_machine(user, agent_id)
+    machine = machine_for_terminal(user, agent_id)
     row = db.session.get(TerminalSession, sid) if len(sid) <= 36 else None
     if row is None or row.user_id != user.id or row.machine_id != machine.id:
         raise NotFound("no such session")
@@ -504,7 +513,7 @@ def open_terminal(
         if sess is None or sess.closed:
             raise Conflict("that session has ended (it is not held by this server)")
         return sess, True
-    machine = _terminal_machine(user, agent_id)
+    machine = machine_for_terminal(user, agent_id)
     # A place is reserved before the handshake: the cap counts terminals being opened, and a
     # revocation that lands while the handshake runs cancels it (see Registry.reserve).
     elsewhere = live_elsewhere(user.id, reg.server_id) if reg.cap else 0
@@ -516,7 +525,7 @@ def open_terminal(
     try:
         if reservation.cancelled:
             raise Conflict(reservation.cancelled)
-        target = access.ssh_target(machine)
+        target = ssh_target(machine, user)
         db.release()  # no DB connection held through the SSH handshake
         channel = _open_shell(target, cols, rows)
     except BaseException:
@@ -597,20 +606,9 @@ def denied_now(user_id: int, token_version, machine_id: int, reg=None) -> str | 
         why = account_denied(user, token_version)
         if why:
             return why
-        machine = access.machine_by_id(machine_id)
-        if machine is None:
-            return "the machine was deleted"
-        if not access.has_role(user, machine, "operator"):
-            return "your access to this machine was revoked"
-        from portal.machines.services import MAX_GATEWAY_DEPTH
-
-        hop = machine
-        for _ in range(MAX_GATEWAY_DEPTH):  # every jump host on the way, as ssh_target checks
-            hop = hop.gateway
-            if hop is None:
-                break
-            if not access.has_role(user, hop, "operator"):
-                return f"your access to the jump host {hop.name} was revoked"
+        why = machine_access.connect_refusal(user, access.machine_by_id(machine_id))
+        if why:
+            return why
         if reg is not None and reg.cap:
             if reg.count_here(user_id) + live_elsewhere(user_id, reg.server_id) > reg.cap:
                 return (

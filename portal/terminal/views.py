@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from flask import Blueprint, g, render_template, request, url_for
 
-from portal.terminal import access, services
+from portal.terminal import services
 from portal.web import login_required
 
 bp = Blueprint("terminal", __name__)
@@ -14,7 +14,7 @@ bp = Blueprint("terminal", __name__)
 @bp.get("/machines/<agent_id>/terminal")
 @login_required
 def page(agent_id):
-    machine = access.get_machine(g.user, agent_id, need="operator")
+    machine = services.machine_for_terminal(g.user, agent_id)
     session_id = request.args.get("session") or None
     if session_id is not None and len(session_id) > 36:
         session_id = None
