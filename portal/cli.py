@@ -73,12 +73,11 @@ def create_admin(email: str, username: str, password_stdin: bool):
     else:
         password = getpass.getpass("Password: ")
     try:
-        user = users.create_user(
-            email=email, username=username, password=password, role="admin", check_open=False
-        )
-        db.session.commit()
+        with db.unit_of_work():
+            user = users.create_user(
+                email=email, username=username, password=password, role="admin", check_open=False
+            )
     except PortalError as err:
-        db.session.rollback()
         raise click.ClickException(err.message) from None
     click.echo(f"created admin {user.username} (id {user.id})")
 
@@ -91,11 +90,11 @@ def set_role(login: str, role: str):
     from portal.accounts import users
     from portal.extensions import db
 
-    user = users.find_user(login)
-    if user is None:
-        raise click.ClickException("no such user")
-    user.role = role
-    db.session.commit()
+    with db.unit_of_work():
+        user = users.find_user(login)
+        if user is None:
+            raise click.ClickException("no such user")
+        user.role = role
     click.echo(f"{user.username} is now {role}")
 
 

@@ -1,15 +1,30 @@
-"""Engine, sessions and the declarative base. Services flush; the request boundary commits."""
+"""Engine, sessions and the declarative base. Services flush; the boundary commits.
+
+One unit of work per request, CLI command or background job. Services only flush; the
+request boundary (`Database.init_app`) commits once when the response succeeds (< 400) and
+rolls back otherwise, and a CLI command or background job wraps its work in
+`db.unit_of_work()`. Only three named helpers end a transaction early: `release()` (before
+slow I/O outside the database), `commit_now(reason)` (work that must stick although the
+request may still fail, or that must exist before an effect that cannot be undone) and
+`fail_request(reason)` (a failure answered with a redirect). See docs/architecture.md.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+from flask import g
 from sqlalchemy import DateTime, MetaData, create_engine, event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, scoped_session, sessionmaker
 from sqlalchemy.types import TypeDecorator
+
+log = logging.getLogger(__name__)
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -112,6 +127,9 @@ def make_engine(url: str, pool_timeout: float = 10) -> Engine:
     return engine
 
 
+_FAILED = "_portal_db_failed"  # flask.g key set by fail_request
+
+
 class Database:
     """One engine per app; `session` is a thread-local scoped session."""
 
@@ -132,9 +150,10 @@ class Database:
 
         @app.after_request
         def _commit(response):
-            # One commit per request; a failed request (>= 400) changes nothing.
+            # One commit per request; a failed request (>= 400, or a failure answered with a
+            # redirect: fail_request) changes nothing.
             try:
-                if response.status_code < 400:
+                if response.status_code < 400 and not g.get(_FAILED):
                     self.session.commit()
                 else:
                     self.session.rollback()
@@ -160,11 +179,40 @@ class Database:
         """
         self.session.commit()
 
-    def discard(self) -> None:
-        """Drop the request's uncommitted work now, for a view that answers 200 after a
-        failure (e.g. an unreachable machine's message shown in place): the boundary commits
-        every answer below 400."""
+    def commit_now(self, reason: str) -> None:
+        """Commit the unit of work so far, now, instead of at the boundary. `reason` says why
+        (it is logged at debug level); the only two good ones:
+
+        - the work must stick although this request then fails (a reused refresh token
+          revokes its whole family, and the request answers 401);
+        - the rows must exist before an effect that no rollback can undo (`login_user` puts
+          a new account's id in the session cookie, which is sent even when the boundary's
+          commit fails: the id of a rolled-back row could later name someone else).
+
+        The rest of the request is a new unit of work that the boundary commits or rolls
+        back as usual.
+        """
+        log.debug("early commit: %s", reason)
+        self.session.commit()
+
+    def fail_request(self, reason: str) -> None:
+        """This request failed although it answers with a success status (a redirect that
+        reports the failure in a flash message): roll its work back now, and make the
+        boundary roll back instead of committing. `reason` is logged at debug level."""
+        log.debug("request failed: %s", reason)
         self.session.rollback()
+        g.setdefault(_FAILED, reason)
+
+    @contextmanager
+    def unit_of_work(self) -> Iterator[None]:
+        """The boundary of a CLI command or background job (inside an app context): commits
+        when the block ends, rolls back when it raises (and re-raises)."""
+        try:
+            yield
+            self.session.commit()
+        except BaseException:
+            self.session.rollback()
+            raise
 
     def new_session(self):
         """A session outside the request cycle (threads, CLI); caller commits and closes."""

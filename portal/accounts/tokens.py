@@ -155,7 +155,7 @@ def _revoke_family(family: str, now: dt.datetime) -> None:
         .values(revoked_at=now)
         .execution_options(synchronize_session=False)
     )
-    db.session.commit()  # the revocation must stick even though this request fails
+    db.commit_now("a reused refresh token revokes its family although the request fails")
 
 
 def regenerate_api_key(user: User) -> str:

@@ -82,6 +82,7 @@ def signup():
             )
         except PortalError as err:
             return _form_error("accounts/signup.html", err, **ctx)
+        db.commit_now("the new account must exist before its id goes into the session cookie")
         login_user(user)
         flash(
             "Welcome! You are the admin of this portal."
@@ -158,10 +159,10 @@ def oauth_callback(name: str):
             invite=invite,
         )
     except PortalError as err:
-        db.session.rollback()
+        db.fail_request("OAuth sign-in refused; the redirect reports it")
         flash(err.message, "error")
         return redirect(url_for("accounts.profile" if intent == "link" else "accounts.login"))
-    db.session.commit()
+    db.commit_now("the account must exist before its id goes into the session cookie")
     login_user(user)
     return redirect(safe_next(nxt, _home()))
 
@@ -210,7 +211,6 @@ def profile_password():
 @login_required
 def profile_api_key():
     key = tokens.regenerate_api_key(g.user)
-    db.session.commit()
     # Shown this once, never stored in clear.
     return _profile(new_api_key=key)
 
@@ -233,7 +233,6 @@ def profile_avatar():
 @login_required
 def profile_logout_all():
     tokens.revoke_all_tokens(g.user)
-    db.session.commit()
     logout_user()
     flash("Signed out everywhere; your API key was revoked.", "success")
     return redirect(url_for("accounts.login"), 303)
@@ -308,9 +307,7 @@ def admin_user_action(user_id: int, action: str):
         else:
             abort(404)
     except PortalError as err:
-        db.session.rollback()
-        return _users_table(409 if err.status == 409 else err.status, err.message)
-    db.session.commit()
+        return _users_table(err.status, err.message)
     return _users_table()
 
 
@@ -318,7 +315,6 @@ def admin_user_action(user_id: int, action: str):
 @admin_required
 def admin_signup():
     settings.set_signup_open(g.user, request.form.get("open") == "1")
-    db.session.commit()
     flash("Signup is now " + ("open." if settings.signup_open() else "closed."), "success")
     return redirect(url_for("accounts.admin_users"), 303)
 

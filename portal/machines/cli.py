@@ -37,7 +37,6 @@ def probe_once(timeout: float = 10.0) -> dict:
             if outcome.exit_code == 0 and outcome.stdout.strip():
                 m.os = outcome.stdout.strip()[:120]
         counts[m.status] += 1
-    s.commit()
     return counts
 
 
@@ -52,13 +51,13 @@ def probe(loop: bool, interval: int, timeout: float):
     while True:
         started = time.monotonic()
         try:
-            counts = probe_once(timeout)
+            with db.unit_of_work():
+                counts = probe_once(timeout)
             click.echo(
                 f"probe: {counts['online']} online, {counts['offline']} offline, "
                 f"{counts['error']} error"
             )
         except Exception as exc:  # a worker keeps going through a bad round
-            db.session.rollback()
             click.echo(f"probe failed: {exc}", err=True)
             if not loop:
                 raise SystemExit(1) from None
@@ -80,13 +79,13 @@ def rotate():
     from portal.machines.models import Machine
 
     n = 0
-    for m in db.session.scalars(select(Machine).where(Machine.secret_enc.is_not(None))):
-        m.secret_enc = vault.rotate(m.secret_enc)
-        n += 1
-    for m in db.session.scalars(select(Machine).where(Machine.key_enc.is_not(None))):
-        m.key_enc = vault.rotate(m.key_enc)
-        n += 1
-    db.session.commit()
+    with db.unit_of_work():
+        for m in db.session.scalars(select(Machine).where(Machine.secret_enc.is_not(None))):
+            m.secret_enc = vault.rotate(m.secret_enc)
+            n += 1
+        for m in db.session.scalars(select(Machine).where(Machine.key_enc.is_not(None))):
+            m.key_enc = vault.rotate(m.key_enc)
+            n += 1
     click.echo(f"re-encrypted {n} secret(s) with the first key")
 
 

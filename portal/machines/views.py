@@ -34,10 +34,10 @@ def _error_status(err: PortalError) -> int:
     """The status of a page or partial re-rendered with the error next to the field. 4xx:
     htmx swaps these (base.html, htmx-config responseHandling) and the request boundary
     rolls back. A 5xx (the machine is unreachable) answers 200 so the message still shows
-    in place, and its work is discarded here."""
+    in place, and the request is marked failed so its work is rolled back."""
     if err.status < 500:
         return 422 if err.status in (400, 422) else err.status
-    db.discard()
+    db.fail_request(err.message)
     return 200
 
 

@@ -44,14 +44,13 @@ def _on_start(app, other_hosts: bool = False) -> None:
 
     with app.app_context():
         try:
-            n = services.close_ghosts("server restarted", other_hosts=other_hosts)
-            if not other_hosts:
-                services.prune_recordings()
-            db.session.commit()
+            with db.unit_of_work():
+                n = services.close_ghosts("server restarted", other_hosts=other_hosts)
+                if not other_hosts:
+                    services.prune_recordings()
             if n:
                 log.info("closed %d terminal session(s) left open by a stopped server", n)
         except Exception as exc:  # the schema may not exist yet (flask db upgrade)
-            db.session.rollback()
             log.debug("terminal start-up cleanup skipped: %s", exc)
         finally:
             db.session.remove()

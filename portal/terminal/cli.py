@@ -15,8 +15,8 @@ def prune_recordings(days):
     from portal.extensions import db
     from portal.terminal import services
 
-    n = services.prune_recordings(days)
-    db.session.commit()
+    with db.unit_of_work():
+        n = services.prune_recordings(days)
     click.echo(f"removed {n} recording(s)")
 
 
@@ -32,8 +32,8 @@ def close_ghosts(other_hosts):
     from portal.extensions import db
     from portal.terminal import services
 
-    n = services.close_ghosts(other_hosts=other_hosts)
-    db.session.commit()
+    with db.unit_of_work():
+        n = services.close_ghosts(other_hosts=other_hosts)
     click.echo(f"closed {n} session(s)")
 
 

@@ -218,7 +218,7 @@ def close_session(user, row: TerminalSession, reason: str | None = None) -> None
         deadline = time.monotonic() + 2.0
         while time.monotonic() < deadline:
             time.sleep(0.05)
-            db.session.commit()  # end the read transaction to see the owner's write
+            db.release()  # end the read transaction to see the owner's write
             db.session.expire(row)
             if row.status == "closed":
                 return
