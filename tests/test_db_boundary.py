@@ -66,28 +66,28 @@ def test_invite_sign_up_that_fails_after_flushing_its_user_changes_nothing(clien
 
 
 def test_unit_of_work_commits_on_success_and_rolls_back_on_error(app):
-    from portal.accounts import users as services
+    from portal.accounts import users
     from portal.extensions import db
 
     with app.app_context():
         with pytest.raises(RuntimeError), db.unit_of_work():
-            services.create_user(
+            users.create_user(
                 email="ghost@example.test", username="ghost", password=PASSWORD, check_open=False
             )
-            assert services.find_user("ghost") is not None  # flushed, visible to this unit
+            assert users.find_user("ghost") is not None  # flushed, visible to this unit
             raise RuntimeError("the job failed after its service flushed")
-        assert services.find_user("ghost") is None
+        assert users.find_user("ghost") is None
         with db.unit_of_work():
-            services.create_user(
+            users.create_user(
                 email="kept@example.test", username="kept", password=PASSWORD, check_open=False
             )
     with app.app_context():  # a fresh session: it was committed
-        assert services.find_user("kept") is not None
-        assert services.find_user("ghost") is None
+        assert users.find_user("kept") is not None
+        assert users.find_user("ghost") is None
 
 
 def test_cli_commands_commit_through_the_unit_of_work(app, make_user):
-    from portal.accounts import users as services
+    from portal.accounts import users
 
     runner = app.test_cli_runner()
     weak = runner.invoke(
@@ -107,6 +107,6 @@ def test_cli_commands_commit_through_the_unit_of_work(app, make_user):
     missing = runner.invoke(args=["users", "set-role", "nobody", "admin"])
     assert missing.exit_code != 0 and "no such user" in missing.output
     with app.app_context():
-        assert services.find_user("boss").role == "admin"
-        assert services.find_user("pat").role == "admin"
-        assert services.find_user("a@example.test") is None
+        assert users.find_user("boss").role == "admin"
+        assert users.find_user("pat").role == "admin"
+        assert users.find_user("a@example.test") is None
