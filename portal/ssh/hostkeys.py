@@ -1,10 +1,9 @@
 """The trust-on-first-use step: read a server's host keys without authenticating.
 
 The probes are bare paramiko `Transport`s (connect.handshake), not Fabric Connections: a
-probe runs only the key exchange, offering one key type, and closes. It never sends a
-credential and never trusts anything, and each probe must choose its own host key
-algorithm, which SSHClient.connect (under Fabric's Connection) does not allow without
-also running its host key check and authentication.
+probe runs only the key exchange, offering one host key type, reads the key and closes.
+It never authenticates and trusts nothing, while SSHClient.connect (under Fabric's
+Connection.open) always goes on to a host key decision and authentication.
 """
 
 from __future__ import annotations
