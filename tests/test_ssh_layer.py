@@ -219,6 +219,94 @@ def test_the_pinned_key_type_is_negotiated(sshd, ssh_pool):
     assert conn.transport.get_remote_server_key().get_name() == "ssh-rsa"
 
 
+def test_connections_are_fabric_connections_holding_only_the_pinned_keys(sshd, ssh_pool):
+    import fabric
+
+    target = sshd.target()
+    run(target, "true", pool=ssh_pool)
+    (conn,) = ssh_pool.connections(target)
+    assert isinstance(conn.connection, fabric.Connection)
+    assert conn.connection.transport is conn.transport
+    store = conn.connection.client.get_host_keys()
+    assert store.keys() == [f"[127.0.0.1]:{sshd.port}"]
+    pinned = store.lookup(f"[127.0.0.1]:{sshd.port}")
+    assert sorted(f"{k.get_name()} {k.get_base64()}" for k in pinned.values()) == sorted(
+        sshd.host_key_lines
+    )
+
+
+def test_a_second_pinned_key_of_the_same_type_is_accepted(sshd, ssh_pool):
+    """Several keys of one type may be pinned (servers behind one address): the one the
+    server presents is accepted whichever comes first; none of them matching is refused."""
+    _, impostor = generate_ed25519("another server behind the address")
+    real = next(line for line in sshd.host_key_lines if line.startswith("ssh-ed25519 "))
+    assert run(sshd.target(host_keys=(impostor, real)), "echo ok", pool=ssh_pool).ok
+    _, other = generate_ed25519("a third one")
+    with pytest.raises(HostKeyMismatch) as info:
+        run(sshd.target(host_keys=(impostor, other)), "true", pool=ssh_pool)
+    assert info.value.expected == [fingerprint(impostor), fingerprint(other)]
+
+
+def test_nothing_on_the_portal_host_makes_a_connection_trusted_or_authenticated(
+    make_sshd, ssh_pool, tmp_path, monkeypatch
+):
+    """The portal host's ~/.ssh/known_hosts (with the real keys), ~/.ssh/config (a
+    ProxyCommand, an IdentityFile), ~/.ssh/id_ed25519 and an SSH agent holding keys the server
+    accepts: none of them is used. A wrongly pinned target is still refused and a wrong
+    password still fails (SSHClient's defaults would trust known_hosts, log in with the
+    key file or the agent, and Fabric's default config would run the ProxyCommand)."""
+    server = make_sshd("homefiles")
+    home = tmp_path / "home"
+    dot_ssh = home / ".ssh"
+    dot_ssh.mkdir(parents=True)
+    (dot_ssh / "known_hosts").write_text("\n".join(server.known_hosts_lines()) + "\n")
+    marker = tmp_path / "proxycommand-ran"
+    key_file_text, key_file_public = generate_ed25519("portal host key file")
+    (dot_ssh / "id_ed25519").write_text(key_file_text)
+    (dot_ssh / "id_ed25519").chmod(0o600)
+    (dot_ssh / "config").write_text(
+        f"Host *\n  ProxyCommand touch {marker}\n  IdentityFile {dot_ssh / 'id_ed25519'}\n"
+    )
+    server.authorize_key(key_file_public)
+    agent_text, agent_public = generate_ed25519("portal host agent key")
+    server.authorize_key(agent_public)
+    (tmp_path / "agent_key").write_text(agent_text)
+    (tmp_path / "agent_key").chmod(0o600)
+    agent_sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(agent_sock)], stdout=subprocess.DEVNULL)
+    try:
+        assert wait_until(agent_sock.exists)
+        env = {**os.environ, "SSH_AUTH_SOCK": str(agent_sock)}
+        subprocess.run(
+            ["ssh-add", str(tmp_path / "agent_key")], env=env, check=True, capture_output=True
+        )
+        monkeypatch.setenv("HOME", str(home))
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(agent_sock))
+        probe = paramiko.Agent()
+        try:
+            assert probe.get_keys()  # the agent is there and holds the key
+        finally:
+            probe.close()
+
+        _, impostor = generate_ed25519("impostor")
+        with pytest.raises(HostKeyMismatch):
+            run(server.target(host_keys=(impostor,)), "true", pool=ssh_pool)
+        with pytest.raises(HostKeyUnknown):
+            run(server.target(pin=False), "true", pool=ssh_pool)
+        wrong = server.target(auth="password", password="wrong-" + secrets.token_hex(4))
+        with pytest.raises(AuthenticationFailed):
+            run(wrong, "true", pool=ssh_pool)
+        assert ssh_pool.stats()["connections"] == 0
+        # The target's own credentials still work, straight to the server.
+        assert run(server.target(), "echo ok", pool=ssh_pool).stdout == "ok\n"
+        assert not marker.exists()
+        assert "Accepted publickey" in server.log_text()
+        assert "portal host" not in server.log_text()
+    finally:
+        agent.terminate()
+        agent.wait(10)
+
+
 def test_scan_host_key_matches_ssh_keygen(sshd):
     found = scan_host_key(sshd.host, sshd.port, timeout=10)
     assert sorted(fp for _, fp in found) == sorted(sshd.host_key_fingerprints)
@@ -475,6 +563,8 @@ def test_target_pool_key_tracks_credentials_and_pins(sshd):
     [
         {"host": ""},
         {"host": "a b"},
+        {"host": "root@example.test"},  # Fabric would read a user from it
+        {"host": "example.test:2222"},  # ... or a port
         {"port": 0},
         {"port": 70000},
         {"username": ""},
@@ -518,6 +608,20 @@ def test_dead_connection_is_replaced(sshd, ssh_pool):
     assert ssh_pool.handshakes == 2
     (replacement,) = ssh_pool.connections(target)
     assert replacement.transport is not conn.transport
+
+
+def test_sftp_on_a_pooled_connection(sshd, ssh_pool):
+    """Fabric's Connection.sftp() on the pool's connection lists the remote home directory."""
+    target = sshd.target()
+    name = f"sftp-marker-{secrets.token_hex(4)}"
+    run(target, f"touch ~/{name}", pool=ssh_pool)
+    connection = ssh_pool.connection(target)
+    sftp = connection.sftp()
+    assert name in sftp.listdir(".")
+    assert sftp.normalize(".") == run(target, "pwd", pool=ssh_pool).stdout.strip()
+    (conn,) = ssh_pool.connections(target)
+    assert conn.connection is connection and ssh_pool.handshakes == 1
+    run(target, f"rm ~/{name}", pool=ssh_pool)
 
 
 def test_idle_connections_are_closed_after_the_ttl(sshd):
@@ -726,6 +830,7 @@ def test_exec_through_a_jump_host(sshd, sshd_jump, ssh_pool):
     # The inner connection's byte stream is a direct-tcpip channel of the gateway's transport.
     assert isinstance(inner.transport.sock, paramiko.Channel)
     assert inner.transport.sock.get_transport() is outer.transport
+    assert inner.connection.gateway is outer.connection  # Fabric's gateway=
     assert "Accepted publickey for portaltest" in sshd_jump.log_text()
     # Warm again: no new handshake on either hop.
     run(target, "true", pool=ssh_pool)

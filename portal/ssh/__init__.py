@@ -11,9 +11,13 @@ Flask-free and database-free: services hand it `Target`s built from a Machine
                     host_keys=[line for line, _fp in keys])
     result = run(target, "uptime", timeout=30)    # ExecResult
     channel = open_shell(target, cols=120, rows=40)
+    sftp = get_pool().connection(target).sftp()  # a pooled Fabric Connection
+
+Connections are Fabric `Connection`s (`PinnedConnection`): pinned host keys only, the
+Target's credentials only, jump hosts through `gateway=`.
 """
 
-from portal.ssh.connect import connect_transport
+from portal.ssh.connection import PinnedConnection, open_connection
 from portal.ssh.errors import (
     AuthenticationFailed,
     CommandTimeout,
@@ -55,16 +59,17 @@ __all__ = [
     "InvalidPrivateKey",
     "MachineUnreachable",
     "PassphraseRequired",
+    "PinnedConnection",
     "PoolExhausted",
     "Target",
     "TargetNotAllowed",
     "WrongPassphrase",
     "close_channel",
-    "connect_transport",
     "fingerprint",
     "generate_ed25519",
     "get_pool",
     "key_line",
+    "open_connection",
     "open_shell",
     "parse_host_key_line",
     "parse_private_key",

@@ -1,11 +1,10 @@
-"""Opening one authenticated SSH transport: TCP, key exchange, host key check, auth.
+"""The byte stream under an SSH connection: resolving, allowed networks, TCP, the transport.
 
-We drive a `paramiko.Transport` directly instead of `paramiko.SSHClient` or
-Fabric's `Connection` (which wraps SSHClient): host keys are checked here, against
-the `Target`'s pinned keys, after the key exchange and before any credential is
-sent. There is no `MissingHostKeyPolicy`, no `~/.ssh/known_hosts`, no agent and no
-key files on the portal host involved, so nothing but the pinned keys can make a
-connection trusted.
+`open_socket` resolves a host once, checks every address against the allowed networks
+and connects to exactly those addresses (no DNS rebinding); `new_transport` builds the
+paramiko `Transport` on it (read through `ReadAhead`, AES-GCM first, the pinned key types
+first). Authenticated connections are Fabric `Connection`s built on these
+(portal/ssh/connection.py); the host key scan runs bare handshakes (`handshake`).
 """
 
 from __future__ import annotations
@@ -20,15 +19,9 @@ from collections.abc import Callable
 
 import paramiko
 
-from portal.ssh.errors import (
-    AuthenticationFailed,
-    HostKeyMismatch,
-    HostKeyUnknown,
-    MachineUnreachable,
-    TargetNotAllowed,
-    hostport,
-)
-from portal.ssh.keys import HOST_KEY_TYPES, fingerprint, host_key_algorithms, key_line
+from portal.ssh import chansend
+from portal.ssh.errors import MachineUnreachable, TargetNotAllowed, hostport
+from portal.ssh.keys import HOST_KEY_TYPES, host_key_algorithms
 from portal.ssh.netpolicy import DENIED, LINK_LOCAL, TargetPolicy
 from portal.ssh.target import Target
 
@@ -36,10 +29,10 @@ __all__ = [
     "AllowedNetworks",
     "SockFactory",
     "address_allowed",
-    "connect_transport",
     "handshake",
+    "new_transport",
     "open_socket",
-    "verify_host_key",
+    "preferred_key_types",
 ]
 
 #: Returns a connected socket-like object (a socket or a `direct-tcpip` channel).
@@ -61,9 +54,6 @@ _ERRNO_REASONS = {
 NOT_SSH = "not an SSH server"
 HANDSHAKE_FAILED = "the SSH handshake failed"
 NO_COMMON_ALGORITHMS = "no common SSH algorithms"
-_AUTH_METHOD_NAMES = frozenset(
-    ("publickey", "password", "keyboard-interactive", "hostbased", "gssapi-with-mic", "none")
-)
 
 
 def _reason(exc: BaseException) -> str:
@@ -272,6 +262,24 @@ def _ordered(available, first) -> tuple[str, ...]:
     return tuple(x for x in first if x in available) + tuple(x for x in available if x not in first)
 
 
+def new_transport(sock, key_types: tuple[str, ...] | None = None, **kwargs) -> paramiko.Transport:
+    """A client `Transport` on `sock` (a TCP socket is read through `ReadAhead`), offering
+    host key algorithms in `key_types` order and AES-GCM first. Not started."""
+    if type(sock) is socket.socket:
+        sock = ReadAhead(sock)
+    transport = paramiko.Transport(sock, **kwargs)
+    chansend.limit_packets(transport)  # no packet beyond 256 KiB is read into memory
+    options = transport.get_security_options()
+    if key_types:
+        options.key_types = list(key_types)
+    # AEAD first: AES-GCM is one C call per packet where CTR + HMAC costs a Python HMAC
+    # object per packet (~1.7x the throughput and less CPU per keystroke, measured in
+    # bench/bench_terminal.py); encrypt-then-MAC before MAC-then-encrypt for the rest.
+    options.ciphers = _ordered(options.ciphers, PREFERRED_CIPHERS)
+    options.digests = _ordered(options.digests, PREFERRED_MACS)
+    return transport
+
+
 def handshake(
     sock,
     host: str,
@@ -282,26 +290,14 @@ def handshake(
 ) -> paramiko.Transport:
     """Run the SSH key exchange on `sock`, offering host key algorithms in `key_types` order.
 
-    Returns the started (not yet verified, not authenticated) transport.
+    Returns the started (not yet verified, not authenticated) transport. Only the host
+    key scan uses this; connections that authenticate are `PinnedConnection`s.
     """
-    from portal.ssh import chansend
-
-    if type(sock) is socket.socket:
-        sock = ReadAhead(sock)
-    transport = paramiko.Transport(sock)
+    transport = new_transport(sock, key_types)
     if log_channel:
         transport.set_log_channel(log_channel)
     transport.banner_timeout = timeout
     transport.handshake_timeout = timeout
-    chansend.limit_packets(transport)  # no packet beyond 256 KiB is read into memory
-    options = transport.get_security_options()
-    if key_types:
-        options.key_types = list(key_types)
-    # AEAD first: AES-GCM is one C call per packet where CTR + HMAC costs a Python HMAC
-    # object per packet (~1.7x the throughput and less CPU per keystroke, measured in
-    # bench/bench_terminal.py); encrypt-then-MAC before MAC-then-encrypt for the rest.
-    options.ciphers = _ordered(options.ciphers, PREFERRED_CIPHERS)
-    options.digests = _ordered(options.digests, PREFERRED_MACS)
     done = threading.Event()
     try:
         transport.start_client(event=done)
@@ -344,93 +340,3 @@ def preferred_key_types(target: Target) -> tuple[str, ...]:
         if algo not in first
     ]
     return tuple(first + rest)
-
-
-def verify_host_key(transport: paramiko.Transport, target: Target) -> None:
-    """Compare the server's host key with the target's pinned keys (HostKeyUnknown/Mismatch)."""
-    presented = transport.get_remote_server_key()
-    line = key_line(presented)
-    for pinned in target.pinned:
-        if pinned.get_name() == presented.get_name() and pinned.asbytes() == presented.asbytes():
-            return
-    if not target.pinned:
-        raise HostKeyUnknown(target.host, target.port, line, fingerprint(presented))
-    same_type = [p for p in target.pinned if p.get_name() == presented.get_name()]
-    expected = [fingerprint(p) for p in (same_type or target.pinned)]
-    raise HostKeyMismatch(target.host, target.port, expected, line, fingerprint(presented))
-
-
-def authenticate(transport: paramiko.Transport, target: Target, timeout: float) -> None:
-    transport.auth_timeout = max(timeout, 0.5)
-    allowed: list[str] = []
-    try:
-        if target.pkey is not None:
-            try:
-                transport.auth_publickey(target.username, target.pkey)
-            except paramiko.BadAuthenticationType as exc:
-                allowed = list(exc.allowed_types)
-            except paramiko.AuthenticationException:
-                pass
-        if not transport.is_authenticated() and target.password is not None:
-            try:
-                transport.auth_password(target.username, target.password)
-            except paramiko.BadAuthenticationType as exc:
-                allowed = list(exc.allowed_types)
-            except paramiko.AuthenticationException:
-                pass
-        if not transport.is_authenticated() and target.pkey is None and target.password is None:
-            try:
-                transport.auth_none(target.username)
-            except paramiko.BadAuthenticationType as exc:
-                allowed = list(exc.allowed_types)
-            except paramiko.AuthenticationException:
-                pass
-    except paramiko.SSHException:
-        if not transport.is_active():
-            raise unreachable(
-                target.host, target.port, "connection lost during authentication"
-            ) from None
-        raise AuthenticationFailed(target.username, target.host, target.port) from None
-    if not transport.is_authenticated():
-        known = [m for m in allowed if m in _AUTH_METHOD_NAMES]  # never echo other remote text
-        detail = f"the server accepts: {', '.join(known)}" if known else None
-        raise AuthenticationFailed(target.username, target.host, target.port, detail)
-
-
-def connect_transport(
-    target: Target,
-    sock_factory: SockFactory | None = None,
-) -> paramiko.Transport:
-    """An authenticated transport to `target`, its host key checked against the pinned keys.
-
-    `sock_factory(host, port, timeout)` provides the byte stream (default: a TCP
-    socket to an address inside `target.allowed`; the pool passes one that opens a `direct-tcpip` channel through the
-    gateway). The whole connect (TCP, handshake, auth) is bounded by
-    `target.connect_timeout`.
-    """
-    deadline = time.monotonic() + target.connect_timeout
-
-    def remaining() -> float:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise unreachable(target.host, target.port, "timed out")
-        return left
-
-    if sock_factory is None:
-        sock = open_socket(target.host, target.port, remaining(), target.allowed)
-    else:
-        sock = sock_factory(target.host, target.port, remaining())
-    try:
-        transport = handshake(
-            sock, target.host, target.port, remaining(), preferred_key_types(target)
-        )
-    except BaseException:
-        sock.close()
-        raise
-    try:
-        verify_host_key(transport, target)
-        authenticate(transport, target, remaining())
-    except BaseException:
-        transport.close()
-        raise
-    return transport

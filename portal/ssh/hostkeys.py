@@ -1,4 +1,10 @@
-"""The trust-on-first-use step: read a server's host keys without authenticating."""
+"""The trust-on-first-use step: read a server's host keys without authenticating.
+
+The probes are bare paramiko `Transport`s (connect.handshake), not Fabric Connections: a
+probe runs only the key exchange, offering one host key type, reads the key and closes.
+It never authenticates and trusts nothing, while SSHClient.connect (under Fabric's
+Connection.open) always goes on to a host key decision and authentication.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,8 @@ import ipaddress
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+
+import paramiko
 
 from portal.errors import HostKeyError, MachineUnreachable
 from portal.ssh.connect import (
@@ -16,6 +24,7 @@ from portal.ssh.connect import (
     resolve,
     unreachable,
 )
+from portal.ssh.connection import tunnel_refused
 from portal.ssh.errors import hostport
 from portal.ssh.keys import HOST_KEY_TYPES, fingerprint, host_key_algorithms, key_line
 from portal.ssh.target import Target
@@ -58,7 +67,16 @@ def scan_host_key(
     if gateway is not None:
         from portal.ssh.pool import get_pool
 
-        sock_factory = (pool or get_pool()).gateway_sock_factory(gateway)
+        pool = pool or get_pool()
+
+        def sock_factory(h: str, p: int, left: float):
+            # a direct-tcpip channel on the gateway's pooled connection
+            try:
+                return pool.open_channel(
+                    gateway, "direct-tcpip", (h, p), ("127.0.0.1", 0), timeout=left
+                )
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                raise tunnel_refused(h, p, gateway, exc) from None
     else:
         checked = resolve(host, port, allowed)  # once, before any probe connects
         addrs = tuple(ipaddress.ip_network(i[4][0].split("%", 1)[0]) for i in checked)

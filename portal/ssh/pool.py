@@ -1,13 +1,8 @@
-"""A thread-safe pool of authenticated SSH transports.
+"""A thread-safe pool of authenticated SSH connections (Fabric `Connection`s).
 
-Why `paramiko.Transport` and not Fabric's `Connection`: a pooled connection is
-only ever used to open channels (exec, shell, `direct-tcpip` for jump hosts),
-which is exactly the Transport API. Fabric's Connection adds an invoke runner
-with its own threads per command, and it checks host keys through SSHClient's
-`MissingHostKeyPolicy`/known_hosts machinery; here the host key is compared to
-the Target's pinned keys right after the key exchange (`connect.py`). A
-Transport also exposes what the pool needs: `is_active()` for dead-connection
-detection and the number of open channels for OpenSSH's `MaxSessions`.
+Each is a `PinnedConnection` (connection.py: pinned host keys, the Target's credentials
+only); a jump host is `gateway=` another pooled one. Exec and shells are channels on its
+transport (`open_channel`, with a timeout); `pool.connection(target).sftp()` gives SFTP.
 
 Sharing rules:
   * connections are keyed by `Target.pool_key` (host, port, user, and a keyed
@@ -20,7 +15,7 @@ Sharing rules:
     opened on another connection;
   * a connection with no open channel for `idle_ttl` seconds is closed by a
     reaper thread (which only runs while the pool holds connections); dead
-    transports are dropped on the next use;
+    connections are dropped on the next use, never reopened in place;
   * at most `max_connections` connections in total; when full, idle ones are
     evicted, otherwise callers wait up to the target's connect timeout and get
     `PoolExhausted`;
@@ -38,8 +33,9 @@ from dataclasses import dataclass
 import paramiko
 
 from portal.errors import PortalError
-from portal.ssh.connect import connect_transport, unreachable
-from portal.ssh.errors import MachineUnreachable, PoolExhausted, hostport
+from portal.ssh.connect import unreachable
+from portal.ssh.connection import PinnedConnection, open_connection
+from portal.ssh.errors import MachineUnreachable, PoolExhausted
 from portal.ssh.target import Target
 
 __all__ = ["ConnectionInfo", "ConnectionPool", "get_pool", "set_pool"]
@@ -80,12 +76,14 @@ class ConnectionInfo:
     channel_limit: int
     idle_seconds: float
     via_gateway: bool
+    connection: PinnedConnection | None = None
 
 
 class _Conn:
     __slots__ = (
         "key",
         "target",
+        "connection",
         "transport",
         "ready",
         "error",
@@ -98,7 +96,8 @@ class _Conn:
     def __init__(self, target: Target, channel_limit: int):
         self.key = target.pool_key
         self.target = target
-        self.transport: paramiko.Transport | None = None
+        self.connection: PinnedConnection | None = None
+        self.transport: paramiko.Transport | None = None  # the connection's, once open
         self.ready = threading.Event()
         self.error: BaseException | None = None
         self.reserved = 0
@@ -119,15 +118,12 @@ class _Conn:
 
     def close(self) -> None:
         self.closed = True
-        if self.transport is not None:
-            try:
-                self.transport.close()
-            except Exception:  # noqa: S110 - closing a dead transport may raise; it is gone either way
-                pass
+        if self.connection is not None:
+            self.connection.close()
 
 
 class ConnectionPool:
-    """Authenticated SSH transports shared by exec, shells and jump-host hops."""
+    """Authenticated SSH connections shared by exec, shells, SFTP and jump-host hops."""
 
     def __init__(
         self,
@@ -178,7 +174,7 @@ class ConnectionPool:
         for _attempt in range(6):
             conn = self._reserve(target, deadline)
             try:
-                transport = self._wait_ready(conn, deadline)
+                transport = self._wait_ready(conn, deadline).transport
                 try:
                     return transport.open_channel(
                         kind,
@@ -220,43 +216,15 @@ class ConnectionPool:
         """A new `session` channel (for exec or a shell) on a pooled connection."""
         return self.open_channel(target, "session", window_size=window_size)
 
-    def gateway_sock_factory(self, gateway: Target):
-        """A socket factory for `connect_transport` that tunnels through `gateway`."""
-
-        def open_through_gateway(host: str, port: int, timeout: float) -> paramiko.Channel:
-            try:
-                return self.open_channel(
-                    gateway,
-                    "direct-tcpip",
-                    dest_addr=(host, port),
-                    src_addr=("127.0.0.1", 0),
-                    timeout=timeout,
-                )
-            except paramiko.SSHException as exc:  # ChannelException is one
-                code = getattr(exc, "code", None)
-                reason = _OPEN_FAILURE_REASONS.get(code, "refused")
-                if code == 2:
-                    reason = "connection refused or host unreachable"
-                elif code == 1:
-                    reason = "the jump host does not allow forwarding there"
-                raise MachineUnreachable(
-                    f"could not connect to {hostport(host, port)} via {gateway.address}: {reason}",
-                    host=host,
-                    port=port,
-                ) from None
-
-        return open_through_gateway
-
-    def transport(self, target: Target) -> paramiko.Transport:
-        """A live pooled transport for `target` (connecting if needed), without opening a channel."""
+    def connection(self, target: Target) -> PinnedConnection:
+        """A live pooled Fabric Connection for `target` (connecting if needed), e.g. for
+        `sftp()`. Channels opened on it count against it like the pool's own."""
         deadline = time.monotonic() + target.connect_timeout
         conn = self._reserve(target, deadline)
         try:
             return self._wait_ready(conn, deadline)
         finally:
-            with self._lock:
-                conn.reserved -= 1
-                conn.last_busy = time.monotonic()
+            self._release(conn)
 
     def connections(self, target: Target | None = None) -> list[ConnectionInfo]:
         """Snapshots of the pooled connections (of one target, or all)."""
@@ -277,6 +245,7 @@ class ConnectionPool:
                     channel_limit=c.channel_limit,
                     idle_seconds=0.0 if c.in_use() else now - c.last_busy,
                     via_gateway=c.target.gateway is not None,
+                    connection=c.connection,
                 )
                 for c in conns
             ]
@@ -423,15 +392,15 @@ class ConnectionPool:
         """
         target = conn.target
         try:
-            sock_factory = self.gateway_sock_factory(target.gateway) if target.gateway else None
-            transport = connect_transport(target, sock_factory)
+            connection = self._connect(target)
+            transport = connection.transport
             if self.keepalive:
                 transport.set_keepalive(self.keepalive)
             with self._lock:
-                conn.transport = transport
+                conn.connection, conn.transport = connection, transport
                 self.handshakes += 1
                 if conn.closed:  # close_all() ran while we were connecting
-                    transport.close()
+                    connection.close()
         except BaseException as exc:
             conn.error = exc
             with self._lock:
@@ -443,7 +412,30 @@ class ConnectionPool:
         finally:
             conn.ready.set()
 
-    def _wait_ready(self, conn: _Conn, deadline: float) -> paramiko.Transport:
+    def _connect(self, target: Target) -> PinnedConnection:
+        """An open connection to `target`; a gateway hop holds a slot while its tunnel opens."""
+        if target.gateway is None:
+            return open_connection(target)
+        deadline = time.monotonic() + target.gateway.connect_timeout
+        for attempt in (1, 2):
+            hop = self._reserve(target.gateway, deadline)
+            try:
+                gateway = self._wait_ready(hop, deadline)
+                try:
+                    return open_connection(target, gateway=gateway)
+                except MachineUnreachable:
+                    if attempt == 2 or gateway.is_connected:
+                        raise
+                    self._discard(hop)
+            finally:
+                self._release(hop)
+
+    def _release(self, conn: _Conn) -> None:
+        with self._lock:
+            conn.reserved -= 1
+            conn.last_busy = time.monotonic()
+
+    def _wait_ready(self, conn: _Conn, deadline: float) -> PinnedConnection:
         if not conn.ready.wait(max(deadline - time.monotonic(), 0) + 1.0):
             raise unreachable(conn.target.host, conn.target.port, "timed out")
         if conn.error is not None:
@@ -451,9 +443,9 @@ class ConnectionPool:
             if isinstance(error, PortalError):
                 raise _clone(error)
             raise unreachable(conn.target.host, conn.target.port, "the connection failed")
-        if conn.transport is None or conn.closed:
+        if conn.connection is None or conn.closed:
             raise unreachable(conn.target.host, conn.target.port, "the connection was closed")
-        return conn.transport
+        return conn.connection
 
     def _discard(self, conn: _Conn) -> None:
         with self._lock:

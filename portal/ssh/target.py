@@ -54,7 +54,12 @@ class Target:
         host = (self.host or "").strip()
         if host.startswith("[") and host.endswith("]"):
             host = host[1:-1]
-        if not host or any(c.isspace() for c in host) or len(host) > 253:
+        if (
+            not host
+            or any(c.isspace() or c in "@/" for c in host)
+            or host.count(":") == 1  # host:port (an IPv6 literal has two or more)
+            or len(host) > 253
+        ):
             raise ValidationError("invalid host name", field="host")
         try:
             port = int(self.port)
