@@ -309,7 +309,7 @@ def test_public_fallbacks_on_another_paramiko(sshd, ssh_pool, monkeypatch):
 
     monkeypatch.setattr(chansend, "INTERNALS", False)
     target = sshd.target()
-    assert not chansend.limit_packets(ssh_pool.transport(target))
+    assert not chansend.limit_packets(ssh_pool.connection(target).transport)
 
     channel = open_shell(target, pool=ssh_pool)
     assert chansend.send_request(channel, "window-change", 111, 33, 0, 0)
