@@ -332,3 +332,10 @@ def test_public_fallbacks_on_another_paramiko(sshd, ssh_pool, monkeypatch):
     channel.close()
     with pytest.raises(NotImplementedError):
         chansend.send_if_open(channel, lambda ch: None)
+
+    # exec requests take exec_command; channel counting falls back to the pool's own
+    from portal.ssh import run
+
+    assert chansend.open_channels(ssh_pool.connection(target).transport) == 0
+    result = run(target, "echo fallback-$((6*7))", timeout=20, pool=ssh_pool)
+    assert result.exit_code == 0 and result.stdout == "fallback-42\n"

@@ -17,7 +17,9 @@ is on the wire before any CLOSE of ours. Lock order: `clear_to_send_lock`, then
 `channel.lock` (paramiko never takes them the other way round), and `channel.lock` is not
 held during the write, so the transport thread keeps reading while a send blocks.
 
-**Version guard.** The above relies on paramiko internals (`clear_to_send_lock`,
+**Version guard.** The above relies on paramiko internals (and so do `exec_request`, which
+must know whether an `exec` request left, and `open_channels`, the count sshd holds against
+`MaxSessions`) (`clear_to_send_lock`,
 `clear_to_send`, `_send_message`, `Channel._send_eof`, `Channel._wait_for_send_window`),
 and `limit_packets` / `guard_window` below on others (`Packetizer.read_all`, the channel's
 `in_buffer`/`in_stderr_buffer` pipes and `in_window_size`). They were read against paramiko
@@ -54,6 +56,8 @@ __all__ = [
     "MAX_PACKET",
     "PINNED",
     "channel_request",
+    "exec_request",
+    "open_channels",
     "guard_window",
     "limit_packets",
     "send_eof",
@@ -135,6 +139,41 @@ def channel_request(
         else:
             m.add_string(arg)
     return m
+
+
+def exec_request(channel: paramiko.Channel, command: str) -> bool:
+    """Send an `exec` request and wait for the server's answer: paramiko's `exec_command`,
+    split so the caller knows whether the request left (a pooled connection that died
+    before it is retried once on a fresh one; a request that left is never repeated).
+
+    True: the command started. False: not sent, the connection is dead. Raises
+    `paramiko.SSHException` / `EOFError` / `OSError` when the server refused it or the
+    connection died after it was sent. On another paramiko (`INTERNALS` False) this is
+    `exec_command`: False only when the connection was already dead before sending.
+    """
+    transport = channel.transport
+    if channel.closed or not channel.active or transport is None or not transport.is_active():
+        return False
+    if not INTERNALS:
+        channel.exec_command(command)
+        return True
+    channel._event_pending()
+    try:
+        transport._send_user_message(channel_request(channel, "exec", True, command))
+    except (EOFError, OSError):
+        return False
+    channel._wait_for_event()
+    return True
+
+
+def open_channels(transport: paramiko.Transport | None) -> int:
+    """Channels open on a transport, counted as sshd counts them against `MaxSessions`
+    (paramiko keeps a channel until both sides closed it). On another paramiko: 0, and the
+    pool relies on its own reservations and on the server's "administratively prohibited"
+    answer, which marks a connection full."""
+    if transport is None or not INTERNALS:
+        return 0
+    return len(transport._channels)
 
 
 def send_request(channel: paramiko.Channel, kind: str, *args: str | int) -> bool:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import paramiko
 
 from portal.errors import ValidationError
-from portal.ssh.chansend import channel_request, send_eof, send_request
+from portal.ssh.chansend import exec_request, send_eof, send_request
 from portal.ssh.connect import unreachable
 from portal.ssh.errors import CommandTimeout
 from portal.ssh.pool import ConnectionPool, get_pool
@@ -175,26 +175,13 @@ def run(
 
 
 def _exec_request(channel: paramiko.Channel, command: str, target: Target) -> bool:
-    """Send an `exec` request and wait for the server's answer (paramiko's
-    `Channel.exec_command`, split so the caller knows whether the request left).
-
-    True when the command started. False when the request could not be sent because the
-    connection is dead. Raises MachineUnreachable when the server refused it or the
-    connection died after it was sent.
-    """
-    transport = channel.transport
-    if channel.closed or not channel.active or transport is None or not transport.is_active():
-        return False
-    channel._event_pending()
+    """Send an `exec` request (chansend.exec_request). True when the command started, False
+    when it could not be sent because the connection is dead; MachineUnreachable when the
+    server refused it or the connection died after it was sent."""
     try:
-        transport._send_user_message(channel_request(channel, "exec", True, command))
-    except (EOFError, OSError):
-        return False
-    try:
-        channel._wait_for_event()
+        return exec_request(channel, command)
     except (paramiko.SSHException, EOFError, OSError):
         raise unreachable(target.host, target.port, "the command was refused") from None
-    return True
 
 
 def _pump(channel: paramiko.Channel, stdout: _Capped, stderr: _Capped, deadline: float) -> bool:

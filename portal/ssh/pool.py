@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import paramiko
 
 from portal.errors import PortalError
+from portal.ssh.chansend import open_channels
 from portal.ssh.connect import unreachable
 from portal.ssh.connection import PinnedConnection, open_connection
 from portal.ssh.errors import MachineUnreachable, PoolExhausted
@@ -47,16 +48,6 @@ _OPEN_FAILURE_REASONS = {
     3: "unknown channel type",
     4: "resource shortage",
 }
-
-
-def _open_channels(transport: paramiko.Transport | None) -> int:
-    """Channels open on a transport (paramiko keeps them until both sides closed them)."""
-    if transport is None:
-        return 0
-    try:
-        return len(transport._channels)
-    except (AttributeError, TypeError):  # pragma: no cover - paramiko internals changed
-        return 0
 
 
 def _clone(exc: BaseException) -> BaseException:
@@ -106,7 +97,7 @@ class _Conn:
         self.closed = False
 
     def in_use(self) -> int:
-        return self.reserved + _open_channels(self.transport)
+        return self.reserved + open_channels(self.transport)
 
     def usable(self) -> bool:
         """Pending, or connected and alive."""
@@ -202,7 +193,7 @@ class ConnectionPool:
                     # ChannelException to a concurrent open: same meaning.)
                     with self._lock:
                         conn.channel_limit = max(
-                            1, min(conn.channel_limit, _open_channels(conn.transport))
+                            1, min(conn.channel_limit, open_channels(conn.transport))
                         )
                     last_error = exc
             finally:
@@ -241,7 +232,7 @@ class ConnectionPool:
                 ConnectionInfo(
                     target=repr(c.target),
                     transport=c.transport,
-                    open_channels=_open_channels(c.transport),
+                    open_channels=open_channels(c.transport),
                     channel_limit=c.channel_limit,
                     idle_seconds=0.0 if c.in_use() else now - c.last_busy,
                     via_gateway=c.target.gateway is not None,
@@ -255,7 +246,7 @@ class ConnectionPool:
             conns = [c for group in self._conns.values() for c in group]
             return {
                 "connections": len(conns),
-                "open_channels": sum(_open_channels(c.transport) for c in conns),
+                "open_channels": sum(open_channels(c.transport) for c in conns),
                 "handshakes": self.handshakes,
                 "targets": len(self._conns),
             }
