@@ -31,6 +31,10 @@ graceful_timeout = 15
 keepalive = 30
 max_requests = 0  # never recycle a worker that holds live terminals
 preload_app = False
+# gunicorn (>= 25.1) listens on a control socket in $HOME by default (gunicornc: worker
+# counts, reload, shutdown). The portal needs none, and two instances on one host would
+# share its path: nothing of the portal's listens on a Unix socket.
+control_socket_disable = True
 accesslog = "-" if os.environ.get("PORTAL_ACCESS_LOG", "1") == "1" else None
 # Query strings may carry ?token= (WebXTerm clients): never log them.
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss'
