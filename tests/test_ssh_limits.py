@@ -191,7 +191,7 @@ def test_a_machine_that_ignores_the_ssh_window_ends_only_its_own_session(
     ends that session with an error and drops the connection; a terminal on another machine
     (the real sshd) keeps working throughout."""
     from portal.extensions import db
-    from portal.terminal.bridge import WINDOW_IGNORED
+    from portal.terminal.live import WINDOW_IGNORED
     from portal.terminal.models import TerminalSession
 
     owner, _machine, open_term = term_env

@@ -304,7 +304,7 @@ def test_the_pump_stops_at_the_high_watermark_and_resumes_under_the_low_one(app,
     that bring the count under the low watermark start it again."""
     import websocket
 
-    from portal.terminal.bridge import FRAME_MAX, HIGH_WATER, LOW_WATER
+    from portal.terminal.pump import FRAME_MAX, HIGH_WATER, LOW_WATER
 
     _owner, _machine, open_term = term_env
     t = open_term()
@@ -349,7 +349,7 @@ def test_a_client_that_never_reads_nor_acks_holds_the_server_to_a_bound(app, ter
     time.sleep(2.0)
     grew = sess.bytes_out - before
     assert grew <= 64 * 1024, f"{grew} more bytes went out to a client that reads nothing"
-    from portal.terminal.bridge import WINDOW
+    from portal.terminal.pump import WINDOW
     from portal.terminal.ring import DEFAULT_RING
 
     assert len(sess.channel.in_buffer) <= WINDOW  # at most what the SSH window lets in

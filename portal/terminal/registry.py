@@ -19,8 +19,8 @@ import weakref
 from concurrent.futures import Future
 
 from portal.db import utcnow
-from portal.terminal.bridge import cut_socket
 from portal.terminal.bus import make_bus
+from portal.terminal.live import cut_socket
 
 log = logging.getLogger(__name__)
 

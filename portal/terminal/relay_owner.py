@@ -10,7 +10,7 @@ import time
 from collections import deque
 
 from portal.terminal import services
-from portal.terminal.bridge import Client
+from portal.terminal.live import Client
 from portal.terminal.relay import (
     ATTACH_MAX_AGE,
     DEAD_AFTER,

@@ -450,7 +450,7 @@ def _open_shell(target, cols: int, rows: int):
 
     from portal.ssh import get_pool
     from portal.ssh.connect import unreachable
-    from portal.terminal.bridge import WINDOW
+    from portal.terminal.pump import WINDOW
 
     channel = get_pool().open_session(target, window_size=WINDOW)
     try:
@@ -502,7 +502,7 @@ def open_terminal(
     Returns (session, resumed). A new session's row is flushed, not committed, and
     its pump is not started: the caller commits, registers, attaches, then starts it.
     """
-    from portal.terminal.bridge import LiveSession
+    from portal.terminal.live import LiveSession
     from portal.terminal.recorder import Recorder
     from portal.terminal.registry import Registry  # noqa: F401
 

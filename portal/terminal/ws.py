@@ -24,7 +24,7 @@ from flask_login import current_user
 from portal.errors import PortalError
 from portal.extensions import db, sock
 from portal.terminal import relay, services
-from portal.terminal.bridge import Client, cut_socket
+from portal.terminal.live import Client, cut_socket
 
 log = logging.getLogger(__name__)
 

@@ -1,17 +1,11 @@
-"""The terminal bridge: one SSH channel, one output pump, at most one attached socket.
+"""A live terminal: one SSH channel, its ring buffer, at most one attached socket.
 
-Output path (one thread per channel, the "pump"): `channel.recv()` returns everything
-paramiko has buffered (up to 64 KiB), so output that arrives while a frame is being sent
-is coalesced into the next frame and a single echoed keystroke is sent at once. Each frame
-goes to the ring buffer, the recorder (queued), the bus (only when shared or watched) and
-the attached socket (`ws.send`, blocking: TCP backpressure). A client that acks gets flow
-control: above HIGH_WATER unacked bytes the pump stops reading the channel until acks bring
-it under LOW_WATER, so the SSH window stops the remote program.
-
-Input path (the socket's input thread, see ws.py): bytes go straight to the channel, so
-Ctrl-C is never queued behind output. Only public calls of paramiko's `Channel`
-(`recv`, `recv_ready`, `send_ready`, ...) and of flask-sock's socket (`send`) are used;
-sends on the channel go through `portal.ssh.chansend` (never after the channel's CLOSE).
+`LiveSession` attaches and detaches sockets (a resumed window gets the screen from the
+ring buffer, then live output), takes input, resizes, and closes; its output pump is in
+pump.py. Input goes straight to the channel from the socket's input thread (ws_input.py),
+so Ctrl-C is never queued behind output. Sends on the channel go through
+`portal.ssh.chansend` (never after the channel's CLOSE); to the socket only flask-sock's
+public `send`.
 """
 
 from __future__ import annotations
@@ -24,29 +18,20 @@ import time
 
 import paramiko
 
-from portal.ssh.chansend import send_request, sendall
+from portal.ssh.chansend import guard_window, send_request, sendall
 from portal.ssh.exec import close_channel
+from portal.terminal import pump
 from portal.terminal.linelog import EchoGate
+from portal.terminal.pump import FRAME_MAX
 from portal.terminal.ring import DEFAULT_RING, RingBuffer
 
 log = logging.getLogger(__name__)
 
-FRAME_MAX = 64 * 1024
-COALESCE_FROM = 1024  # a chunk this big means bulk output: wait a little for more
-COALESCE_WAIT = 0.003  # seconds
-HIGH_WATER = 1024 * 1024
-LOW_WATER = 256 * 1024
-COALESCE_POLL = 0.0005  # seconds between looks at the channel while coalescing
-# The shell channel's receive window (paramiko's open_channel(window_size=...)): what the
-# SSH server may send ahead of what the pump has read. With flow control paused, what
-# stands between a Ctrl-C and its prompt is at most HIGH_WATER in flight plus this.
-WINDOW = 256 * 1024
 # An unshared session publishes its output while someone allowed to (its user, an admin)
 # watches it: each watcher renews this lease every WATCH_RECHECK (10 s) through the bus.
 WATCH_LEASE = 30.0
-
-
 TAKEOVER_WAIT = 1.0  # seconds a resumed window waits for the old socket's send to end
+WINDOW_IGNORED = "the machine ignored SSH flow control (sent more than its window): disconnected"
 
 
 def cut_socket(client) -> None:
@@ -83,9 +68,6 @@ class Client:
 
     def wake(self) -> None:
         self.event.set()
-
-
-WINDOW_IGNORED = "the machine ignored SSH flow control (sent more than its window): disconnected"
 
 
 class LiveSession:
@@ -141,14 +123,9 @@ class LiveSession:
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        self._pump_thread = threading.Thread(
-            target=self._pump, name=f"terminal-pump-{self.sid[:8]}", daemon=True
-        )
-        self._pump_thread.start()
+        self._pump_thread = pump.start(self)
         # A machine that ignores the SSH window (issue 16) ends this session and its connection
         # instead of growing the channel's buffer until the worker runs out of memory.
-        from portal.ssh.chansend import guard_window
-
         guard_window(self.channel, lambda: self.close(WINDOW_IGNORED))
 
     def attach(self, client: Client, resumed: bool) -> None:
@@ -236,7 +213,7 @@ class LiveSession:
             except (OSError, EOFError, paramiko.SSHException):
                 return
             finally:
-                self._check_echo()
+                self.check_echo()
             self.bytes_in += len(data)
             self.last_activity = time.monotonic()
 
@@ -266,11 +243,7 @@ class LiveSession:
         self.registry.status_changed(self)
 
     def ack(self, client: Client, nbytes: int) -> None:
-        with self.cond:
-            client.acks = True
-            client.unacked = max(0, client.unacked - nbytes)
-            if client.unacked <= LOW_WATER:
-                self.cond.notify_all()
+        pump.ack(self, client, nbytes)
 
     def set_shared(self, shared: bool) -> None:
         self.shared = shared
@@ -288,89 +261,9 @@ class LiveSession:
         with self.lock:
             return self.ring.snapshot()
 
-    # ------------------------------------------------------------ output side
+    # ------------------------------------------------------------ command lines
 
-    def _wait_for_acks(self) -> None:
-        with self.cond:
-            c = self.client
-            if c is None or not c.acks or c.unacked < HIGH_WATER:
-                return
-            while not self.closed and self.client is c and c.unacked > LOW_WATER:
-                self.cond.wait(1.0)
-
-    def _coalesce(self, ch: paramiko.Channel, data: bytes) -> tuple[bytes, bool]:
-        """Bulk output (a chunk of COALESCE_FROM bytes or more) waits up to COALESCE_WAIT for
-        more, up to FRAME_MAX: a flood goes out as ~64 KiB frames instead of one frame per
-        ~4 KiB SSH packet (fewer sends, fewer acks). Small output is only merged with what is
-        already buffered, never delayed. Returns (data, eof)."""
-        parts, n = [data], len(data)
-        bulk = n >= COALESCE_FROM
-        deadline = time.monotonic() + COALESCE_WAIT
-        eof = False
-        try:
-            while n < FRAME_MAX:
-                if not ch.recv_ready():
-                    if ch.closed or ch.eof_received:
-                        eof = True
-                        break
-                    if not bulk or time.monotonic() >= deadline:
-                        break
-                    # The channel's own timeout is shared with its send side (input), so
-                    # the wait for more is a short sleep, not a recv() with a timeout.
-                    time.sleep(COALESCE_POLL)
-                    continue
-                more = ch.recv(FRAME_MAX - n)
-                if not more:
-                    eof = True
-                    break
-                parts.append(more)
-                n += len(more)
-        except (OSError, EOFError, paramiko.SSHException):
-            eof = True
-        return (b"".join(parts) if len(parts) > 1 else data), eof
-
-    def _pump(self) -> None:
-        ch = self.channel
-        try:
-            while not self.closed:
-                self._wait_for_acks()
-                if self.closed:
-                    break
-                try:
-                    data = ch.recv(FRAME_MAX)
-                except (TimeoutError, OSError, EOFError, paramiko.SSHException):
-                    data = b""
-                if not data:
-                    break
-                eof = False
-                if len(data) < FRAME_MAX and (len(data) >= COALESCE_FROM or ch.recv_ready()):
-                    data, eof = self._coalesce(ch, data)
-                self._output(data)
-                if eof:
-                    break
-        except Exception:
-            log.exception("terminal %s: output pump failed", self.sid)
-        finally:
-            if not self.closed:
-                code = None
-                try:
-                    if ch.status_event.wait(1.0):
-                        code = ch.exit_status
-                except Exception:  # noqa: S110
-                    pass
-                if code is None or code < 0:
-                    # No exit status: an `error`, since the contract's `exit` carries the
-                    # shell's integer code. With the connection still up, sshd sent an
-                    # exit-signal instead (paramiko does not read it): the shell was killed.
-                    t = ch.get_transport()
-                    if t is not None and t.is_active():
-                        self.close("the shell was killed by a signal")
-                    else:
-                        self.close("the connection to the machine was lost")
-                else:
-                    self.close(f"the shell exited with code {code}", kind="exit", code=code)
-
-    def _check_echo(self) -> None:
+    def check_echo(self) -> None:
         """Run the echo check over what was noted (lines go to `emit`, in typing order)."""
         try:
             self.lines.drain()
@@ -379,34 +272,7 @@ class LiveSession:
 
     def settle_lines(self, final: bool = False) -> None:
         """Lines whose echo never came are logged as hidden (the janitor, every second)."""
-        self._check_echo()  # anything noted but not yet checked counts first
+        self.check_echo()  # anything noted but not yet checked counts first
         lines = self.lines.expire(final)
         if lines:
             self.registry.log_commands(self, lines)
-
-    def _output(self, data: bytes) -> None:
-        with self.lock:
-            self.ring.append(data)
-            self.bytes_out += len(data)
-            self.last_activity = time.monotonic()
-            c = self.client
-            if c is not None:
-                c.unacked += len(data)
-        if self.recorder is not None:
-            self.recorder.output(data)
-        # Noted (for the command log's echo check) before any client can see it, so its
-        # password-prompt guard is never behind the user.
-        self.lines.note_output(data)
-        if self.broadcasting:
-            try:
-                self.registry.bus.publish_output(self.sid, data)
-            except Exception:
-                log.exception("terminal bus: publish failed")
-        if c is not None:
-            try:
-                c.send(data)
-            except Exception:
-                # The socket is gone: detach; its request thread notices too.
-                self.detach(c)
-                c.wake()
-        self._check_echo()
