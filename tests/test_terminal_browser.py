@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import PASSWORD
 from tests.fixtures.browser import sign_in
+from tests.test_terminal_helpers import drop_socket
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -90,12 +91,6 @@ def open_terminal(p, base: str, user, machine, query: str = "") -> None:
     sign_in(p, base, user.username, PASSWORD)
     p.goto(f"{base}/machines/{machine.agent_id}/terminal{query}")
     wait_connected(p)
-
-
-def drop_socket(app, sid: str) -> None:
-    """Cut the TCP connection under the session's WebSocket, leaving the SSH channel alone
-    (the registry's documented test hook)."""
-    assert app.extensions["portal_terminal"].drop_socket(sid), f"{sid} has no attached socket"
 
 
 def test_terminal_runs_a_command_and_the_page_looks_finished(term_setup, page):

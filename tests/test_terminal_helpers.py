@@ -162,6 +162,22 @@ def wait_for(pred, timeout: float = 10.0, interval: float = 0.05):
     return pred()
 
 
+def drop_socket(app, sid: str, timeout: float = 5.0) -> None:
+    """Cut the TCP connection under the session's attached WebSocket (no close handshake),
+    leaving the SSH channel alone: what a phone going to sleep or a Wi-Fi change does."""
+    from portal.terminal.live import cut_socket
+
+    reg = app.extensions["portal_terminal"]
+
+    def attached():
+        sess = reg.get(sid)
+        return sess.client if sess is not None else None
+
+    client = wait_for(attached, timeout=timeout)
+    assert client is not None, f"{sid} has no attached socket"
+    cut_socket(client)
+
+
 def live_row(app, machine, owner, server_id: str) -> str:
     """A TerminalSession row, status "active", that names `server_id` as its holder (no
     shell behind it): what a server left, or holds, somewhere else. Returns its id."""

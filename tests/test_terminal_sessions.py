@@ -417,8 +417,8 @@ def test_live_byte_counters_are_written_in_one_statement(app, make_user, make_ma
     from types import SimpleNamespace
 
     from portal.extensions import db
+    from portal.terminal.janitor import flush_counters
     from portal.terminal.models import TerminalSession
-    from portal.terminal.registry import Registry
 
     owner = make_user("countowner")
     machine = make_machine(owner)
@@ -432,7 +432,7 @@ def test_live_byte_counters_are_written_in_one_statement(app, make_user, make_ma
             SimpleNamespace(sid=ids[1], bytes_in=1, bytes_out=2, flushed=(0, 0)),
             SimpleNamespace(sid="00000000-0000-0000-0000-00000000dead", bytes_in=9, bytes_out=9),
         ]
-        Registry._flush_counters(live)  # noqa: SLF001 - what the janitor submits
+        flush_counters(live)  # what the janitor submits
         db.session.commit()
         db.session.expire_all()
         got = {r.id: (r.bytes_in, r.bytes_out) for r in db.session.query(TerminalSession)}
@@ -482,11 +482,11 @@ def test_demoting_a_global_admin_closes_terminals_their_roles_do_not_allow(
 def test_the_janitor_prunes_old_recordings_while_the_server_runs(term_env, app, monkeypatch):
     import os
 
-    from portal.terminal import registry as registry_mod
+    from portal.terminal import janitor
 
     _owner, _machine, open_term = term_env
     open_term().wait_control("ready")  # the registry's threads are running
-    monkeypatch.setattr(registry_mod, "PRUNE_EVERY", 0.5)
+    monkeypatch.setattr(janitor, "PRUNE_EVERY", 0.5)
     app.config["PORTAL_RECORDING_RETENTION_DAYS"] = 7
     rec_dir = app.config["PORTAL_RECORDINGS_DIR"]
     os.makedirs(rec_dir, exist_ok=True)

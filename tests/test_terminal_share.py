@@ -305,14 +305,16 @@ class TestWatcherCaps:
         for w in (*mine, again, other):
             w.close()
         assert _share(live_server, auth(owner), sid, shared=False).status_code == 200
-        assert _helpers.wait_for(lambda: not reg.watch_places, timeout=10)
+        assert _helpers.wait_for(lambda: not reg.watchers.places, timeout=10)
         for _ in range(3):  # more than the cap: each refused socket's place comes back
             w = _watch(live_server, sid, token_a)
             assert "no such session" in w.wait_control("error")["message"]
             w.drain_close()
             w.close()
             # the place is given back when the request ends (after the reader closed the socket)
-            assert _helpers.wait_for(lambda: not reg.watch_places, timeout=10), reg.watch_places
+            assert _helpers.wait_for(lambda: not reg.watchers.places, timeout=10), (
+                reg.watchers.places
+            )
         t.close()
 
 

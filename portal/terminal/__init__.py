@@ -14,10 +14,21 @@ log = logging.getLogger(__name__)
 
 
 def register(app) -> None:
-    from portal.terminal import api, cli, events, views, ws  # noqa: F401 - events connects receivers
+    from portal.terminal import (
+        api,
+        cli,
+        events,  # noqa: F401 - connects its signal receivers
+        relay,
+        relay_owner,
+        views,
+        ws,
+    )
     from portal.terminal.registry import Registry
 
     registry = Registry(app)
+    # The relay (a re-attach served by another process) hooks into the registry.
+    registry.control_ops["relay"] = relay_owner.on_request
+    registry.shutdown_hooks.append(relay.stop_all)
     app.extensions["portal_terminal"] = registry
     app.register_blueprint(api.bp)
     app.register_blueprint(views.bp)

@@ -594,7 +594,7 @@ def _take_watch_place():
     if request.endpoint != "terminal_ws.watch" or g.get("ws_user") is None:
         return None
     sid = str((request.view_args or {}).get("sid", ""))[:36]
-    why = services.registry().take_watch_place(g.ws_user.id, sid)
+    why = services.registry().watchers.take_place(g.ws_user.id, sid)
     if why:
         return _plain(429, why)
     g.ws_watch_place = (g.ws_user.id, sid)
@@ -605,7 +605,7 @@ def _take_watch_place():
 def _give_watch_place(_exc=None):
     place = g.pop("ws_watch_place", None)
     if place is not None:
-        services.registry().give_watch_place(*place)
+        services.registry().watchers.give_place(*place)
 
 
 @sock.route("/api/terminal/sessions/<sid>/watch/ws", bp=bp)
@@ -632,7 +632,8 @@ def watch(ws, sid):
     db.session.remove()
     reg = services.registry()
     q = _WatchQueue(secrets.token_hex(16), uid, machine_id, sid)
-    reg.add_watcher(q)
+    reg.ensure_started()  # close requests from other processes reach it (Redis)
+    reg.watchers.add(q)
     handle = reg.bus.subscribe(sid, q.on_message)
     try:
         reg.bus.request({"op": "snapshot", "sid": sid, "nonce": q.nonce})
@@ -692,7 +693,7 @@ def watch(ws, sid):
         return
     finally:
         reg.bus.unsubscribe(handle)
-        reg.remove_watcher(q)
+        reg.watchers.remove(q)
 
 
 def _send_resize(ws, data: bytes) -> None:
