@@ -246,9 +246,9 @@ def test_permessage_deflate_is_not_negotiated(term_env):
 def test_a_quiet_socket_stays_open_and_keeps_answering(term_env, stepped_aside, monkeypatch):
     """A quiet spell longer than the receiver's wait for the next message must not read as
     a dropped socket, whether the socket has seen a fragmented message or not."""
-    from portal.terminal import ws as terminal_ws
+    from portal.terminal import ws_input
 
-    monkeypatch.setattr(terminal_ws._Receiver, "RECEIVE_WAIT", 1.0)  # the spell: 2.5 s
+    monkeypatch.setattr(ws_input.Receiver, "RECEIVE_WAIT", 1.0)  # the spell: 2.5 s
     _owner, _machine, open_term = term_env
     t = open_term()
     t.wait_control("ready")

@@ -21,6 +21,7 @@ def register(app) -> None:
         relay,
         relay_owner,
         views,
+        watch,  # noqa: F401 - adds the watch route to ws.bp
         ws,
     )
     from portal.terminal.registry import Registry

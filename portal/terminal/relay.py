@@ -43,7 +43,7 @@ DEAD_AFTER = 20.0  # no frame from the other end for this long: it is gone
 OUT_QUEUE_MAX = 4 * 1024 * 1024  # owner output waiting for the socket (it respects acks)
 IN_QUEUE_MAX = 1024 * 1024  # input waiting at the owner for the SSH channel
 CREDIT_STEP = 16 * 1024  # bytes written to a socket that does not ack, credited at once
-INPUT_MAX = 64 * 1024  # as ws.INPUT_MAX: a larger frame closes the socket (1009)
+INPUT_MAX = 64 * 1024  # as ws_input.INPUT_MAX: a larger frame closes the socket (1009)
 _HEAD = 32 + 8 + 1  # MAC, sequence number, kind
 
 # Frames (kind, payload). To the owner (`<aid>:i`): d input, z "COLSxROWS", a credit (bytes
