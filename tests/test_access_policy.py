@@ -63,7 +63,7 @@ WHY_NOT_REQUESTED = {
     "machines.check": "connects when allowed",
     "machines_api.check": "connects when allowed",
     # A socket is refused with a close frame after the upgrade, through the same
-    # terminal.services.machine_for_terminal as the ticket above: tests/test_terminal_auth.py
+    # terminal.policy.machine_for_terminal as the ticket above: tests/test_terminal_auth.py
     # (test_viewer_cannot_open_terminal, test_stranger_gets_not_found) checks it live.
     "terminal_ws.terminal": "a WebSocket: refused after the upgrade",
 }

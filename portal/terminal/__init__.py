@@ -52,14 +52,14 @@ def _on_start(app, other_hosts: bool = False) -> None:
     """No ghosts: sessions whose process is gone are closed; old recordings pruned (once,
     at the app's start)."""
     from portal.extensions import db
-    from portal.terminal import services
+    from portal.terminal import recordings, services
 
     with app.app_context():
         try:
             with db.unit_of_work():
                 n = services.close_ghosts("server restarted", other_hosts=other_hosts)
                 if not other_hosts:
-                    services.prune_recordings()
+                    recordings.prune_recordings()
             if n:
                 log.info("closed %d terminal session(s) left open by a stopped server", n)
         except Exception as exc:  # the schema may not exist yet (flask db upgrade)

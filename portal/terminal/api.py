@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, g, jsonify, request, send_file
 
 from portal.extensions import limiter
-from portal.terminal import services
+from portal.terminal import recordings, services
 from portal.web import api_login_required, json_body
 
 bp = Blueprint("terminal_api", __name__)
@@ -57,7 +57,7 @@ def detail(sid):
 @api_login_required
 def recording(sid):
     row = services.get_session(g.user, sid)
-    path = services.recording_for(g.user, row)
+    path = recordings.recording_for(g.user, row)
     download = request.args.get("download") in ("1", "true", "yes")
     resp = send_file(
         path,

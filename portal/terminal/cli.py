@@ -5,6 +5,9 @@ from __future__ import annotations
 import click
 from flask.cli import AppGroup
 
+from portal.extensions import db
+from portal.terminal import recordings, services
+
 terminal_cli = AppGroup("terminal", help="Terminal sessions and recordings.")
 
 
@@ -12,11 +15,8 @@ terminal_cli = AppGroup("terminal", help="Terminal sessions and recordings.")
 @click.option("--days", type=int, default=None, help="Override PORTAL_RECORDING_RETENTION_DAYS.")
 def prune_recordings(days):
     """Delete recordings older than the retention period."""
-    from portal.extensions import db
-    from portal.terminal import services
-
     with db.unit_of_work():
-        n = services.prune_recordings(days)
+        n = recordings.prune_recordings(days)
     click.echo(f"removed {n} recording(s)")
 
 
@@ -29,9 +29,6 @@ def prune_recordings(days):
 )
 def close_ghosts(other_hosts):
     """Mark sessions left open by a dead server process as closed."""
-    from portal.extensions import db
-    from portal.terminal import services
-
     with db.unit_of_work():
         n = services.close_ghosts(other_hosts=other_hosts)
     click.echo(f"closed {n} session(s)")

@@ -16,6 +16,7 @@ from sqlalchemy import bindparam, update
 
 from portal.db import utcnow
 from portal.extensions import db
+from portal.terminal import recordings
 from portal.terminal.models import TerminalSession
 
 log = logging.getLogger(__name__)
@@ -74,9 +75,7 @@ class Janitor:
 
 
 def prune() -> None:
-    from portal.terminal import services
-
-    n = services.prune_recordings()
+    n = recordings.prune_recordings()
     if n:
         log.info("pruned %d recording(s) past the retention period", n)
 

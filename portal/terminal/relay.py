@@ -31,7 +31,8 @@ from collections import deque
 
 from portal.errors import PortalError
 from portal.extensions import db
-from portal.terminal import services
+from portal.terminal import opening, services
+from portal.terminal.models import TerminalSession
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +128,6 @@ def stop_all(reg, reason: str) -> None:
 def serve_if_held_elsewhere(ws, user, agent_id: str, *, args, ticket_agent, client_addr) -> bool:
     """Serve a `?session=` re-attach whose shell another process holds, over the bus. False:
     not for here (held here, or by nobody: the caller serves or refuses it as usual)."""
-    from portal.terminal.models import TerminalSession
-
     sid = args.get("session")
     reg = services.registry()
     if not sid or len(sid) > 36 or reg.bus.kind != "redis" or reg.get(sid) is not None:
@@ -147,7 +146,7 @@ def serve_if_held_elsewhere(ws, user, agent_id: str, *, args, ticket_agent, clie
         server = row.server_id
         if ticket_agent is not None and ticket_agent != agent_id:
             raise PortalError("this ticket is for another machine")
-        services.check_resume(user, agent_id, sid)  # the same rules as a local re-attach
+        opening.check_resume(user, agent_id, sid)  # the same rules as a local re-attach
         uid, tv = user.id, user.token_version
     except PortalError as err:
         _close(ws, 1008, err.message, error=True)

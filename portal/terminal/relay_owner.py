@@ -9,7 +9,7 @@ import threading
 import time
 from collections import deque
 
-from portal.terminal import services
+from portal.terminal import opening
 from portal.terminal.live import Client
 from portal.terminal.relay import (
     ATTACH_MAX_AGE,
@@ -98,7 +98,7 @@ def _serve_owner(reg, sess, msg: dict, key: bytes) -> None:
             why = "no such session"
         else:
             with reg.app.app_context():
-                why = services.denied_now(uid, tv, sess.machine_id)
+                why = opening.denied_now(uid, tv, sess.machine_id)
         if why:
             log.warning("terminal relay: attach to %s refused: %s", sid, why)
             out.send(b"e", _json({"type": "error", "message": why}))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from flask import Blueprint, g, render_template, request, url_for
 
-from portal.terminal import services
+from portal.terminal import policy, services
 from portal.web import login_required
 
 bp = Blueprint("terminal", __name__)
@@ -14,7 +14,7 @@ bp = Blueprint("terminal", __name__)
 @bp.get("/machines/<agent_id>/terminal")
 @login_required
 def page(agent_id):
-    machine = services.machine_for_terminal(g.user, agent_id)
+    machine = policy.machine_for_terminal(g.user, agent_id)
     session_id = request.args.get("session") or None
     if session_id is not None and len(session_id) > 36:
         session_id = None
@@ -31,7 +31,7 @@ def page(agent_id):
 def sessions():
     rows = services.list_for_user(g.user)
     # Its user, global admins and the machine's admins may close a session.
-    closable = {r.id for r in rows if r.status != "closed" and services.can_close(g.user, r)}
+    closable = {r.id for r in rows if r.status != "closed" and policy.can_close(g.user, r)}
     return render_template(
         "terminal/sessions.html", sessions=services.sessions_dicts(rows), closable=closable
     )
@@ -49,8 +49,8 @@ def session_detail(sid):
         session=detail["session"],
         commands=detail["commands"],
         recording_url=detail["recording_url"],
-        can_close=services.can_close(g.user, row) and row.status != "closed",
-        can_share=services.can_share(g.user, row) and row.status != "closed",
+        can_close=policy.can_close(g.user, row) and row.status != "closed",
+        can_share=policy.can_share(g.user, row) and row.status != "closed",
     )
 
 

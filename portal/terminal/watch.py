@@ -19,7 +19,7 @@ from flask import g, request
 from portal.accounts.models import User
 from portal.errors import PortalError
 from portal.extensions import db, sock
-from portal.terminal import access, services
+from portal.terminal import access, policy, services
 from portal.terminal.ws import bp
 from portal.terminal.ws_common import (
     CLOSE_NORMAL,
@@ -109,7 +109,7 @@ def watch(ws, sid):
     user = g.ws_user
     try:
         row = services.get_session(user, sid)
-        if not (row.shared or services.can_close(user, row)):
+        if not policy.can_watch(user, row):
             raise PortalError("this session is not shared")
         if row.status == "closed":
             raise PortalError(f"the session has ended ({row.close_reason or 'closed'})")
@@ -203,14 +203,14 @@ def _watch_denied(user_id: int, token_version, sid: str) -> str | None:
     """Why this watcher may no longer watch (None: it still may)."""
     try:
         user = db.session.get(User, user_id)
-        why = services.account_denied(user, token_version)
+        why = policy.account_denied(user, token_version)
         if why:
             return why
         try:
             row = services.get_session(user, sid)
         except PortalError:
             return "you may no longer watch this session"
-        if not (row.shared or services.can_close(user, row)):
+        if not policy.can_watch(user, row):
             return "the session is no longer shared"
         return None
     except Exception:

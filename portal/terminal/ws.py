@@ -14,7 +14,7 @@ from flask import Blueprint, g, request
 
 from portal.errors import PortalError
 from portal.extensions import db, sock
-from portal.terminal import relay, services, ws_auth
+from portal.terminal import opening, relay, services, ws_auth
 from portal.terminal.live import Client
 from portal.terminal.ws_common import (
     CLOSE_NORMAL,
@@ -88,7 +88,7 @@ def _open_and_serve(ws, client, receiver, user, agent_id, args, ticket_agent, us
     uid, tv = user.id, user.token_version
     sess = resumed = None
     try:
-        sess, resumed = services.open_terminal(
+        sess, resumed = opening.open_terminal(
             user,
             agent_id,
             cols=cols,
@@ -101,13 +101,13 @@ def _open_and_serve(ws, client, receiver, user, agent_id, args, ticket_agent, us
     except PortalError as err:
         db.session.rollback()
         if sess is not None and not resumed:
-            services.abandon(sess)
+            opening.abandon(sess)
         _refuse_client(client, err.message)
         return
     except Exception:
         db.session.rollback()
         if sess is not None and not resumed:
-            services.abandon(sess)  # e.g. the commit failed: the channel must not leak
+            opening.abandon(sess)  # e.g. the commit failed: the channel must not leak
         log.exception("opening a terminal failed")
         _refuse_client(client, "could not open the terminal", 1011)
         return
@@ -121,11 +121,11 @@ def _open_and_serve(ws, client, receiver, user, agent_id, args, ticket_agent, us
             why = reg.add(sess, sess.reservation)
         except Exception:
             log.exception("registering a terminal failed")
-            services.abandon(sess)
+            opening.abandon(sess)
             _refuse_client(client, "could not open the terminal", 1011)
             return
         try:
-            why = why or services.denied_now(uid, tv, sess.machine_id, reg)
+            why = why or opening.denied_now(uid, tv, sess.machine_id, reg)
         except Exception:
             log.exception("re-checking terminal access failed")
             why = "could not open the terminal"

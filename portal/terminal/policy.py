@@ -1,0 +1,74 @@
+"""Who may do what with a terminal: open one on a machine, see, watch, close, share or
+replay a session, and whether an account's credential still holds.
+
+Roles on machines are portal.machines.access; these rules add the session's own user.
+Every service and socket route asks here, with the acting user passed explicitly.
+"""
+
+from __future__ import annotations
+
+from portal.errors import AccessDenied
+from portal.machines import access as machine_access
+from portal.machines.inventory import get_machine
+from portal.terminal import access
+from portal.terminal.models import LIVE, TerminalSession
+
+
+def machine_for_terminal(user, agent_id: str):
+    """The machine, when the user may open a terminal there (NotFound / AccessDenied)."""
+    machine = get_machine(user, agent_id)
+    try:
+        machine_access.require(user, machine, "open_terminal")
+        return machine
+    except AccessDenied:
+        raise AccessDenied("you need operator access to open a terminal on this machine") from None
+
+
+def account_denied(user, token_version) -> str | None:
+    """Why this account's credential of `token_version` no longer holds (None: it does)."""
+    if user is None or not user.is_active:
+        return "the account was deactivated"
+    if token_version is not None and user.token_version != token_version:
+        return "you were signed out everywhere"
+    return None
+
+
+def can_see(user, row: TerminalSession, machine=None) -> bool:
+    """Its user, global admins and the machine's admins; anyone with a role on the machine
+    while it is shared and live (sharing is live watching: it ends with the session)."""
+    if user is None:
+        return False
+    if user.is_admin or row.user_id == user.id:
+        return True
+    machine = machine if machine is not None else access.machine_by_id(row.machine_id)
+    role = machine_access.role_of(user, machine)
+    return machine_access.allowed(user, machine, "watch_any", role) or (
+        bool(row.shared)
+        and row.status in LIVE
+        and machine_access.allowed(user, machine, "watch_shared", role)
+    )
+
+
+def can_close(user, row: TerminalSession, machine=None) -> bool:
+    if user is None:
+        return False
+    if user.is_admin or row.user_id == user.id:
+        return True
+    machine = machine if machine is not None else access.machine_by_id(row.machine_id)
+    return machine_access.can(user, machine, "close_any_session")
+
+
+def can_replay(user, row: TerminalSession, machine=None) -> bool:
+    """The recording holds everything the session printed, from before it was shared too:
+    its user, global admins and the machine's admins only, never a watcher."""
+    return can_close(user, row, machine)
+
+
+def can_watch(user, row: TerminalSession, machine=None) -> bool:
+    """Watch a session one may see (services.get_session): while its user shares it, or
+    always for whoever may close it."""
+    return bool(row.shared) or can_close(user, row, machine)
+
+
+def can_share(user, row: TerminalSession) -> bool:
+    return user is not None and row.user_id == user.id
