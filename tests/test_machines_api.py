@@ -42,6 +42,15 @@ def _direct(server, auth="key", **extra) -> dict:
     return data
 
 
+def _grant(client, headers, agent_id: str, user, role: str):
+    """POST a grant of `role` on a machine to `user` (username, email or id)."""
+    return client.post(
+        f"/api/machines/{agent_id}/access/grant",
+        json={"user": user, "role": role},
+        headers=headers,
+    )
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -9,7 +9,7 @@ import threading
 import pytest
 from sqlalchemy import select, text
 
-from tests.test_machines_api import _direct
+from tests.test_machines_api import _direct, _grant
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -371,12 +371,7 @@ def test_losing_operator_on_the_jump_host_stops_its_use(
     jump = client.post(
         "/api/machines", json=_direct(sshd_jump, "key", name="jump"), headers=auth(alice)
     ).json["machine"]
-    r = client.post(
-        f"/api/machines/{jump['agent_id']}/access/grant",
-        json={"user": "bob", "role": "operator"},
-        headers=auth(alice),
-    )
-    assert r.status_code == 200
+    assert _grant(client, auth(alice), jump["agent_id"], "bob", "operator").status_code == 200
     r = client.post(
         "/api/machines",
         json=_direct(sshd, "password", name="bobs-inner", gateway=jump["agent_id"]),
@@ -399,11 +394,7 @@ def test_losing_operator_on_the_jump_host_stops_its_use(
 
     signals.access_revoked.connect(on_revoked, sender=app)
     request.addfinalizer(lambda: signals.access_revoked.disconnect(on_revoked, sender=app))
-    client.post(
-        f"/api/machines/{jump['agent_id']}/access/grant",
-        json={"user": "bob", "role": "viewer"},
-        headers=auth(alice),
-    )
+    _grant(client, auth(alice), jump["agent_id"], "bob", "viewer")
     r = client.post(
         f"/api/machines/{inner}/command", json={"command": "echo ok"}, headers=auth(bob)
     )
