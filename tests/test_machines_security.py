@@ -9,7 +9,7 @@ import threading
 import pytest
 from sqlalchemy import select, text
 
-from tests.test_machines_api import _direct, _grant
+from tests.test_machines_api import _direct, _grant, _register_new
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -183,17 +183,7 @@ def test_allowed_targets_apply_to_every_path(
     )
     assert r.json["results"][0]["code"] == "target_not_allowed"
     # enrollment: registering an address outside the allow-list changes nothing
-    pending = client.post("/api/machines", json={"name": "p"}, headers=h).json
-    r = client.post(
-        "/api/machines/register",
-        json={
-            "token": pending["registration_token"],
-            "username": sshd.username,
-            "port": svc.port,
-            "host": "127.0.0.1",
-            "host_keys": sshd.host_key_lines,
-        },
-    )
+    r = _register_new(client, h, sshd, port=svc.port, host="127.0.0.1")
     assert r.status_code == 400
     assert svc.accepted == 0
     # a malformed allow-list allows nothing (fail closed)
