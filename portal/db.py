@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from flask import g
-from sqlalchemy import DateTime, MetaData, create_engine, event
+from sqlalchemy import DateTime, MetaData, create_engine, event, update
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, scoped_session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -213,6 +213,19 @@ class Database:
         except BaseException:
             self.session.rollback()
             raise
+
+    def spend_once(self, model, row_id: int, *still_valid, **values) -> bool:
+        """Mark a one-time row (an invite, a refresh or registration token) used: set `values`
+        with one conditional UPDATE that matches only while `used_at` is NULL and
+        `still_valid` holds. Of concurrent spenders exactly one matches (the others wait for
+        its row lock, then find it used); True for that one."""
+        done = self.session.execute(
+            update(model)
+            .where(model.id == row_id, model.used_at.is_(None), *still_valid)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        return done.rowcount == 1
 
     def new_session(self):
         """A session outside the request cycle (threads, CLI); caller commits and closes."""

@@ -102,7 +102,7 @@ def test_every_machine_route_has_an_action(app):
 
 
 @pytest.fixture
-def world(app, make_user, sshd_machine, grant_role):
+def world(app, make_user, sshd_machine, caller_for):
     """The owner's machine (it stores a private key, and is the jump host of another, so
     deleting it is a 409 after the check) and a caller holding `role`."""
     from portal.extensions import db
@@ -116,15 +116,7 @@ def world(app, make_user, sshd_machine, grant_role):
                 Machine(name="behind", owner_id=owner.id, gateway_id=machine.id, status="offline")
             )
             db.session.commit()
-        if role == "owner":
-            caller = owner
-        elif role == "global_admin":
-            caller = make_user("boss", role="admin")
-        else:
-            caller = make_user(f"the-{role}")
-            if role != "stranger":
-                grant_role(machine, caller, role)
-        return machine, caller
+        return machine, caller_for(machine, owner, role)
 
     return _make
 

@@ -47,6 +47,13 @@ def invite(client, admin, auth):
     return _make
 
 
+@pytest.fixture
+def admin_htmx(make_user, login):
+    """Signed in as the admin "chief": the headers of an HTMX POST, CSRF token included."""
+    token = login(make_user("chief", role="admin"))
+    return {"X-CSRFToken": token, "HX-Request": "true"}
+
+
 # ---------------------------------------------------------------- closed by default
 
 
@@ -361,9 +368,8 @@ def test_reset_with_a_chosen_password_and_own_account_refused(client, admin, mak
 # ---------------------------------------------------------------- pages
 
 
-def test_admin_creates_and_revokes_invites_on_the_users_page(client, make_user, login):
-    token = login(make_user("chief", role="admin"))
-    h = {"X-CSRFToken": token, "HX-Request": "true"}
+def test_admin_creates_and_revokes_invites_on_the_users_page(client, admin_htmx):
+    h = admin_htmx
     resp = client.post(
         "/admin/invites", headers=h, data={"email": "pal@example.test", "expires_in": "86400"}
     )
@@ -380,13 +386,12 @@ def test_admin_creates_and_revokes_invites_on_the_users_page(client, make_user, 
     invite_id = html.split('id="invite-')[1].split('"')[0]
     revoked = client.post(f"/admin/invites/{invite_id}/revoke", headers=h)
     assert revoked.status_code == 200 and "revoked" in revoked.get_data(as_text=True)
-    client.post("/logout", data={"csrf_token": token})
+    client.post("/logout", data={"csrf_token": h["X-CSRFToken"]})
     assert "was revoked" in client.get(f"/invite?token={raw}").get_data(as_text=True)
 
 
-def test_admin_creates_user_and_resets_password_on_the_users_page(client, make_user, login):
-    token = login(make_user("chief", role="admin"))
-    h = {"X-CSRFToken": token, "HX-Request": "true"}
+def test_admin_creates_user_and_resets_password_on_the_users_page(client, make_user, admin_htmx):
+    h = admin_htmx
     resp = client.post(
         "/admin/users/new", headers=h, data={"email": "new@example.test", "username": "newone"}
     )

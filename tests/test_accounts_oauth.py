@@ -36,6 +36,13 @@ def me(client):
     return client.get("/api/profile")
 
 
+def assert_back_on_login(client, final, message: str) -> None:
+    """A refused OAuth sign-in: back to the login page, nobody signed in, the page says why."""
+    assert final.status_code == 302 and "/login" in final.location
+    assert me(client).status_code == 401
+    assert message in client.get("/login").get_data(as_text=True)
+
+
 def test_login_page_shows_only_configured_provider(client):
     html = client.get("/login").get_data(as_text=True)
     assert "Continue with TestID" in html
@@ -72,10 +79,7 @@ def test_oauth_sign_in_never_takes_over_a_local_account_with_the_same_email(
     for verified in (True, False):
         oidc_provider.set_user("sub-victim", "victim@corp.test", email_verified=verified)
         final = oauth_dance(client)
-        assert final.status_code == 302 and "/login" in final.location
-        assert me(client).status_code == 401
-        page = client.get("/login").get_data(as_text=True)
-        assert "an account with this email already exists" in page
+        assert_back_on_login(client, final, "an account with this email already exists")
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(OAuthIdentity)) == 0
         assert users.list_users()[1] == 2
@@ -108,11 +112,7 @@ def test_signup_closed_refuses_new_account(client, oidc_provider, admin, app):
         settings.set_setting("signup_open", "0")
         db.session.commit()
     oidc_provider.set_user("sub-x", "stranger@example.test", email_verified=True)
-    final = oauth_dance(client)
-    assert final.status_code == 302 and "/login" in final.location
-    assert me(client).status_code == 401
-    page = client.get("/login").get_data(as_text=True)
-    assert "signup is closed" in page
+    assert_back_on_login(client, oauth_dance(client), "signup is closed")
     with app.app_context():
         assert users.list_users()[1] == 1
 
@@ -203,9 +203,7 @@ def test_oauth_invite_for_another_email_creates_nothing(client, oidc_provider, a
     raw = _invite(app, admin, email="meant@example.test")
     oidc_provider.set_user("sub-other", "other@example.test")
     final = oauth_dance(client, start=f"/invite/oauth/oidc?token={raw}")
-    assert final.status_code == 302 and "/login" in final.location
-    assert me(client).status_code == 401
-    assert "another email address" in client.get("/login").get_data(as_text=True)
+    assert_back_on_login(client, final, "another email address")
     from portal.accounts.users import list_users
 
     with app.app_context():
@@ -248,8 +246,6 @@ def test_oauth_sign_in_refused_after_flushing_its_user_changes_nothing(
     with commit_before_flush_of(User, lambda u: u.username == "racer", other) as fired:
         final = oauth_dance(client, start=f"/invite/oauth/oidc?token={raw}")
     assert fired, "the racing sign-up did not run"
-    assert final.status_code == 302 and "/login" in final.location
-    assert me(client).status_code == 401
-    assert "already used" in client.get("/login").get_data(as_text=True)
+    assert_back_on_login(client, final, "already used")
     with app.app_context():
         assert find_user("racer") is None and list_users()[1] == 1

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.test_machines_api import _grant
+
 pytestmark = pytest.mark.timeout(90)
 
 RANK = {None: 0, "viewer": 1, "operator": 2, "admin": 3}
@@ -18,7 +20,7 @@ def _effective(role: str) -> str | None:
 
 
 @pytest.fixture
-def world(make_user, sshd_machine, grant_role):
+def world(make_user, sshd_machine, grant_role, caller_for):
     """owner's machine on the real sshd, a caller for each role, and a victim with a grant."""
 
     def _make(role: str):
@@ -27,15 +29,7 @@ def world(make_user, sshd_machine, grant_role):
         victim = make_user("victim")
         grant_role(machine, victim, "viewer")
         make_user("newcomer")
-        if role == "owner":
-            caller = owner
-        elif role == "global_admin":
-            caller = make_user("boss", role="admin")
-        else:
-            caller = make_user(f"the-{role}")
-            if role != "stranger":
-                grant_role(machine, caller, role)
-        return machine, caller, victim
+        return machine, caller_for(machine, owner, role), victim
 
     return _make
 
@@ -207,16 +201,8 @@ def test_revoke_removes_sight_at_once_and_sends_signals(client, app, auth, world
         client.get(f"/api/machines/{machine.agent_id}", headers=auth(operator)).status_code == 404
     )
     # demoting to viewer also closes terminals (operator -> viewer)
-    client.post(
-        f"/api/machines/{machine.agent_id}/access/grant",
-        json={"user": victim.username, "role": "operator"},
-        headers=owner_headers,
-    )
-    client.post(
-        f"/api/machines/{machine.agent_id}/access/grant",
-        json={"user": victim.email, "role": "viewer"},
-        headers=owner_headers,
-    )
+    _grant(client, owner_headers, machine.agent_id, victim.username, "operator")
+    _grant(client, owner_headers, machine.agent_id, victim.email, "viewer")
     assert revoked[-1] == (victim.id, machine.id)
     users = client.get(
         f"/api/machines/{machine.agent_id}/access/users", headers=owner_headers

@@ -42,6 +42,28 @@ def _direct(server, auth="key", **extra) -> dict:
     return data
 
 
+def _grant(client, headers, agent_id: str, user, role: str):
+    """POST a grant of `role` on a machine to `user` (username, email or id)."""
+    return client.post(
+        f"/api/machines/{agent_id}/access/grant",
+        json={"user": user, "role": role},
+        headers=headers,
+    )
+
+
+def _register_new(client, headers, server, **fields):
+    """Create a pending machine, then POST its registration with `server`'s account and host
+    keys and `fields` (host, port...): what an enrolling machine sends."""
+    pending = client.post("/api/machines", json={"name": "p"}, headers=headers).json
+    body = {
+        "token": pending["registration_token"],
+        "username": server.username,
+        "host_keys": server.host_key_lines,
+        **fields,
+    }
+    return client.post("/api/machines/register", json=body)
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

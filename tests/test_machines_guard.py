@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
-from tests.test_machines_api import _count, _direct
+from tests.test_machines_api import _count, _direct, _grant, _register_new
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -44,12 +44,7 @@ def victim(client, make_user, auth, sshd, sshd_jump):
     r = client.post("/api/machines", json=_direct(sshd, "password", name="db"), headers=auth(alice))
     assert r.status_code == 201 and r.json["machine"]["status"] == "online", r.json
     agent_id = r.json["machine"]["agent_id"]
-    r = client.post(
-        f"/api/machines/{agent_id}/access/grant",
-        json={"user": "bob", "role": "admin"},
-        headers=auth(alice),
-    )
-    assert r.status_code == 200
+    assert _grant(client, auth(alice), agent_id, "bob", "admin").status_code == 200
     r = client.post(
         "/api/machines", json=_direct(sshd_jump, "key", name="bobs-jump"), headers=auth(bob)
     )
@@ -249,16 +244,7 @@ def test_link_local_and_metadata_targets_are_refused(
     assert r.status_code == 400 and r.json["code"] == "target_not_allowed"
     assert _row(m.agent_id)["host"] == sshd.host
     # enrollment that claims that address
-    pending = client.post("/api/machines", json={"name": "p"}, headers=h).json
-    r = client.post(
-        "/api/machines/register",
-        json={
-            "token": pending["registration_token"],
-            "username": sshd.username,
-            "host": host,
-            "host_keys": sshd.host_key_lines,
-        },
-    )
+    r = _register_new(client, h, sshd, host=host)
     assert r.status_code == 400 and r.json["code"] == "target_not_allowed"
     assert _count(app, "machines WHERE status = 'pending'") == 1
 

@@ -9,7 +9,7 @@ import threading
 import pytest
 from sqlalchemy import select, text
 
-from tests.test_machines_api import _direct
+from tests.test_machines_api import _direct, _grant, _register_new
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -183,17 +183,7 @@ def test_allowed_targets_apply_to_every_path(
     )
     assert r.json["results"][0]["code"] == "target_not_allowed"
     # enrollment: registering an address outside the allow-list changes nothing
-    pending = client.post("/api/machines", json={"name": "p"}, headers=h).json
-    r = client.post(
-        "/api/machines/register",
-        json={
-            "token": pending["registration_token"],
-            "username": sshd.username,
-            "port": svc.port,
-            "host": "127.0.0.1",
-            "host_keys": sshd.host_key_lines,
-        },
-    )
+    r = _register_new(client, h, sshd, port=svc.port, host="127.0.0.1")
     assert r.status_code == 400
     assert svc.accepted == 0
     # a malformed allow-list allows nothing (fail closed)
@@ -371,12 +361,7 @@ def test_losing_operator_on_the_jump_host_stops_its_use(
     jump = client.post(
         "/api/machines", json=_direct(sshd_jump, "key", name="jump"), headers=auth(alice)
     ).json["machine"]
-    r = client.post(
-        f"/api/machines/{jump['agent_id']}/access/grant",
-        json={"user": "bob", "role": "operator"},
-        headers=auth(alice),
-    )
-    assert r.status_code == 200
+    assert _grant(client, auth(alice), jump["agent_id"], "bob", "operator").status_code == 200
     r = client.post(
         "/api/machines",
         json=_direct(sshd, "password", name="bobs-inner", gateway=jump["agent_id"]),
@@ -399,11 +384,7 @@ def test_losing_operator_on_the_jump_host_stops_its_use(
 
     signals.access_revoked.connect(on_revoked, sender=app)
     request.addfinalizer(lambda: signals.access_revoked.disconnect(on_revoked, sender=app))
-    client.post(
-        f"/api/machines/{jump['agent_id']}/access/grant",
-        json={"user": "bob", "role": "viewer"},
-        headers=auth(alice),
-    )
+    _grant(client, auth(alice), jump["agent_id"], "bob", "viewer")
     r = client.post(
         f"/api/machines/{inner}/command", json={"command": "echo ok"}, headers=auth(bob)
     )

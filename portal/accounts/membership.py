@@ -8,7 +8,7 @@ import datetime as dt
 import secrets
 
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
 from portal.accounts.models import Invite, User
 from portal.accounts.passwords import check_password_strength, ph
@@ -161,18 +161,8 @@ def spend(invite: Invite | None, user: User) -> None:
     if invite is None:
         return
     now = utcnow()
-    done = db.session.execute(
-        update(Invite)
-        .where(
-            Invite.id == invite.id,
-            Invite.used_at.is_(None),
-            Invite.revoked_at.is_(None),
-            Invite.expires_at > now,
-        )
-        .values(used_at=now, used_by=user.id)
-        .execution_options(synchronize_session=False)
-    )
-    if done.rowcount != 1:
+    still_valid = (Invite.revoked_at.is_(None), Invite.expires_at > now)
+    if not db.spend_once(Invite, invite.id, *still_valid, used_at=now, used_by=user.id):
         raise _refused(
             "this invite link was already used; sign in, or ask an admin for a new one",
             "invite_used",

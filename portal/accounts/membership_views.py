@@ -81,8 +81,8 @@ def invite():
         # Says why the link cannot be used (a 4xx either way: the boundary rolls back).
         return _invite_page(token, status=err.status, errors={"_form": err.message})
     except PortalError as err:
-        status = 422 if err.status in (400, 422) else err.status
-        return _invite_page(token, status=status, errors={err.field or "_form": err.message})
+        status, errors = _refusal(err, "_form")
+        return _invite_page(token, status=status, errors=errors)
     db.commit_now("the new account must exist before its id goes into the session cookie")
     login_user(user)
     flash("Welcome! Your account is ready.", "success")
@@ -174,12 +174,22 @@ def change_password():
 # ---------------------------------------------------------------- admin: the Users page
 
 
+def _refusal(err: PortalError, where: str) -> tuple[int, dict]:
+    """A refused form's status (400 -> 422: htmx swaps a 4xx in place) and its message, by
+    field (`where` when the error names none)."""
+    return 422 if err.status in (400, 422) else err.status, {err.field or where: err.message}
+
+
+def _admin_card(template: str, status: int = 200, **ctx):
+    """A card of the Users page after a POST: the card alone (HTMX) or the whole page."""
+    if is_htmx():
+        return render_template(template, **ctx), status
+    return _users_table(status, page=ctx)
+
+
 def _invites_partial(status: int = 200, **ctx):
     rows, total = membership.list_invites(g.user)
-    ctx.update(invites=rows, invites_total=total)
-    if is_htmx():
-        return render_template("admin/_invites.html", **ctx), status
-    return _users_table(status, page=ctx)
+    return _admin_card("admin/_invites.html", status, invites=rows, invites_total=total, **ctx)
 
 
 @bp.post("/admin/invites")
@@ -188,8 +198,7 @@ def admin_invite_create():
     try:
         invite, raw = membership.create_invite(g.user, request.form)
     except PortalError as err:
-        errors = {err.field or "_invite": err.message}
-        status = 422 if err.status in (400, 422) else err.status
+        status, errors = _refusal(err, "_invite")
         return _invites_partial(status, invite_errors=errors, invite_form=request.form)
     # Shown this once: only the token's hash is kept.
     return _invites_partial(new_invite_url=invite_url(raw), new_invite=invite)
@@ -206,22 +215,17 @@ def admin_invite_revoke(invite_id: int):
     return _invites_partial()
 
 
-def _create_user_partial(status: int = 200, **ctx):
-    if is_htmx():
-        return render_template("admin/_create_user.html", **ctx), status
-    return _users_table(status, page=ctx)
-
-
 @bp.post("/admin/users/new")
 @admin_required
 def admin_user_create():
     try:
         user, generated = membership.admin_create_user(g.user, request.form)
     except PortalError as err:
-        status = 422 if err.status in (400, 422) else err.status
-        errors = {err.field or "_create": err.message}
-        return _create_user_partial(status, create_errors=errors, create_form=request.form)
-    body, status = _create_user_partial(created=user, created_password=generated)
+        status, errors = _refusal(err, "_create")
+        return _admin_card(
+            "admin/_create_user.html", status, create_errors=errors, create_form=request.form
+        )
+    body, status = _admin_card("admin/_create_user.html", created=user, created_password=generated)
     if is_htmx():  # the users table below refreshes itself on this event
         return body, status, {"HX-Trigger": "users-changed"}
     return body, status

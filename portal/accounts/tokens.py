@@ -101,9 +101,10 @@ def issue_refresh_token(user: User, family: str | None = None) -> str:
     return token
 
 
-def token_pair(user: User) -> dict:
+def token_pair(user: User, family: str | None = None) -> dict:
     token, ttl = issue_jwt(user)
-    return {"token": token, "refresh_token": issue_refresh_token(user), "expires_in": ttl}
+    refresh = issue_refresh_token(user, family=family)
+    return {"token": token, "refresh_token": refresh, "expires_in": ttl}
 
 
 def rotate_refresh_token(raw) -> tuple[User, dict]:
@@ -126,26 +127,10 @@ def rotate_refresh_token(raw) -> tuple[User, dict]:
         raise invalid
     # Spend it atomically: of concurrent uses only one conditional UPDATE matches the row (the
     # others wait for its lock and then find it used); a loser is a reuse like any other.
-    spent = db.session.execute(
-        update(RefreshToken)
-        .where(
-            RefreshToken.id == row.id,
-            RefreshToken.used_at.is_(None),
-            RefreshToken.revoked_at.is_(None),
-        )
-        .values(used_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    if spent.rowcount != 1:
+    if not db.spend_once(RefreshToken, row.id, RefreshToken.revoked_at.is_(None), used_at=now):
         _revoke_family(row.family, now)
         raise invalid
-    token, ttl = issue_jwt(user)
-    pair = {
-        "token": token,
-        "refresh_token": issue_refresh_token(user, family=row.family),
-        "expires_in": ttl,
-    }
-    return user, pair
+    return user, token_pair(user, family=row.family)
 
 
 def _revoke_family(family: str, now: dt.datetime) -> None:

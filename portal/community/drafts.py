@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from portal.accounts.models import User
-from portal.community.issues import BODY_MAX, TITLE_MAX
+from portal.community.issues import BODY_MAX, TITLE_MAX, get_row
 from portal.errors import NotFound
 from portal.extensions import db
 from portal.machines import access as machine_access
@@ -19,13 +19,7 @@ def _fence(text_: str) -> str:
 
 def draft_from_log(user: User, log_id) -> dict:
     """A prefilled, unsaved issue from a command log the user may see (NotFound otherwise)."""
-    try:
-        log_id = int(log_id)
-    except (TypeError, ValueError):
-        raise NotFound("command log not found") from None
-    log = db.session.get(CommandLog, log_id)
-    if log is None:
-        raise NotFound("command log not found")
+    log = get_row(CommandLog, log_id, "command log not found")
     machine = db.session.get(Machine, log.machine_id)
     if machine is None:
         raise NotFound("command log not found")

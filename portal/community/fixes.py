@@ -7,7 +7,7 @@ from sqlalchemy import delete, func, select, update
 
 from portal.accounts.models import User
 from portal.community import markdown
-from portal.community.issues import BODY_MAX, can_accept
+from portal.community.issues import BODY_MAX, can_accept, get_row
 from portal.community.models import Fix, FixLike, Issue
 from portal.community.uploads import bind_attachments
 from portal.db import utcnow
@@ -22,12 +22,8 @@ def clean_fix_body(data: dict) -> str:
 
 def get_fix(issue: Issue, fix_id) -> Fix:
     """A fix of *this* issue; a fix of another issue is 404 here."""
-    try:
-        fix_id = int(fix_id)
-    except (TypeError, ValueError):
-        raise NotFound("fix not found") from None
-    fix = db.session.get(Fix, fix_id)
-    if fix is None or fix.issue_id != issue.id:
+    fix = get_row(Fix, fix_id, "fix not found")
+    if fix.issue_id != issue.id:
         raise NotFound("fix not found")
     return fix
 

@@ -35,15 +35,20 @@ def clean_issue_input(data: dict, *, partial: bool = False) -> dict:
     return out
 
 
-def get_issue(issue_id) -> Issue:
+def get_row(model, raw_id, message: str):
+    """The `model` row whose id is `raw_id` (from a URL or a form), or NotFound(message)."""
     try:
-        issue_id = int(issue_id)
+        row_id = int(raw_id)
     except (TypeError, ValueError):
-        raise NotFound("issue not found") from None
-    issue = db.session.get(Issue, issue_id)
-    if issue is None:
-        raise NotFound("issue not found")
-    return issue
+        raise NotFound(message) from None
+    row = db.session.get(model, row_id)
+    if row is None:
+        raise NotFound(message)
+    return row
+
+
+def get_issue(issue_id) -> Issue:
+    return get_row(Issue, issue_id, "issue not found")
 
 
 def can_edit(user: User, issue: Issue) -> bool:

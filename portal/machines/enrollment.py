@@ -10,7 +10,7 @@ import re
 import secrets
 
 from flask import render_template
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from portal import ssh
 from portal.db import utcnow
@@ -164,13 +164,7 @@ def register(data: dict, remote_addr: str | None) -> Machine:
     db.release()
     result = ssh.run(target, "uname -sr", timeout=min(connect_timeout(), 15))
     now = utcnow()
-    spent = db.session.execute(
-        update(RegistrationToken)
-        .where(RegistrationToken.id == row.id, RegistrationToken.used_at.is_(None))
-        .values(used_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    if spent.rowcount != 1:
+    if not db.spend_once(RegistrationToken, row.id, used_at=now):
         raise Conflict("this registration token was already used")
     db.session.refresh(machine)
     if machine.status != "pending":
