@@ -700,7 +700,9 @@ def test_input_faster_than_the_machine_reads_is_refused_past_the_bound(term_env)
     t = open_term()
     t.wait_control("ready")
     t.run("echo go$((2*3)); sleep 60", r"go6")
-    t.ws.settimeout(3)
+    # Sends block while the server works through the queue; on a loaded machine that can
+    # take seconds, and stopping early would leave the queue under the bound (no refusal).
+    t.ws.settimeout(20)
     try:
         for _ in range(200):  # 12.5 MiB
             t.send(b"z" * (64 * 1024))
