@@ -16,6 +16,7 @@ pytest_plugins = [
     "tests.fixtures.oidc_provider",
     "tests.fixtures.browser",
     "tests.fixtures.machines",
+    "tests.fixtures.terminal",
 ]
 
 PASSWORD = "pw-Portal-test-42"

@@ -18,9 +18,8 @@ import pytest
 from paramiko.common import cMSG_CHANNEL_DATA
 
 from portal.ssh import chansend
-from tests import test_terminal_helpers as _helpers
+from tests.fixtures import terminal as _helpers
 
-term_env = _helpers.term_env  # the fixture
 wait_for = _helpers.wait_for
 
 pytestmark = pytest.mark.timeout(120)

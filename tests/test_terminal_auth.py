@@ -6,11 +6,8 @@ import pytest
 import requests
 import websocket
 
-from tests import test_terminal_helpers as _helpers
 from tests.conftest import PASSWORD
-from tests.test_terminal_helpers import Term, ws_base
-
-term_env = _helpers.term_env  # the fixture
+from tests.fixtures.terminal import Term, ws_base
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import PASSWORD
 from tests.fixtures.browser import sign_in
-from tests.test_terminal_helpers import drop_socket
+from tests.fixtures.terminal import drop_socket
 
 pytestmark = pytest.mark.timeout(90)
 

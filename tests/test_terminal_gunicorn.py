@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests import test_terminal_helpers as _helpers
-from tests.test_terminal_helpers import Term, wait_for
+from tests.fixtures import terminal as _helpers
+from tests.fixtures.terminal import Term, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests import test_terminal_helpers as _helpers
-
-term_env = _helpers.term_env  # the fixture
-
 pytestmark = pytest.mark.timeout(60)
 
 

@@ -19,9 +19,9 @@ import requests
 import websocket
 
 from tests import test_terminal_gunicorn as _gunicorn
-from tests import test_terminal_helpers as _helpers
+from tests.fixtures import terminal as _helpers
+from tests.fixtures.terminal import Term, wait_for
 from tests.test_terminal_gunicorn import _workers
-from tests.test_terminal_helpers import Term, wait_for
 
 start_gunicorn = _gunicorn.start_gunicorn  # the same fixture: gunicorn on the test database
 

@@ -10,10 +10,8 @@ import pytest
 import requests
 
 from portal import signals
-from tests import test_terminal_helpers as _helpers
-from tests.test_terminal_helpers import Term, wait_for, ws_base
-
-term_env = _helpers.term_env  # the fixture
+from tests.fixtures import terminal as _helpers
+from tests.fixtures.terminal import Term, wait_for, ws_base
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -11,10 +11,8 @@ import pytest
 import requests
 
 from portal import signals
-from tests import test_terminal_helpers as _helpers
-from tests.test_terminal_helpers import wait_for
-
-term_env = _helpers.term_env  # the fixture
+from tests.fixtures import terminal as _helpers
+from tests.fixtures.terminal import wait_for
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -8,10 +8,6 @@ import time
 import pytest
 import websocket
 
-from tests import test_terminal_helpers as _helpers
-
-term_env = _helpers.term_env  # the fixture
-
 pytestmark = pytest.mark.timeout(60)
 
 
