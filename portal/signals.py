@@ -30,6 +30,8 @@ user_deactivated = _events.signal("user-deactivated")
 user_demoted = _events.signal("user-demoted")
 #: user (every JWT, refresh token and browser session of theirs ended)
 tokens_revoked = _events.signal("tokens-revoked")
+#: session_id, user_id, machine_id, reason (a terminal session ended, by any path)
+session_closed = _events.signal("session-closed")
 #: no arguments: the app's process is going away (gunicorn worker exit, tests' teardown)
 app_shutdown = _events.signal("app-shutdown")
 

@@ -99,8 +99,17 @@ def test_a_lost_ssh_connection_ends_with_an_error(term_env, make_sshd, sshd_mach
     assert not [c for c in t.controls if c.get("type") == "exit"]
 
 
-def test_delete_reaches_the_client_and_closes_the_session(term_env, live_server, auth):
+def test_delete_reaches_the_client_and_closes_the_session(
+    app, term_env, live_server, auth, request
+):
     owner, machine, open_term = term_env
+    ended = []
+
+    def on_closed(sender, **event):
+        ended.append(event)
+
+    signals.session_closed.connect(on_closed, sender=app)
+    request.addfinalizer(lambda: signals.session_closed.disconnect(on_closed, sender=app))
     t = open_term()
     sid = t.wait_control("ready")["session_id"]
     r = requests.delete(f"{live_server.url}/api/terminal/sessions/{sid}", headers=auth(owner))
@@ -113,6 +122,16 @@ def test_delete_reaches_the_client_and_closes_the_session(term_env, live_server,
     assert s["status"] == "closed" and s["close_reason"] and s["ended_at"]
     active = _get(live_server, f"/api/machines/{machine.agent_id}/sessions/active", auth(owner))
     assert active.json()["sessions"] == []
+    # the other features hear of it once (portal/signals.py), with who, where and why
+    assert wait_for(lambda: ended, timeout=10)
+    assert ended == [
+        {
+            "session_id": sid,
+            "user_id": owner.id,
+            "machine_id": machine.id,
+            "reason": s["close_reason"],
+        }
+    ]
 
 
 def test_machine_admin_may_delete_others_may_not(

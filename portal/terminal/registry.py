@@ -16,14 +16,13 @@ import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 
-from portal.db import utcnow
 from portal.extensions import db
 from portal.terminal import access
 from portal.terminal.bus import make_bus
 from portal.terminal.janitor import Janitor
 from portal.terminal.models import LIVE, TerminalSession
 from portal.terminal.watchers import Watchers
-from portal.terminal.writer import Writer, write_status
+from portal.terminal.writer import Writer, end_row, write_status
 
 log = logging.getLogger(__name__)
 
@@ -222,10 +221,7 @@ class Registry:
         row = db.session.get(TerminalSession, sid)
         if row is None or row.status not in LIVE or row.server_id != server_id:
             return
-        row.status = "closed"
-        row.shared = False
-        row.close_reason = reason[:255]
-        row.ended_at = row.ended_at or utcnow()
+        end_row(row, reason)
 
     def log_commands(self, sess, lines: list[str]) -> None:
         self.submit(access.log_commands, sess.machine_id, sess.user_id, sess.sid, lines)

@@ -15,7 +15,7 @@ from flask import current_app
 from sqlalchemy import func, select
 
 from portal.accounts.models import User
-from portal.db import iso, utcnow
+from portal.db import iso
 from portal.errors import AccessDenied, Conflict, NotFound, PortalError, ValidationError
 from portal.extensions import db
 from portal.machines import access as machine_access
@@ -24,6 +24,7 @@ from portal.machines.models import CommandLog
 from portal.terminal import access, policy, recordings
 from portal.terminal.models import LIVE, TerminalSession
 from portal.terminal.registry import Registry, process_alive
+from portal.terminal.writer import end_row
 
 log = logging.getLogger(__name__)
 
@@ -196,10 +197,7 @@ def close_session(user, row: TerminalSession, reason: str | None = None) -> None
             " (connect the processes with REDIS_URL)"
         )
     # Nobody holds it (its process is gone): mark it closed here.
-    row.status = "closed"
-    row.shared = False  # sharing is live watching: it ends with the session
-    row.close_reason = reason[:255]
-    row.ended_at = row.ended_at or utcnow()
+    end_row(row, reason)
     db.session.flush()
 
 
@@ -314,10 +312,7 @@ def close_ghosts(reason: str = "server restarted", *, other_hosts: bool = False)
         if alive is None and other_hosts:
             alive = False
         if alive is False:
-            row.status = "closed"
-            row.shared = False
-            row.close_reason = reason
-            row.ended_at = row.ended_at or utcnow()
+            end_row(row, reason)
             n += 1
     db.session.flush()
     return n

@@ -12,6 +12,7 @@ import queue
 import threading
 from concurrent.futures import Future
 
+from portal import signals
 from portal.db import utcnow
 from portal.extensions import db
 from portal.terminal.models import TerminalSession
@@ -112,12 +113,27 @@ def write_status(sid, status, cols, rows, reason, counters) -> None:
     row = db.session.get(TerminalSession, sid)
     if row is None or row.status == "closed":
         return
-    row.status = status
     row.cols, row.rows = cols, rows
     row.last_activity_at = utcnow()
     if counters is not None:
         row.bytes_in, row.bytes_out = counters
     if status == "closed":
-        row.close_reason = (reason or "closed")[:255]
-        row.ended_at = utcnow()
-        row.shared = False  # sharing is live watching: it ends with the session
+        end_row(row, reason or "closed")
+    else:
+        row.status = status
+
+
+def end_row(row: TerminalSession, reason: str) -> None:
+    """Mark a session's row closed with its reason (every way a session ends comes here) and
+    tell the features that care (`signals.session_closed`)."""
+    row.status = "closed"
+    row.shared = False  # sharing is live watching: it ends with the session
+    row.close_reason = reason[:255]
+    row.ended_at = row.ended_at or utcnow()
+    signals.send(
+        signals.session_closed,
+        session_id=row.id,
+        user_id=row.user_id,
+        machine_id=row.machine_id,
+        reason=row.close_reason,
+    )
