@@ -33,6 +33,7 @@ from portal.errors import PortalError
 from portal.extensions import db
 from portal.terminal import opening, services
 from portal.terminal.models import TerminalSession
+from portal.terminal.ws_common import INPUT_MAX, Refusal, parse_control, too_big
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,6 @@ DEAD_AFTER = 20.0  # no frame from the other end for this long: it is gone
 OUT_QUEUE_MAX = 4 * 1024 * 1024  # owner output waiting for the socket (it respects acks)
 IN_QUEUE_MAX = 1024 * 1024  # input waiting at the owner for the SSH channel
 CREDIT_STEP = 16 * 1024  # bytes written to a socket that does not ack, credited at once
-INPUT_MAX = 64 * 1024  # as ws_input.INPUT_MAX: a larger frame closes the socket (1009)
 _HEAD = 32 + 8 + 1  # MAC, sequence number, kind
 
 # Frames (kind, payload). To the owner (`<aid>:i`): d input, z "COLSxROWS", a credit (bytes
@@ -326,7 +326,8 @@ class _RelayEnd:
                         break
                     continue
                 if len(msg) > INPUT_MAX:
-                    self.stop(1009, f"frame too large (limit {INPUT_MAX} bytes)", True)
+                    refusal = too_big()
+                    self.stop(refusal.code, refusal.message, True)
                     return
                 if isinstance(msg, (bytes, bytearray)):
                     if msg:
@@ -340,27 +341,18 @@ class _RelayEnd:
 
     def _control(self, msg: str) -> None:
         try:
-            frame = json.loads(msg)
-        except ValueError:
+            control = parse_control(msg, self.sid)
+        except Refusal as refusal:
+            self.stop(refusal.code, refusal.message, True)
             return
-        if not isinstance(frame, dict):
+        if control is None:
             return
-        kind = frame.get("type")
+        kind, value = control
         if kind == "input":
-            data = frame.get("data")
-            if isinstance(data, str) and data:
-                encoded = data.encode("utf-8", "replace")
-                if len(encoded) > INPUT_MAX:
-                    self.stop(1009, f"frame too large (limit {INPUT_MAX} bytes)", True)
-                    return
-                self.tx.send(b"d", encoded)
+            self.tx.send(b"d", value)
         elif kind == "resize":
-            c, r = frame.get("cols"), frame.get("rows")
-            if type(c) is int and type(r) is int and 1 <= c <= 1000 and 1 <= r <= 1000:
-                self.tx.send(b"z", f"{c}x{r}".encode())
+            self.tx.send(b"z", f"{value[0]}x{value[1]}".encode())
         elif kind == "ack":
-            n = frame.get("bytes")
-            if type(n) is int and n >= 0:
-                self._credit_acked(n)
+            self._credit_acked(value)
         elif kind == "ping":
             self.tx.send(b"p")

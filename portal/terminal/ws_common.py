@@ -8,14 +8,68 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import socket
 import time
 
 from flask import Response, request
 
+log = logging.getLogger(__name__)
+
 CLOSE_NORMAL = 1000
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
+INPUT_MAX = 64 * 1024  # bytes per input frame; larger -> close 1009
+
+
+class Refusal(Exception):
+    """A frame the socket is closed for: `code` (1008, 1009) and the message the client
+    gets in its `error` frame and the close reason."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def too_big() -> Refusal:
+    return Refusal(CLOSE_TOO_BIG, f"frame too large (limit {INPUT_MAX} bytes)")
+
+
+def parse_control(msg: str, log_name: str = "") -> tuple[str, object] | None:
+    """A client's JSON text frame (DESIGN.md, "Terminal socket contract") as `(kind, value)`:
+    ("input", bytes), ("resize", (cols, rows)), ("ack", n) or ("ping", None); None for
+    anything else (ignored). Raises Refusal for input over INPUT_MAX and for a frame nested
+    too deeply for the JSON parser ('[' * 30000 fits in a frame: one log line, no traceback).
+    The terminal's own socket and a relayed one (relay.py) both read frames through here."""
+    try:
+        frame = json.loads(msg)
+    except ValueError:
+        return None
+    except RecursionError:
+        log.warning("terminal %s: a text frame nested too deeply; socket closed", log_name)
+        raise Refusal(CLOSE_POLICY, "frame nested too deeply") from None
+    if not isinstance(frame, dict):
+        return None
+    kind = frame.get("type")
+    if kind == "input":
+        data = frame.get("data")
+        if isinstance(data, str) and data:
+            encoded = data.encode("utf-8", "replace")
+            if len(encoded) > INPUT_MAX:
+                raise too_big()
+            return "input", encoded
+    elif kind == "resize":
+        c, r = frame.get("cols"), frame.get("rows")
+        if type(c) is int and type(r) is int and 1 <= c <= 1000 and 1 <= r <= 1000:
+            return "resize", (c, r)
+    elif kind == "ack":
+        n = frame.get("bytes")
+        if type(n) is int and n >= 0:
+            return "ack", n
+    elif kind == "ping":
+        return "ping", None
+    return None
 
 
 def wsgi_socket(environ) -> socket.socket | None:

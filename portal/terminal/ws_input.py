@@ -7,29 +7,24 @@ input the SSH window has no room for waits in the `InputFeeder`, bounded.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections import deque
 
 from portal.terminal.live import Client, cut_socket
-from portal.terminal.ws_common import CLOSE_POLICY, CLOSE_TOO_BIG, refuse
+from portal.terminal.ws_common import (
+    CLOSE_POLICY,
+    INPUT_MAX,
+    Refusal,
+    parse_control,
+    refuse,
+    too_big,
+)
 
 log = logging.getLogger(__name__)
 
-INPUT_MAX = 64 * 1024  # bytes per input frame; larger -> close 1009
 INPUT_BACKLOG = 256  # frames waiting for the session before the socket stops reading
 INPUT_BACKLOG_BYTES = 1024 * 1024  # and bytes: past either, the reader stops taking input
-
-
-class Refusal(Exception):
-    """A frame the socket is closed for: `code` (1008, 1009) and the message the client
-    gets in its `error` frame and the close reason."""
-
-    def __init__(self, code: int, message: str):
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 class Receiver:
@@ -82,9 +77,7 @@ class Receiver:
                         return
                     continue
                 if len(msg) > INPUT_MAX:
-                    self._refuse(
-                        Refusal(CLOSE_TOO_BIG, f"frame too large (limit {INPUT_MAX} bytes)")
-                    )
+                    self._refuse(too_big())
                     return
                 handler = self.handler
                 if handler is None:
@@ -207,35 +200,18 @@ def on_frame(sess, client: Client, feeder: InputFeeder, msg) -> None:
     if isinstance(msg, (bytes, bytearray)):
         feeder.feed(bytes(msg))
         return
-    try:
-        frame = json.loads(msg)
-    except ValueError:
+    control = parse_control(msg, sess.sid)
+    if control is None:
         return
-    except RecursionError:
-        # '[' * 30000 fits in a frame; json gives up on it. One line, no traceback.
-        log.warning("terminal %s: a text frame nested too deeply; socket closed", sess.sid)
-        raise Refusal(CLOSE_POLICY, "frame nested too deeply") from None
-    if not isinstance(frame, dict):
-        return
-    kind = frame.get("type")
+    kind, value = control
     if kind == "input":
-        data = frame.get("data")
-        if isinstance(data, str) and data:
-            encoded = data.encode("utf-8", "replace")
-            if len(encoded) > INPUT_MAX:
-                raise Refusal(CLOSE_TOO_BIG, f"frame too large (limit {INPUT_MAX} bytes)")
-            feeder.feed(encoded)
+        feeder.feed(value)
     elif kind == "resize":
-        c, r = frame.get("cols"), frame.get("rows")
-        if type(c) is int and type(r) is int and 1 <= c <= 1000 and 1 <= r <= 1000:
-            sess.resize(c, r)
+        sess.resize(*value)
     elif kind == "ack":
-        n = frame.get("bytes")
-        if type(n) is int and n >= 0:
-            sess.ack(client, n)
+        sess.ack(client, value)
     elif kind == "ping":
         try:
             client.send_json({"type": "pong"})
         except Exception:  # noqa: S110 - the socket is going away
             pass
-    # anything else: ignored
