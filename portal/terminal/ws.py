@@ -41,22 +41,14 @@ def _client_addr() -> str:
 @sock.route("/api/terminal/<agent_id>/ws", bp=bp)
 @reader_last
 def terminal(ws, agent_id):
-    if relay.serve_if_held_elsewhere(
-        ws,
-        g.ws_user,
-        agent_id,
-        args=request.args,
-        ticket_agent=g.ws_ticket_agent,
-        client_addr=_client_addr(),
-    ):
+    who = {"args": request.args, "ticket_agent": g.ws_ticket_agent, "client_addr": _client_addr()}
+    if relay.serve_if_held_elsewhere(ws, g.ws_user, agent_id, **who):
         return  # a re-attach to a shell another process holds, served over the bus
     _run_terminal(
         ws,
         g.ws_user,
         agent_id,
-        args=request.args,
-        ticket_agent=g.ws_ticket_agent,
-        client_addr=_client_addr(),
+        **who,
         user_agent=request.headers.get("User-Agent"),
         sock=wsgi_socket(request.environ),
     )
