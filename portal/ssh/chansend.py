@@ -319,13 +319,13 @@ class _Watcher:
 
     INTERVAL = 0.1
     _lock = threading.Lock()
-    _channels: dict = {}  # channel -> (limit, on_exceeded); dropped once closed
+    _watched: dict = {}  # channel -> (limit, on_exceeded); dropped once closed
     _thread: threading.Thread | None = None
 
     @classmethod
     def add(cls, channel: paramiko.Channel, limit: int, on_exceeded: Callable[[], None]) -> None:
         with cls._lock:
-            cls._channels[channel] = (limit, on_exceeded)
+            cls._watched[channel] = (limit, on_exceeded)
             if cls._thread is None:
                 cls._thread = threading.Thread(
                     target=cls._run, name="ssh-window-watch", daemon=True
@@ -337,14 +337,14 @@ class _Watcher:
         while True:
             time.sleep(cls.INTERVAL)
             with cls._lock:
-                if not cls._channels:
+                if not cls._watched:
                     cls._thread = None
                     return
-                items = list(cls._channels.items())
+                items = list(cls._watched.items())
             for channel, (limit, on_exceeded) in items:
                 over = not channel.closed and _buffered(channel) > limit
                 if channel.closed or over:
                     with cls._lock:
-                        cls._channels.pop(channel, None)
+                        cls._watched.pop(channel, None)
                 if over:
                     _exceeded(channel, on_exceeded)
