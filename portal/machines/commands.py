@@ -92,7 +92,9 @@ def log_command(
 
 def command_args(data: dict) -> tuple[str, int]:
     command = data.get("command")
-    if not isinstance(command, str) or not command.strip():
+    if not isinstance(command, str):
+        raise ValidationError("command must be a string", field="command")
+    if not command.strip():
         raise ValidationError("the command is empty", field="command")
     if len(command) > MAX_COMMAND:
         raise ValidationError(
