@@ -716,7 +716,9 @@ def test_input_faster_than_the_machine_reads_is_refused_past_the_bound(term_env)
     _owner, _machine, open_term = term_env
     t = open_term()
     t.wait_control("ready")
-    t.run("echo go$((2*3)); sleep 60", r"go6")
+    # Raw mode: a full line buffer in canonical mode discards input (to leave room for an
+    # erase) instead of pushing back; raw, the PTY stops taking input and so does sshd.
+    t.run("stty raw -echo; echo go$((2*3)); sleep 60", r"go6")
     # Sends block while the server works through the queue; on a loaded machine that can
     # take seconds, and stopping early would leave the queue under the bound (no refusal).
     t.ws.settimeout(20)
