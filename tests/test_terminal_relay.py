@@ -38,8 +38,11 @@ def app_config(app_config):
 class Tap:
     """Everything published under the bus's prefix, as Redis delivers it."""
 
-    def __init__(self, prefix: str):
+    def __init__(self, prefix: str, secret: str):
+        from portal.terminal import signing
+
         self.prefix = prefix
+        self.ctl = signing.ControlSigner(signing.derive(secret, signing.BUS_LABEL))
         self.redis = redis.Redis.from_url(REDIS_URL)
         self.msgs: list[tuple[str, bytes]] = []
         self.lock = threading.Lock()
@@ -68,7 +71,7 @@ class Tap:
     def requests(self, op: str, sid: str) -> list[dict]:
         out = []
         for data in self.on("ctl"):
-            msg = json.loads(data)
+            msg = json.loads(data).get("m") or {}  # the request inside its signed envelope
             if msg.get("op") == op and msg.get("sid") == sid:
                 out.append(msg)
         return out
@@ -82,6 +85,10 @@ class Tap:
     def publish(self, channel: str, data) -> None:
         self.redis.publish(f"{self.prefix}:{channel}", data)
 
+    def signed(self, msg: dict) -> None:
+        """Publish a control request in an envelope signed with the bus key, as workers do."""
+        self.publish("ctl", self.ctl.wrap(msg))
+
     def close(self) -> None:
         self.stopped = True
         self.thread.join(2)
@@ -94,7 +101,7 @@ class Tap:
 
 @pytest.fixture
 def tap(app):
-    t = Tap(app.config["PORTAL_TERMINAL_BUS_PREFIX"])
+    t = Tap(app.config["PORTAL_TERMINAL_BUS_PREFIX"], app.config["SECRET_KEY"])
     yield t
     t.close()
 
@@ -252,11 +259,11 @@ def test_delete_from_either_worker_ends_the_relayed_terminal(app, relayed, tap, 
 
 
 def _signed_attach(app, relayed, **changes) -> dict:
-    from portal.terminal import relay
+    from portal.terminal import signing
 
     msg = {**relayed.request, "aid": uuid.uuid4().hex, "ts": int(time.time()), **changes}
     msg.pop("sig", None)
-    msg["sig"] = relay._attach_mac(relay._key(app), msg)
+    msg["sig"] = signing.attach_mac(signing.relay_key(app), msg)
     return msg
 
 
@@ -264,7 +271,7 @@ def test_forged_and_replayed_bus_messages_are_ignored(app, relayed, tap):
     """Whoever can publish on Redis (a sidecar, a neighbour on the host network) gets no
     shell: attach requests and input frames that are not signed with the key derived from
     SECRET_KEY, or that replay genuine ones, are dropped by the holder."""
-    from portal.terminal import relay
+    from portal.terminal import signing
 
     t = relayed.term
     aid = relayed.request["aid"]
@@ -273,17 +280,21 @@ def test_forged_and_replayed_bus_messages_are_ignored(app, relayed, tap):
     assert len(typed) == 1  # the genuine input frame, as it went over Redis
 
     # Attach requests: unsigned (the old handoff's {user_id, tv: null}), a bad signature,
-    # and the genuine request replayed. None gets an answer.
+    # and the genuine request replayed. None gets an answer, whether it comes bare (no
+    # control envelope) or inside a validly signed envelope (the attach's own check).
     unsigned = {**relayed.request, "aid": uuid.uuid4().hex, "tv": None, "ts": int(time.time())}
     unsigned.pop("sig")
     forged = {**unsigned, "aid": uuid.uuid4().hex, "sig": "0" * 64}
     for msg in (unsigned, forged, relayed.request):
         tap.publish("ctl", json.dumps(msg))
+        tap.signed(msg)
+    envelope = next(d for d in tap.on("ctl") if json.loads(d).get("m") == relayed.request)
+    tap.publish("ctl", envelope)  # the genuine envelope replayed as it was
     # Input frames: no valid MAC, signed with another key, and the genuine frame replayed.
     evil = b"echo F$((6*7))\r"
     head = (10**6).to_bytes(8, "big") + b"d"
     bad_mac = b"\0" * 32 + head + evil
-    other_key = relay._mac(b"k" * 32, f"{aid}:i", head, evil) + head + evil
+    other_key = signing.frame_mac(b"k" * 32, f"{aid}:i", head, evil) + head + evil
     for frame in (bad_mac, other_key):
         tap.publish(f"relay:{aid}:i", frame)
     (genuine,) = [d for d in tap.on(f"relay:{aid}:i") if b"R$((40+2))" in d]
@@ -291,7 +302,7 @@ def test_forged_and_replayed_bus_messages_are_ignored(app, relayed, tap):
 
     # A signed request after them is answered: the holder has read what came before.
     barrier = _signed_attach(app, relayed, tv=relayed.request["tv"] + 1)
-    tap.publish("ctl", json.dumps(barrier))
+    tap.signed(barrier)
     assert wait_for(lambda: tap.frames(f"{barrier['aid']}:o"), timeout=15)
     for msg in (unsigned, forged):
         assert tap.frames(f"{msg['aid']}:o") == []
@@ -311,7 +322,7 @@ def test_a_revoked_users_reattach_is_refused(
     not reach the holder): an attach request signed with the old version is refused by the
     holder, the old credential opens no socket, and one with the current version works."""
     from portal.extensions import db
-    from portal.terminal import relay
+    from portal.terminal import signing
 
     base, _proc, _log = start_gunicorn(workers=1, redis=True)
     owner = make_user("relayrevoked")
@@ -334,7 +345,7 @@ def test_a_revoked_users_reattach_is_refused(
         Term(f"{url}?token={old_token}&session={sid}")
     assert exc.value.status_code == 401
 
-    key = relay._key(app)
+    key = signing.relay_key(app)
 
     def attach(**fields) -> str:
         msg = {
@@ -350,8 +361,8 @@ def test_a_revoked_users_reattach_is_refused(
             "ts": int(time.time()),
             **fields,
         }
-        msg["sig"] = relay._attach_mac(key, msg)
-        tap.publish("ctl", json.dumps(msg))
+        msg["sig"] = signing.attach_mac(key, msg)
+        tap.signed(msg)
         return msg["aid"]
 
     def answer(aid: str) -> tuple[bytes, bytes]:
@@ -376,7 +387,7 @@ def test_a_revoked_users_reattach_is_refused(
     assert wait_for(lambda: _row_status(app, sid) == "active", timeout=15)
     # Detach that attachment (signed, first frame of its channel).
     head = (1).to_bytes(8, "big") + b"x"
-    tap.publish(f"relay:{current}:i", relay._mac(key, f"{current}:i", head, b"") + head)
+    tap.publish(f"relay:{current}:i", signing.frame_mac(key, f"{current}:i", head, b"") + head)
     assert wait_for(lambda: _row_status(app, sid) == "detached", timeout=15)
 
 

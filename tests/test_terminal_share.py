@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import requests
+import websocket
 
 from portal import signals
 from tests.fixtures import terminal as _helpers
@@ -123,7 +124,7 @@ class TestRedisBus:
         key = f"{prefix}:ticket:{hashlib.sha256(ticket.encode()).hexdigest()}"
         r = redis.Redis(host="127.0.0.1", port=6379)
         try:
-            stored = json.loads(r.get(key))
+            stored = json.loads(r.get(key)[16:])  # behind its 16-byte MAC (signing.seal)
             assert stored["user_id"] == owner.id and stored["agent_id"] == machine.agent_id
             assert 0 < r.ttl(key) <= 60
             assert ticket not in str(r.keys(f"{prefix}:*"))  # only its hash is stored
@@ -132,6 +133,51 @@ class TestRedisBus:
             t.wait_control("ready")
             t.close()
             assert r.exists(key) == 0  # single use: taken from Redis
+        finally:
+            r.close()
+
+    def test_a_ticket_written_into_redis_by_someone_else_opens_nothing(
+        self, app, term_env, live_server, auth
+    ):
+        """Whoever can write Redis keys cannot mint a socket ticket: a ticket entry without
+        the portal's MAC, or a genuine one moved under another ticket's key, is refused (401)
+        and taken away; a genuine ticket still opens the terminal."""
+        import hashlib
+        import json
+
+        import redis
+
+        owner, machine, _open = term_env
+        prefix = app.config["PORTAL_TERMINAL_BUS_PREFIX"]
+        ws_url = f"{ws_base(live_server)}/api/terminal/{machine.agent_id}/ws?ticket="
+
+        def key_of(ticket: str) -> str:
+            return f"{prefix}:ticket:{hashlib.sha256(ticket.encode()).hexdigest()}"
+
+        def new_ticket() -> str:
+            return requests.post(
+                f"{live_server.url}/api/terminal/{machine.agent_id}/ticket", headers=auth(owner)
+            ).json()["ticket"]
+
+        r = redis.Redis(host="127.0.0.1", port=6379)
+        try:
+            payload = {"user_id": owner.id, "tv": owner.token_version, "agent_id": machine.agent_id}
+            plain = json.dumps(payload).encode()
+            forged = {
+                "forged-plain": plain,  # the store's old format, no MAC
+                "forged-zero-mac": b"\0" * 16 + plain,
+            }
+            genuine = new_ticket()
+            forged["moved-genuine"] = r.get(key_of(genuine))  # sealed for another key
+            for name, blob in forged.items():
+                r.set(key_of(name), blob, ex=60)
+                with pytest.raises(websocket.WebSocketBadStatusException) as exc:
+                    Term(ws_url + name)
+                assert exc.value.status_code == 401, name
+                assert r.exists(key_of(name)) == 0, name  # taken, not left for a retry
+            t = Term(ws_url + genuine)
+            t.wait_control("ready")
+            t.close()
         finally:
             r.close()
 

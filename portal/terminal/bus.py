@@ -5,6 +5,9 @@ REDIS_URL is set) carries the same messages over Redis pub/sub, so a watcher or
 a DELETE served by another gunicorn worker or another instance reaches the
 process that holds the SSH channel; tickets live in Redis with a TTL.
 
+Everything that goes over Redis is signed (signing.py): a sealed MAC on output frames and
+tickets, a signed envelope on control requests, signed frames on relays.
+
 Messages on `<prefix>:out:<session>`: b"o" + output, b"s" + nonce(32) + screen,
 b"r" + b"COLSxROWS" (the owner resized), b"e" + reason (the session ended). Requests on `<prefix>:ctl`: JSON
 {"op": "close"|"snapshot"|"relay", "sid", ...}. A re-attach served by another process than
@@ -19,6 +22,8 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
+
+from portal.terminal import signing
 
 log = logging.getLogger(__name__)
 
@@ -192,11 +197,15 @@ class RedisBus(LocalBus):
 
     kind = "redis"
 
-    def __init__(self, url: str, prefix: str = "portal:terminal"):
+    def __init__(self, url: str, prefix: str = "portal:terminal", secret: str | bytes = ""):
         super().__init__()
         import redis
 
+        if not secret:
+            raise ValueError("the Redis terminal bus needs SECRET_KEY to sign its messages")
         self.prefix = prefix
+        self.key = signing.derive(secret, signing.BUS_LABEL)
+        self.ctl = signing.ControlSigner(self.key)
         self.redis = redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
         self._thread: threading.Thread | None = None
         self._pubsub = None
@@ -247,16 +256,16 @@ class RedisBus(LocalBus):
             )
             data = msg["data"]
             if channel == ctl:
-                try:
-                    payload = json.loads(data)
-                except (ValueError, TypeError):
-                    continue
-                if self._control is not None and isinstance(payload, dict):
+                payload = self.ctl.unwrap(data)
+                if self._control is not None and payload is not None:
                     try:
                         self._control(payload)
                     except Exception:
                         log.exception("terminal bus control handler failed")
-            elif channel.startswith(out_prefix) and isinstance(data, bytes) and data:
+            elif channel.startswith(out_prefix):
+                data = signing.unseal(self.key, channel, data)
+                if not data:
+                    continue
                 sid = channel[len(out_prefix) :]
                 kind = chr(data[0])
                 if kind == "s":
@@ -269,17 +278,21 @@ class RedisBus(LocalBus):
     def wants_output(self, sid: str) -> bool:
         return True  # watchers may sit in another process
 
+    def _publish_out(self, sid: str, data: bytes) -> None:
+        channel = self._out(sid)
+        self.redis.publish(channel, signing.seal(self.key, channel, data))
+
     def publish_output(self, sid: str, data: bytes) -> None:
-        self.redis.publish(self._out(sid), b"o" + data)
+        self._publish_out(sid, b"o" + data)
 
     def publish_snapshot(self, sid: str, nonce: str, data: bytes) -> None:
-        self.redis.publish(self._out(sid), b"s" + nonce.encode()[:32].ljust(32, b"-") + data)
+        self._publish_out(sid, b"s" + nonce.encode()[:32].ljust(32, b"-") + data)
 
     def publish_end(self, sid: str, reason: str) -> None:
-        self.redis.publish(self._out(sid), b"e" + reason.encode())
+        self._publish_out(sid, b"e" + reason.encode())
 
     def publish_resize(self, sid: str, cols: int, rows: int) -> None:
-        self.redis.publish(self._out(sid), b"r" + f"{int(cols)}x{int(rows)}".encode())
+        self._publish_out(sid, b"r" + f"{int(cols)}x{int(rows)}".encode())
 
     def subscribe(self, sid: str, cb: OutputCallback):
         self._ensure_listener()
@@ -298,13 +311,14 @@ class RedisBus(LocalBus):
         return super().subscribe_relay(key, cb)
 
     def request(self, msg: dict) -> None:
-        self.redis.publish(f"{self.prefix}:ctl", json.dumps(msg))
+        self.redis.publish(f"{self.prefix}:ctl", self.ctl.wrap(msg))
 
     def put_ticket(self, key: str, payload: dict, ttl: int) -> None:
         # The user's tickets, oldest first, in a list: past TICKETS_PER_USER the oldest go.
         mine = f"{self.prefix}:tickets:{payload.get('user_id')}"
         pipe = self.redis.pipeline()
-        pipe.set(f"{self.prefix}:ticket:{key}", json.dumps(payload), ex=ttl)
+        where = f"{self.prefix}:ticket:{key}"
+        pipe.set(where, signing.seal(self.key, where, json.dumps(payload).encode()), ex=ttl)
         pipe.rpush(mine, key)
         pipe.expire(mine, ttl)
         pipe.lrange(mine, 0, -(TICKETS_PER_USER + 1))
@@ -316,8 +330,13 @@ class RedisBus(LocalBus):
             )
 
     def take_ticket(self, key: str) -> dict | None:
-        raw = self.redis.getdel(f"{self.prefix}:ticket:{key}")
+        where = f"{self.prefix}:ticket:{key}"
+        blob = self.redis.getdel(where)
+        if blob is None:
+            return None
+        raw = signing.unseal(self.key, where, blob)
         if raw is None:
+            log.warning("terminal bus: a forged or moved ticket refused")
             return None
         try:
             return json.loads(raw)
@@ -350,5 +369,9 @@ class RedisBus(LocalBus):
 def make_bus(config) -> LocalBus:
     url = config.get("REDIS_URL")
     if url:
-        return RedisBus(url, config.get("PORTAL_TERMINAL_BUS_PREFIX") or "portal:terminal")
+        return RedisBus(
+            url,
+            config.get("PORTAL_TERMINAL_BUS_PREFIX") or "portal:terminal",
+            secret=config.get("SECRET_KEY") or "",
+        )
     return LocalBus()

@@ -18,8 +18,6 @@ messages and the accepting process's side; relay_owner.py the owner's.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import secrets
@@ -31,13 +29,12 @@ from collections import deque
 
 from portal.errors import PortalError
 from portal.extensions import db
-from portal.terminal import opening, services
+from portal.terminal import opening, services, signing
 from portal.terminal.models import TerminalSession
 from portal.terminal.ws_common import INPUT_MAX, Refusal, parse_control, too_big
 
 log = logging.getLogger(__name__)
 
-LABEL = b"portal-terminal-relay-v1"  # the key: HMAC-SHA256(SECRET_KEY, LABEL)
 ATTACH_MAX_AGE = 30  # seconds a signed attach request is good for (clock skew included)
 ATTACH_WAIT = 10.0  # seconds the socket waits for the owner's first frame
 KEEPALIVE = 5.0  # seconds between keepalives each way
@@ -45,72 +42,10 @@ DEAD_AFTER = 20.0  # no frame from the other end for this long: it is gone
 OUT_QUEUE_MAX = 4 * 1024 * 1024  # owner output waiting for the socket (it respects acks)
 IN_QUEUE_MAX = 1024 * 1024  # input waiting at the owner for the SSH channel
 CREDIT_STEP = 16 * 1024  # bytes written to a socket that does not ack, credited at once
-_HEAD = 32 + 8 + 1  # MAC, sequence number, kind
 
 # Frames (kind, payload). To the owner (`<aid>:i`): d input, z "COLSxROWS", a credit (bytes
 # rendered or written), p ping, k keepalive, x detach. From it (`<aid>:o`): t a text frame
 # (ready, pong), b output, k keepalive, e the last text frame (exit, error) before a close.
-
-
-def _key(app) -> bytes:
-    return hmac.new(app.config["SECRET_KEY"].encode(), LABEL, hashlib.sha256).digest()
-
-
-def _mac(key: bytes, channel: str, head: bytes, payload: bytes) -> bytes:
-    return hmac.new(key, channel.encode() + b"\0" + head + payload, hashlib.sha256).digest()
-
-
-_ATTACH_FIELDS = ("sid", "aid", "user_id", "tv", "server", "cols", "rows", "peer", "ts")
-
-
-def _attach_mac(key: bytes, msg: dict) -> str:
-    body = json.dumps({k: msg.get(k) for k in _ATTACH_FIELDS}, sort_keys=True)
-    return hmac.new(key, b"attach\0" + body.encode(), hashlib.sha256).hexdigest()
-
-
-class _Sender:
-    """One direction of an attachment: signed, numbered frames (published under a lock, so
-    they reach Redis in number order)."""
-
-    def __init__(self, bus, key: bytes, channel: str):
-        self.bus, self.key, self.channel = bus, key, channel
-        self.seq = 0
-        self.lock = threading.Lock()
-
-    def send(self, kind: bytes, payload: bytes = b"") -> None:
-        with self.lock:
-            self.seq += 1
-            head = self.seq.to_bytes(8, "big") + kind
-            frame = _mac(self.key, self.channel, head, payload) + head + payload
-            self.bus.publish_relay(self.channel, frame)
-
-
-class _Receiver:
-    """Takes a frame only if it is signed for this channel and newer than the last one."""
-
-    def __init__(self, key: bytes, channel: str):
-        self.key, self.channel = key, channel
-        self.last = 0
-        self.lock = threading.Lock()
-
-    def open(self, data: bytes) -> tuple[bytes, bytes] | None:
-        if len(data) < _HEAD:
-            return None
-        mac, head, payload = data[:32], data[32:_HEAD], data[_HEAD:]
-        if not hmac.compare_digest(mac, _mac(self.key, self.channel, head, payload)):
-            log.warning("terminal relay: a forged frame on %s ignored", self.channel)
-            return None
-        seq = int.from_bytes(head[:8], "big")
-        with self.lock:
-            if seq <= self.last:
-                log.warning("terminal relay: a replayed frame on %s ignored", self.channel)
-                return None
-            self.last = seq
-        return head[8:], payload
-
-
-def _json(obj) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode()
 
 
 # ---------------------------------------------------------------- the socket's side
@@ -179,10 +114,10 @@ class _RelayEnd:
         self.reg, self.ws, self.sid, self.server = reg, ws, sid, server
         self.uid, self.tv, self.peer = uid, tv, peer
         self.aid = secrets.token_hex(16)
-        key = _key(reg.app)
+        key = signing.relay_key(reg.app)
         self.key = key
-        self.tx = _Sender(reg.bus, key, f"{self.aid}:i")
-        self.rx = _Receiver(key, f"{self.aid}:o")
+        self.tx = signing.Sender(reg.bus, key, f"{self.aid}:i")
+        self.rx = signing.Receiver(key, f"{self.aid}:o")
         self.cond = threading.Condition()
         self.items: deque[tuple[bytes, bytes]] = deque()
         self.size = 0
@@ -230,7 +165,7 @@ class _RelayEnd:
             "peer": self.peer,
             "ts": int(time.time()),
         }
-        msg["sig"] = _attach_mac(self.key, msg)
+        msg["sig"] = signing.attach_mac(self.key, msg)
         self.reg.bus.request(msg)
 
     def run(self, cols: int, rows: int) -> None:

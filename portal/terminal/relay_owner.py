@@ -9,17 +9,12 @@ import threading
 import time
 from collections import deque
 
-from portal.terminal import opening
+from portal.terminal import opening, signing
 from portal.terminal.live import Client
 from portal.terminal.relay import (
     ATTACH_MAX_AGE,
     DEAD_AFTER,
     IN_QUEUE_MAX,
-    _attach_mac,
-    _json,
-    _key,
-    _Receiver,
-    _Sender,
 )
 
 log = logging.getLogger(__name__)
@@ -48,9 +43,9 @@ def on_request(reg, msg: dict) -> None:
     sess = reg.get(sid)
     if sess is None and msg.get("server") != reg.server_id:
         return  # another process's session
-    key = _key(reg.app)
+    key = signing.relay_key(reg.app)
     sig = msg.get("sig")
-    if not isinstance(sig, str) or not hmac.compare_digest(sig, _attach_mac(key, msg)):
+    if not isinstance(sig, str) or not hmac.compare_digest(sig, signing.attach_mac(key, msg)):
         log.warning("terminal relay: an unsigned or forged attach request for %s ignored", sid)
         return
     ts = msg.get("ts")
@@ -73,7 +68,7 @@ class _RemoteSocket:
 
     connected = True
 
-    def __init__(self, out: _Sender):
+    def __init__(self, out: signing.Sender):
         self.out = out
 
     def send(self, data) -> None:
@@ -85,10 +80,10 @@ class _RemoteSocket:
 
 def _serve_owner(reg, sess, msg: dict, key: bytes) -> None:
     sid, aid, uid, tv = msg["sid"], msg["aid"], msg.get("user_id"), msg.get("tv")
-    out = _Sender(reg.bus, key, f"{aid}:o")
+    out = signing.Sender(reg.bus, key, f"{aid}:o")
     try:
         if sess is None or sess.closed:
-            out.send(b"e", _json({"type": "error", "message": "that session has ended"}))
+            out.send(b"e", signing.to_json({"type": "error", "message": "that session has ended"}))
             if sess is None:  # the row names this process, which lost it: nobody else can close it
                 reg.on_control(
                     {"op": "close", "sid": sid, "reason": "its server no longer held it"}
@@ -101,7 +96,7 @@ def _serve_owner(reg, sess, msg: dict, key: bytes) -> None:
                 why = opening.denied_now(uid, tv, sess.machine_id)
         if why:
             log.warning("terminal relay: attach to %s refused: %s", sid, why)
-            out.send(b"e", _json({"type": "error", "message": why}))
+            out.send(b"e", signing.to_json({"type": "error", "message": why}))
             return
     except Exception:
         log.exception("terminal relay: checking an attach request for %s failed", sid)
@@ -112,11 +107,11 @@ def _serve_owner(reg, sess, msg: dict, key: bytes) -> None:
 class _OwnerLink:
     """A relayed client of a session held here: frames from the bus in, output out."""
 
-    def __init__(self, reg, sess, msg: dict, key: bytes, out: _Sender):
+    def __init__(self, reg, sess, msg: dict, key: bytes, out: signing.Sender):
         self.reg, self.sess, self.out = reg, sess, out
         self.aid = msg["aid"]
         self.cols, self.rows = msg.get("cols"), msg.get("rows")
-        self.rx = _Receiver(key, f"{self.aid}:i")
+        self.rx = signing.Receiver(key, f"{self.aid}:i")
         self.client = Client(_RemoteSocket(out), str(msg.get("peer") or "")[:64])
         self.client.acks = True  # the relay credits what it wrote when the browser does not ack
         self.lock = threading.Lock()
@@ -163,7 +158,9 @@ class _OwnerLink:
             try:
                 sess.attach(c, True)
             except Exception:
-                self.out.send(b"e", _json({"type": "error", "message": "the session has ended"}))
+                self.out.send(
+                    b"e", signing.to_json({"type": "error", "message": "the session has ended"})
+                )
                 return
             log.info("terminal: re-attach to %s relayed (attachment %s)", sess.sid, self.aid[:8])
             while True:
@@ -174,7 +171,7 @@ class _OwnerLink:
                         last = {"type": "exit", "code": kick[1], "reason": kick[2]}
                     else:
                         last = {"type": "error", "message": kick[1]}
-                    self.out.send(b"e", _json(last))
+                    self.out.send(b"e", signing.to_json(last))
                     return
                 with self.lock:
                     items = list(self.inbox)
