@@ -32,6 +32,17 @@ user_demoted = _events.signal("user-demoted")
 tokens_revoked = _events.signal("tokens-revoked")
 #: session_id, user_id, machine_id, reason (a terminal session ended, by any path)
 session_closed = _events.signal("session-closed")
+#: user (whose factors changed or were used), action ("totp_enrolled", "totp_removed",
+#: "passkey_added", "passkey_removed", "recovery_regenerated", "factors_reset", "used",
+#: "failed", "step_up_ok", "step_up_failed"), method ("totp", "recovery", "passkey" or None),
+#: actor (who did it; the user themself or an admin), details (dict, never a secret or code)
+mfa_event = _events.signal("mfa-event")
+#: user, machine, path, direction ("upload" | "download" | "zip"), size, sha256, duration_ms,
+#: result ("ok" | a short error), details (dict)
+file_transferred = _events.signal("file-transferred")
+#: user, machine, action ("mkdir" | "rename" | "delete" | "chmod" | "edit"), path,
+#: result ("ok" | a short error), details (dict: e.g. new path, mode)
+file_changed = _events.signal("file-changed")
 #: no arguments: the app's process is going away (gunicorn worker exit, tests' teardown)
 app_shutdown = _events.signal("app-shutdown")
 
