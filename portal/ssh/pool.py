@@ -28,7 +28,6 @@ from __future__ import annotations
 import atexit
 import threading
 import time
-from dataclasses import dataclass
 
 import paramiko
 
@@ -37,80 +36,10 @@ from portal.ssh.chansend import open_channels
 from portal.ssh.connect import unreachable
 from portal.ssh.connection import PinnedConnection, open_connection
 from portal.ssh.errors import MachineUnreachable, PoolExhausted
+from portal.ssh.pooled import OPEN_FAILURE_REASONS, ConnectionInfo, PooledConnection, clone_failure
 from portal.ssh.target import Target
 
 __all__ = ["ConnectionInfo", "ConnectionPool", "get_pool", "set_pool"]
-
-# SSH_OPEN_ADMINISTRATIVELY_PROHIBITED, SSH_OPEN_CONNECT_FAILED, ... (RFC 4254 5.1)
-_OPEN_FAILURE_REASONS = {
-    1: "administratively prohibited",
-    2: "connect failed",
-    3: "unknown channel type",
-    4: "resource shortage",
-}
-
-
-def _clone(exc: BaseException) -> BaseException:
-    """A fresh instance of a shared failure, so threads do not share one traceback."""
-    new = type(exc).__new__(type(exc), *exc.args)
-    new.__dict__.update(exc.__dict__)
-    return new
-
-
-@dataclass(frozen=True)
-class ConnectionInfo:
-    """A snapshot of one pooled connection, for tests, admin pages and metrics."""
-
-    target: str
-    transport: paramiko.Transport | None
-    open_channels: int
-    channel_limit: int
-    idle_seconds: float
-    via_gateway: bool
-    connection: PinnedConnection | None = None
-
-
-class _Conn:
-    __slots__ = (
-        "key",
-        "target",
-        "connection",
-        "transport",
-        "ready",
-        "error",
-        "reserved",
-        "channel_limit",
-        "last_busy",
-        "closed",
-    )
-
-    def __init__(self, target: Target, channel_limit: int):
-        self.key = target.pool_key
-        self.target = target
-        self.connection: PinnedConnection | None = None
-        self.transport: paramiko.Transport | None = None  # the connection's, once open
-        self.ready = threading.Event()
-        self.error: BaseException | None = None
-        self.reserved = 0
-        self.channel_limit = channel_limit
-        self.last_busy = time.monotonic()
-        self.closed = False
-
-    def in_use(self) -> int:
-        return self.reserved + open_channels(self.transport)
-
-    def usable(self) -> bool:
-        """Pending, or connected and alive."""
-        if self.closed or self.error is not None:
-            return False
-        if not self.ready.is_set():
-            return True
-        return self.transport is not None and self.transport.is_active()
-
-    def close(self) -> None:
-        self.closed = True
-        if self.connection is not None:
-            self.connection.close()
 
 
 class ConnectionPool:
@@ -131,7 +60,7 @@ class ConnectionPool:
         self.max_channels = max_channels
         self.keepalive = keepalive
         self._lock = threading.Lock()
-        self._conns: dict[tuple, list[_Conn]] = {}
+        self._conns: dict[tuple, list[PooledConnection]] = {}
         self._closed = False
         self._reaper: threading.Thread | None = None
         self._wake = threading.Event()
@@ -200,7 +129,7 @@ class ConnectionPool:
                 with self._lock:
                     conn.reserved -= 1
                     conn.last_busy = time.monotonic()
-        reason = _OPEN_FAILURE_REASONS.get(getattr(last_error, "code", None), "refused")
+        reason = OPEN_FAILURE_REASONS.get(getattr(last_error, "code", None), "refused")
         raise unreachable(target.host, target.port, f"could not open an SSH channel ({reason})")
 
     def open_session(self, target: Target, window_size: int | None = None) -> paramiko.Channel:
@@ -262,7 +191,7 @@ class ConnectionPool:
     def reap(self) -> int:
         """Close dead connections and those idle for longer than `idle_ttl`. Returns how many."""
         now = time.monotonic()
-        doomed: list[_Conn] = []
+        doomed: list[PooledConnection] = []
         with self._lock:
             for key in list(self._conns):
                 keep = []
@@ -315,11 +244,11 @@ class ConnectionPool:
 
     # ------------------------------------------------------------------ internals
 
-    def _reserve(self, target: Target, deadline: float) -> _Conn:
+    def _reserve(self, target: Target, deadline: float) -> PooledConnection:
         """Reserve a channel slot on a usable connection, starting a new connection if needed."""
         while True:
-            evicted: list[_Conn] = []
-            create: _Conn | None = None
+            evicted: list[PooledConnection] = []
+            create: PooledConnection | None = None
             with self._lock:
                 if self._closed:
                     raise PortalError("the SSH connection pool is shut down")
@@ -343,7 +272,7 @@ class ConnectionPool:
                             evicted.append(victim)
                             total -= 1
                     if total < self.max_connections:
-                        c = create = _Conn(target, self.max_channels)
+                        c = create = PooledConnection(target, self.max_channels)
                         c.reserved = 1
                         self._conns.setdefault(target.pool_key, []).append(c)
                         self._ensure_reaper()
@@ -366,7 +295,7 @@ class ConnectionPool:
                 )
             time.sleep(0.05)
 
-    def _idle_victim(self) -> _Conn | None:
+    def _idle_victim(self) -> PooledConnection | None:
         idle = [
             c
             for group in self._conns.values()
@@ -375,7 +304,7 @@ class ConnectionPool:
         ]
         return min(idle, key=lambda c: c.last_busy) if idle else None
 
-    def _establish(self, conn: _Conn) -> None:
+    def _establish(self, conn: PooledConnection) -> None:
         """Connect `conn` (called by the one thread that created it, outside the lock).
 
         Errors are stored on the connection for the threads waiting on it; the
@@ -421,24 +350,24 @@ class ConnectionPool:
             finally:
                 self._release(hop)
 
-    def _release(self, conn: _Conn) -> None:
+    def _release(self, conn: PooledConnection) -> None:
         with self._lock:
             conn.reserved -= 1
             conn.last_busy = time.monotonic()
 
-    def _wait_ready(self, conn: _Conn, deadline: float) -> PinnedConnection:
+    def _wait_ready(self, conn: PooledConnection, deadline: float) -> PinnedConnection:
         if not conn.ready.wait(max(deadline - time.monotonic(), 0) + 1.0):
             raise unreachable(conn.target.host, conn.target.port, "timed out")
         if conn.error is not None:
             error = conn.error
             if isinstance(error, PortalError):
-                raise _clone(error)
+                raise clone_failure(error)
             raise unreachable(conn.target.host, conn.target.port, "the connection failed")
         if conn.connection is None or conn.closed:
             raise unreachable(conn.target.host, conn.target.port, "the connection was closed")
         return conn.connection
 
-    def _discard(self, conn: _Conn) -> None:
+    def _discard(self, conn: PooledConnection) -> None:
         with self._lock:
             group = self._conns.get(conn.key)
             if group and conn in group:
