@@ -1,0 +1,358 @@
+"""The deployment of docs/operations.md, for real: Debian's nginx running
+deploy/nginx/portal-proxy.conf (and the map of deploy/nginx/portal.conf) in front of TWO
+gunicorn portal instances on one PostgreSQL database and one Redis.
+
+PostgreSQL always: two instances cannot share a SQLite file across hosts, so when the suite
+runs on SQLite this module still makes its own PostgreSQL database (on DATABASE_URL when that
+is PostgreSQL, else postgresql://postgres@127.0.0.1:5432/postgres, which this machine and CI
+always have), migrates it and drops it at the end. Redis is a redis-server of its own on a
+free port (no persistence; its keys go with it), nginx runs as the current user with its
+prefix, pid and logs in a temp folder, on free ports.
+
+nginx listens on three ports: the balanced one (round robin over both instances, as in
+production) and one per instance (the same rules, one upstream), so a test can force a
+request onto the instance that does not own a terminal.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import re
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import requests
+
+from tests.conftest import PASSWORD
+from tests.fixtures.terminal import Term, wait_for
+
+pytestmark = pytest.mark.timeout(180)
+
+ROOT = Path(__file__).resolve().parent.parent
+NGINX = "/usr/sbin/nginx"
+PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def migrated_db():
+    """A PostgreSQL database of this module's own (see the module docstring)."""
+    import psycopg
+
+    from portal.cli import upgrade_database
+
+    given = os.environ.get("DATABASE_URL", "")
+    admin = re.sub(
+        r"^postgresql(\+psycopg)?://",
+        "postgresql://",
+        given if given.startswith("postgresql") else PG_DEFAULT,
+    )
+    name = f"portal_topo_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = f"{admin.rsplit('/', 1)[0]}/{name}"
+    try:
+        upgrade_database(url)
+        yield url
+    finally:
+        from portal.extensions import db
+
+        if db.engine is not None:
+            db.engine.dispose()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            )
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    """A redis-server of this module's own, on a free port, nothing written to disk."""
+    port = _free_port()
+    folder = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(folder),
+        ],  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+
+    def up():
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    assert wait_for(up, timeout=10), "redis-server did not start"
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+def _start_instance(n: int, app, tmp_path, redis_url: str, extra_env: dict):
+    port = _free_port()
+    env = {
+        **os.environ,
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "DATABASE_URL": app.config["DATABASE_URL"],
+        "REDIS_URL": redis_url,
+        "SECRET_KEY": app.config["SECRET_KEY"],
+        "PORTAL_VAULT_KEY": app.config["PORTAL_VAULT_KEY"],
+        "PORTAL_INSTANCE_PATH": str(tmp_path / f"instance-{n}"),
+        "PORTAL_RECORDINGS_DIR": str(tmp_path / f"recordings-{n}"),
+        "PORTAL_TRUSTED_PROXIES": "1",
+        "PORTAL_ACCESS_LOG": "0",
+        "PORTAL_THREADS": "32",
+        "PORTAL_WORKERS": "1",
+        **extra_env,
+    }
+    logfile = tmp_path / f"instance-{n}.log"
+    log = open(logfile, "wb")  # noqa: SIM115 - closed at teardown
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "python:portal.gunicorn_conf", "app:app"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    return SimpleNamespace(port=port, proc=proc, log=log, logfile=logfile)
+
+
+def _worker_of(master: int) -> int | None:
+    try:
+        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    except OSError:
+        return None
+    return int(children[0]) if children else None
+
+
+def _nginx_conf(tmp: Path, backends: list[int], ports: dict[str, int]) -> str:
+    site = (ROOT / "deploy/nginx/portal.conf").read_text()
+    (connection_map,) = re.findall(r"^map \$http_upgrade .*?^}", site, re.S | re.M)
+    snippet = ROOT / "deploy/nginx/portal-proxy.conf"
+    user = ""
+    if os.geteuid() == 0:  # else nginx ignores `user`; as root it would switch to nobody
+        user = f"user {pwd.getpwuid(0).pw_name} {grp.getgrgid(0).gr_name};"
+    upstreams = "\n".join(
+        [f"upstream portal {{ {' '.join(f'server 127.0.0.1:{p};' for p in backends)} }}"]
+        + [f"upstream portal_{i} {{ server 127.0.0.1:{p}; }}" for i, p in enumerate(backends)]
+    )
+    servers = "\n".join(
+        f"server {{ listen 127.0.0.1:{port}; set $portal_upstream {name}; include {snippet}; }}"
+        for name, port in ports.items()
+    )
+    temp = "\n".join(
+        f"{kind}_temp_path {tmp}/{kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    return f"""
+{user}
+daemon off;
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log info;
+events {{ worker_connections 512; }}
+http {{
+    access_log {tmp}/access.log;
+    {temp}
+    {connection_map}
+    {upstreams}
+    {servers}
+}}
+"""
+
+
+@pytest.fixture
+def topology(app, tmp_path, redis_url, request):
+    """Two portal instances (gunicorn, one worker each) behind nginx. Yields a namespace:
+    `url` (balanced), `via[0]`/`via[1]` (nginx, forced onto instance 0 / 1), `instances`."""
+    import redis
+
+    redis.Redis.from_url(redis_url).flushall()  # rate-limit counters of an earlier test
+    extra = getattr(request, "param", {}) or {}
+    instances = [_start_instance(n, app, tmp_path, redis_url, extra) for n in range(2)]
+    nginx_dir = tmp_path / "nginx"
+    nginx_dir.mkdir()
+    ports = {"portal": _free_port(), "portal_0": _free_port(), "portal_1": _free_port()}
+    conf = nginx_dir / "nginx.conf"
+    conf.write_text(_nginx_conf(nginx_dir, [i.port for i in instances], ports))
+    check = subprocess.run(
+        [NGINX, "-t", "-p", str(nginx_dir), "-c", str(conf)], capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stderr
+    nginx = subprocess.Popen(
+        [NGINX, "-p", str(nginx_dir), "-c", str(conf)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    topo = SimpleNamespace(
+        url=f"http://127.0.0.1:{ports['portal']}",
+        via=[f"http://127.0.0.1:{ports['portal_0']}", f"http://127.0.0.1:{ports['portal_1']}"],
+        instances=instances,
+    )
+    try:
+
+        def up():
+            for inst in instances:
+                assert inst.proc.poll() is None, inst.logfile.read_text(errors="replace")
+            try:
+                return all(
+                    requests.get(f"{u}/health", timeout=1).status_code == 200 for u in topo.via
+                )
+            except requests.RequestException:
+                return False
+
+        assert wait_for(up, timeout=40, interval=0.2), "the topology did not come up"
+        for inst in instances:
+            inst.worker = _worker_of(inst.proc.pid)
+        yield topo
+    finally:
+        nginx.terminate()
+        nginx.wait(10)
+        for inst in instances:
+            try:
+                os.killpg(inst.proc.pid, signal.SIGTERM)
+                inst.proc.wait(20)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+            try:
+                os.killpg(inst.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            inst.proc.wait(10)
+            inst.log.close()
+
+
+def _login(base: str, user) -> str:
+    r = requests.post(
+        f"{base}/api/login", json={"login": user.username, "password": PASSWORD}, timeout=10
+    )
+    assert r.status_code == 200, r.text
+    return r.json()["token"]
+
+
+def _ws(base: str) -> str:
+    return base.replace("http://", "ws://")
+
+
+def _row(app, sid: str):
+    from portal.extensions import db
+    from portal.terminal.models import TerminalSession
+
+    with app.app_context():
+        row = db.session.get(TerminalSession, sid)
+        facts = SimpleNamespace(status=row.status, server_id=row.server_id, reason=row.close_reason)
+        db.session.remove()
+    return facts
+
+
+def _holder_pid(app, sid: str) -> int:
+    return int(_row(app, sid).server_id.split(":")[1])
+
+
+def test_a_terminal_lives_on_whichever_instance_the_proxy_picks(
+    app, topology, make_user, sshd_machine
+):
+    owner = make_user("topoowner")
+    machine = sshd_machine(owner)
+    # Signed in through the proxy (the balanced port); the token works on both instances.
+    token = _login(topology.url, owner)
+    for base in topology.via:
+        r = requests.get(f"{base}/api/machines", headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200, r.text
+
+    path = f"/api/terminal/{machine.agent_id}/ws?token={token}"
+    t = Term(_ws(topology.via[0]) + path)
+    sid = t.wait_control("ready")["session_id"]
+    t.run("TOPO=kept$((20+22)); echo set$((2+2))", r"set4")
+    workers = [inst.worker for inst in topology.instances]
+    assert _holder_pid(app, sid) == workers[0]
+
+    # A watcher on the other instance sees the owner's live output (over the bus).
+    watch = Term(_ws(topology.via[1]) + f"/api/terminal/sessions/{sid}/watch/ws?token={token}")
+    t.run("echo live$((3*3))", r"live9")
+    watch.read_until(r"live9")
+    watch.close()
+
+    # Dropped, then re-attached on the instance that does not own it: relayed to the owner.
+    for base in [topology.via[1], topology.url, topology.url, topology.via[0]]:
+        t.drop()
+        assert wait_for(lambda: _row(app, sid).status == "detached", timeout=15)
+        t = Term(_ws(base) + path + f"&session={sid}", timeout=30)
+        assert t.wait_control("ready") == {"type": "ready", "session_id": sid, "resumed": True}
+        t.run("echo V=$TOPO", r"V=kept42")  # the same shell
+        assert _holder_pid(app, sid) == workers[0]  # still held where it was opened
+    t.close()
+
+
+def test_delete_from_either_instance_ends_the_terminal(app, topology, make_user, sshd_machine):
+    owner = make_user("topodelete")
+    machine = sshd_machine(owner)
+    token = _login(topology.url, owner)
+    headers = {"Authorization": f"Bearer {token}"}
+    path = f"/api/terminal/{machine.agent_id}/ws?token={token}"
+    for base in topology.via:  # owned by instance 0, deleted through 0, then through 1
+        t = Term(_ws(topology.via[0]) + path)
+        sid = t.wait_control("ready")["session_id"]
+        t.run("echo up$((1+1))", r"up2")
+        r = requests.delete(f"{base}/api/terminal/sessions/{sid}", headers=headers, timeout=15)
+        assert r.status_code in (200, 204), r.text
+        msg = t.wait_control("error", timeout=15)
+        assert "closed" in msg["message"]
+        t.drain_close()
+        t.close()
+        assert wait_for(lambda sid=sid: _row(app, sid).status == "closed", timeout=10)
+
+
+@pytest.mark.parametrize("topology", [{"PORTAL_AUTH_RATE_LIMIT": "4 per minute"}], indirect=True)
+def test_sign_in_limits_are_shared_by_the_instances(app, topology, make_user):
+    """Failed sign-ins spread over both instances count against one limit (Redis), per
+    client address as nginx reports it (X-Forwarded-For through ProxyFix)."""
+    user = make_user("topolimited")
+    codes = []
+    for i in range(4):
+        r = requests.post(
+            f"{topology.via[i % 2]}/api/login",
+            json={"login": user.username, "password": "wrong-password-1"},
+            timeout=10,
+        )
+        codes.append(r.status_code)
+    assert codes == [401, 401, 401, 401]
+    for base in topology.via:  # the fifth, on either instance, is refused
+        r = requests.post(
+            f"{base}/api/login", json={"login": user.username, "password": PASSWORD}, timeout=10
+        )
+        assert r.status_code == 429, r.text
+        assert "error" in r.json()
