@@ -154,6 +154,9 @@ def load_config(instance_path: str, given: Mapping | None = None) -> dict:
         "PORTAL_MAX_WATCHERS_PER_USER": _int("PORTAL_MAX_WATCHERS_PER_USER", 10),
         "PORTAL_MAX_WATCHERS_PER_SESSION": _int("PORTAL_MAX_WATCHERS_PER_SESSION", 20),
         "PORTAL_SESSION_GRACE": _int("PORTAL_SESSION_GRACE", 120),
+        # Seconds another terminal server may go unseen (no heartbeat in Redis, or its process
+        # gone on this host) before a live one closes its sessions as "server lost".
+        "PORTAL_SERVER_LEASE": _int("PORTAL_SERVER_LEASE", 35),
         "PORTAL_IDLE_TIMEOUT": _int("PORTAL_IDLE_TIMEOUT", 3600),
         "PORTAL_RECORDINGS_DIR": env("PORTAL_RECORDINGS_DIR") or str(instance / "recordings"),
         "PORTAL_RECORDING_RETENTION_DAYS": _int("PORTAL_RECORDING_RETENTION_DAYS", 30),

@@ -356,3 +356,35 @@ def test_sign_in_limits_are_shared_by_the_instances(app, topology, make_user):
         )
         assert r.status_code == 429, r.text
         assert "error" in r.json()
+
+
+@pytest.mark.parametrize("topology", [{"PORTAL_SERVER_LEASE": "3"}], indirect=True)
+def test_a_killed_instance_s_sessions_are_closed_by_the_survivor(
+    app, topology, make_user, sshd_machine
+):
+    """SIGKILL (no goodbye, no row written): the surviving instance finds the holder gone
+    and closes its sessions as "server lost" after the lease (3 s here, 35 s by default);
+    a client of the dead instance that reconnects through the proxy is told it ended."""
+    owner = make_user("topokilled")
+    machine = sshd_machine(owner)
+    token = _login(topology.url, owner)
+    path = f"/api/terminal/{machine.agent_id}/ws?token={token}"
+    t = Term(_ws(topology.via[1]) + path)
+    sid = t.wait_control("ready")["session_id"]
+    t.run("echo up$((1+1))", r"up2")
+    victim = topology.instances[1]
+    assert _holder_pid(app, sid) == victim.worker
+
+    os.killpg(victim.proc.pid, signal.SIGKILL)
+    victim.proc.wait(10)
+    t.drain_close()  # nginx lost its upstream: the socket ends
+    t.close()
+    assert wait_for(lambda: _row(app, sid).status == "closed", timeout=30)
+    assert _row(app, sid).reason == "server lost"
+
+    # The balanced port still works (nginx passes over the dead instance), and the
+    # re-attach is refused with the reason.
+    again = Term(_ws(topology.url) + path + f"&session={sid}", timeout=30)
+    msg = again.wait_control("error")
+    assert "ended" in msg["message"] or "closed" in msg["message"], msg
+    again.close()
