@@ -81,41 +81,55 @@ def migrated_db():
             conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory):
-    """A redis-server of this module's own, on a free port, nothing written to disk."""
-    port = _free_port()
-    folder = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(folder),
-        ],  # fmt: skip
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
+class RedisServer:
+    """A redis-server of this module's own, on a free port, nothing written to disk; a test
+    can stop and start it again on the same port (a Redis restart)."""
 
-    def up():
+    def __init__(self, folder: Path):
+        self.port = _free_port()
+        self.folder = folder
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc = None
+
+    def _up(self) -> bool:
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                 return True
         except OSError:
             return False
 
-    assert wait_for(up, timeout=10), "redis-server did not start"
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.folder),
+            ],  # fmt: skip
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        assert wait_for(self._up, timeout=10), "redis-server did not start"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory):
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    if server.proc.poll() is None:
+        server.stop()
 
 
 def _start_instance(n: int, app, tmp_path, redis_url: str, extra_env: dict):
@@ -194,11 +208,14 @@ http {{
 
 
 @pytest.fixture
-def topology(app, tmp_path, redis_url, request):
+def topology(app, tmp_path, redis_server, request):
     """Two portal instances (gunicorn, one worker each) behind nginx. Yields a namespace:
     `url` (balanced), `via[0]`/`via[1]` (nginx, forced onto instance 0 / 1), `instances`."""
     import redis
 
+    redis_url = redis_server.url
+    if redis_server.proc.poll() is not None:  # an earlier test left it stopped
+        redis_server.start()
     redis.Redis.from_url(redis_url).flushall()  # rate-limit counters of an earlier test
     extra = getattr(request, "param", {}) or {}
     instances = [_start_instance(n, app, tmp_path, redis_url, extra) for n in range(2)]
@@ -388,3 +405,49 @@ def test_a_killed_instance_s_sessions_are_closed_by_the_survivor(
     msg = again.wait_control("error")
     assert "ended" in msg["message"] or "closed" in msg["message"], msg
     again.close()
+
+
+def test_a_redis_restart_leaves_terminals_running(
+    app, topology, redis_server, make_user, sshd_machine
+):
+    """Redis down: terminals keep working, pages and sign-in keep answering (the rate limits
+    fall back to per-process memory: a documented choice, not a 500 storm). Redis back: the
+    bus reconnects by itself and a watcher on the other instance sees output again."""
+    owner = make_user("toporedis")
+    machine = sshd_machine(owner)
+    token = _login(topology.url, owner)
+    headers = {"Authorization": f"Bearer {token}"}
+    t = Term(_ws(topology.via[0]) + f"/api/terminal/{machine.agent_id}/ws?token={token}")
+    sid = t.wait_control("ready")["session_id"]
+    watch = Term(_ws(topology.via[1]) + f"/api/terminal/sessions/{sid}/watch/ws?token={token}")
+    t.run("echo before$((1+1))", r"before2")
+    watch.read_until(r"before2")
+
+    redis_server.stop()
+    t.run("echo during$((2+2))", r"during4")  # the terminal does not need Redis
+    for base in topology.via:
+        assert requests.get(f"{base}/api/machines", headers=headers, timeout=10).ok
+        r = requests.post(
+            f"{base}/api/login",
+            json={"login": owner.username, "password": PASSWORD},
+            timeout=10,
+        )
+        assert r.status_code == 200, r.text
+
+    redis_server.start()
+    n = 0
+
+    def watcher_sees_output():
+        nonlocal n
+        n += 1
+        t.run(f"echo after$(({n}*1000+1))", rf"after{n * 1000 + 1}")
+        try:
+            watch.read_until(rf"after{n * 1000 + 1}", timeout=0.5)
+            return True
+        except Exception:
+            return False
+
+    assert wait_for(watcher_sees_output, timeout=5, interval=0.1)
+    assert _row(app, sid).status == "active"
+    watch.close()
+    t.close()
