@@ -132,6 +132,70 @@ def redis_server(tmp_path_factory):
         server.stop()
 
 
+class TcpRelay:
+    """A TCP relay in front of the shared PostgreSQL: cut() drops every connection and stops
+    listening (the database as the portal sees it is gone), restore() listens again on the
+    same port. The machine's PostgreSQL itself is never touched."""
+
+    def __init__(self, target: tuple[str, int]):
+        import threading
+
+        self.target = target
+        self.port = _free_port()
+        self.lock = threading.Lock()
+        self.conns: list[socket.socket] = []
+        self.listener = None
+
+    def restore(self) -> None:
+        import threading
+
+        self.listener = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
+        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
+
+    def _accept(self, listener) -> None:
+        import threading
+
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self.lock:
+                self.conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src, dst) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self) -> None:
+        self.listener.close()
+        with self.lock:
+            conns, self.conns = self.conns, []
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+
 def _start_instance(n: int, app, tmp_path, redis_url: str, extra_env: dict):
     port = _free_port()
     env = {
@@ -217,7 +281,12 @@ def topology(app, tmp_path, redis_server, request):
     if redis_server.proc.poll() is not None:  # an earlier test left it stopped
         redis_server.start()
     redis.Redis.from_url(redis_url).flushall()  # rate-limit counters of an earlier test
-    extra = getattr(request, "param", {}) or {}
+    extra = dict(getattr(request, "param", {}) or {})
+    if extra.get("DATABASE_URL") == "relay":  # through the pg_relay fixture's TCP relay
+        relay = request.getfixturevalue("pg_relay")
+        extra["DATABASE_URL"] = re.sub(
+            r"@[^/]+/", f"@127.0.0.1:{relay.port}/", app.config["DATABASE_URL"]
+        )
     instances = [_start_instance(n, app, tmp_path, redis_url, extra) for n in range(2)]
     nginx_dir = tmp_path / "nginx"
     nginx_dir.mkdir()
@@ -451,3 +520,51 @@ def test_a_redis_restart_leaves_terminals_running(
     assert _row(app, sid).status == "active"
     watch.close()
     t.close()
+
+
+@pytest.fixture
+def pg_relay(app):
+    from sqlalchemy.engine import make_url
+
+    url = make_url(app.config["DATABASE_URL"])
+    relay = TcpRelay((url.host or "127.0.0.1", url.port or 5432))
+    relay.restore()
+    yield relay
+    relay.cut()
+
+
+@pytest.mark.parametrize("topology", [{"DATABASE_URL": "relay"}], indirect=True)
+def test_a_database_outage_is_a_503_and_passes_by_itself(
+    app, topology, pg_relay, make_user, sshd_machine
+):
+    owner = make_user("topodb")
+    machine = sshd_machine(owner)
+    token = _login(topology.url, owner)
+    headers = {"Authorization": f"Bearer {token}"}
+    t = Term(_ws(topology.via[0]) + f"/api/terminal/{machine.agent_id}/ws?token={token}")
+    sid = t.wait_control("ready")["session_id"]
+    t.run("echo before$((1+1))", r"before2")
+
+    pg_relay.cut()
+    for base in topology.via:
+        r = requests.get(f"{base}/api/machines", headers=headers, timeout=20)
+        assert r.status_code == 503, r.text
+        assert r.json()["error"] == "the database is unreachable; try again in a moment"
+        assert r.headers["Retry-After"] == "5"
+    t.run("echo during$((2+2))", r"during4")  # the live terminal does not need it
+
+    pg_relay.restore()
+    assert wait_for(
+        lambda: all(
+            requests.get(f"{b}/api/machines", headers=headers, timeout=5).status_code == 200
+            for b in topology.via
+        ),
+        timeout=5,
+        interval=0.2,
+    )
+    t.run("echo after$((3+3))", r"after6")
+    assert _row(app, sid).status == "active"
+    t.send("exit\r")  # the shell ends: its row is written on the database that came back
+    t.wait_control("exit")
+    t.close()
+    assert wait_for(lambda: _row(app, sid).status == "closed", timeout=10)
