@@ -107,8 +107,9 @@ def _register_blueprints(app: Flask) -> None:
     from portal.accounts.api import bp as accounts_api
     from portal.accounts.views import bp as accounts_views
     from portal.health import bp as health
+    from portal.pwa import bp as pwa
 
-    for bp in (health, accounts_api, accounts_views):
+    for bp in (health, accounts_api, accounts_views, pwa):
         app.register_blueprint(bp)
     # Every feature package registers its blueprints, CLI and hooks: portal.<feature>.register(app).
     for feature in ("dashboard", "machines", "terminal", "community"):

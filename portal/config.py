@@ -154,6 +154,9 @@ def load_config(instance_path: str, given: Mapping | None = None) -> dict:
         "PORTAL_MAX_WATCHERS_PER_USER": _int("PORTAL_MAX_WATCHERS_PER_USER", 10),
         "PORTAL_MAX_WATCHERS_PER_SESSION": _int("PORTAL_MAX_WATCHERS_PER_SESSION", 20),
         "PORTAL_SESSION_GRACE": _int("PORTAL_SESSION_GRACE", 120),
+        # Seconds another terminal server may go unseen (no heartbeat in Redis, or its process
+        # gone on this host) before a live one closes its sessions as "server lost".
+        "PORTAL_SERVER_LEASE": _int("PORTAL_SERVER_LEASE", 35),
         "PORTAL_IDLE_TIMEOUT": _int("PORTAL_IDLE_TIMEOUT", 3600),
         "PORTAL_RECORDINGS_DIR": env("PORTAL_RECORDINGS_DIR") or str(instance / "recordings"),
         "PORTAL_RECORDING_RETENTION_DAYS": _int("PORTAL_RECORDING_RETENTION_DAYS", 30),
@@ -189,6 +192,10 @@ def load_config(instance_path: str, given: Mapping | None = None) -> dict:
         "WTF_CSRF_TIME_LIMIT": None,
         "RATELIMIT_STORAGE_URI": redis_url or "memory://",
         "RATELIMIT_HEADERS_ENABLED": True,
+        # Redis down: the limits fall back to per-process memory (still limits, not shared)
+        # and a storage error lets the request through rather than answering 500.
+        "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
+        "RATELIMIT_SWALLOW_ERRORS": True,
         "SOCK_SERVER_OPTIONS": {"ping_interval": 25, "max_message_size": 1024 * 1024},
     }
     return cfg

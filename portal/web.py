@@ -274,6 +274,19 @@ def init_app(app) -> None:
         resp.headers["Retry-After"] = "5"
         return resp
 
+    @app.errorhandler(sa_exc.OperationalError)
+    @app.errorhandler(sa_exc.InterfaceError)
+    def _db_down(err: Exception):
+        # The database cannot be reached (restarting, network cut): nothing is wrong with
+        # the request. pool_pre_ping replaces the dead connections once it is back.
+        log.warning("database unreachable on %s %s: %s", request.method, request.path, err.orig)
+        msg = "the database is unreachable; try again in a moment"
+        resp = make_response(
+            error_json(msg, 503, "database_unavailable") if wants_json() else render_error(503, msg)
+        )
+        resp.headers["Retry-After"] = "5"
+        return resp
+
     @app.errorhandler(Exception)
     def _unexpected(err: Exception):
         log.exception("unhandled error on %s %s", request.method, request.path)

@@ -5,8 +5,8 @@
 #
 #   run   what running the portal needs: openssh-client, curl
 #   test  everything running and testing need: the above plus openssh-server
-#         (tests start a real sshd), chromium (browser tests),
-#         fonts-dejavu-core, ca-certificates, procps
+#         (tests start a real sshd), chromium (browser tests), nginx (the
+#         two-instance topology test), fonts-dejavu-core, ca-certificates, procps
 #
 # If everything is already installed it does nothing and exits 0 at once
 # (no apt-get update). Otherwise:
@@ -27,7 +27,7 @@ case "$mode" in
     packages=(openssh-client curl)
     ;;
   test)
-    packages=(openssh-server openssh-client chromium fonts-dejavu-core ca-certificates curl procps)
+    packages=(openssh-server openssh-client chromium nginx fonts-dejavu-core ca-certificates curl procps)
     ;;
   -h|--help|help)
     usage
@@ -58,6 +58,7 @@ binary_of() {
     openssh-server) echo /usr/sbin/sshd ;;
     openssh-client) echo /usr/bin/ssh ;;
     chromium) echo /usr/bin/chromium ;;
+    nginx) echo /usr/sbin/nginx ;;
     curl) echo /usr/bin/curl ;;
     *) echo "" ;;
   esac

@@ -2,8 +2,8 @@
 
 It closes sessions past their grace period (detached) or idle timeout, logs command lines
 whose echo never came, writes the byte counters every 5 s, prunes recordings past their
-retention every hour, sends the bus heartbeat (Redis) and subscribes to the bus again when
-Redis was down.
+retention every hour, sends the bus heartbeat (Redis), subscribes to the bus again when
+Redis was down, and closes the sessions of terminal servers that are gone ("server lost").
 """
 
 from __future__ import annotations
@@ -23,13 +23,15 @@ log = logging.getLogger(__name__)
 
 PRUNE_EVERY = 3600.0  # seconds between recording-retention sweeps
 FLUSH_EVERY = 5.0  # seconds between byte-counter writes
-BEAT_EVERY = 10.0  # seconds between bus heartbeats (the key lives 35 s)
+BEAT_EVERY = 10.0  # seconds between bus heartbeats at most (the key lives PORTAL_SERVER_LEASE)
+LOST_REASON = "server lost"
 
 
 class Janitor:
     def __init__(self, registry):
         self.registry = registry
         self._stop = threading.Event()
+        self.unseen: dict[str, float] = {}  # server id -> when it was first found gone
 
     def start(self) -> None:
         threading.Thread(target=self._run, name="terminal-janitor", daemon=True).start()
@@ -39,7 +41,8 @@ class Janitor:
 
     def _run(self) -> None:
         reg = self.registry
-        last_flush = last_beat = 0.0
+        last_flush = last_beat = last_sweep = 0.0
+        beat_every = min(BEAT_EVERY, reg.lease / 3)
         last_prune = time.monotonic()  # pruned at start-up (portal.terminal._on_start)
         while not self._stop.wait(1.0):
             now = time.monotonic()
@@ -66,12 +69,15 @@ class Janitor:
             if now - last_prune >= PRUNE_EVERY:  # retention holds in a long-running process
                 last_prune = now
                 reg.submit(prune)
-            if reg.bus.kind == "redis" and now - last_beat >= BEAT_EVERY:
+            if reg.bus.kind == "redis" and now - last_beat >= beat_every:
                 last_beat = now
                 try:
-                    reg.bus.heartbeat(reg.server_id, 35)
+                    reg.bus.heartbeat(reg.server_id, reg.lease)
                 except Exception:
                     log.warning("terminal bus heartbeat failed", exc_info=True)
+            if now - last_sweep >= beat_every:
+                last_sweep = now
+                reg.submit(close_lost, reg, self.unseen)
 
 
 def prune() -> None:
@@ -101,3 +107,45 @@ def flush_counters(sessions) -> None:
         rows.append({"sid": s.sid, "b_in": counters[0], "b_out": counters[1], "at": now})
         s.flushed = counters
     db.session.execute(stmt, rows)
+
+
+def close_lost(reg, unseen: dict[str, float]) -> None:
+    """Close the live rows of terminal servers that are gone: a process of this host that no
+    longer runs, or (Redis) another host whose heartbeat has been missing for a whole lease.
+    A server is declared lost only after `reg.lease` seconds unseen, so a Redis restart (the
+    heartbeat keys gone until the next beat) or one failed look-up closes nothing."""
+    from sqlalchemy import select
+
+    from portal.terminal.models import LIVE
+    from portal.terminal.services import owner_running
+    from portal.terminal.writer import end_row
+
+    rows = db.session.scalars(
+        select(TerminalSession).where(
+            TerminalSession.status.in_(LIVE),
+            TerminalSession.server_id.is_not(None),
+            TerminalSession.server_id != reg.server_id,
+        )
+    ).all()
+    now = time.monotonic()
+    verdict: dict[str, bool] = {}
+    for row in rows:
+        sid = row.server_id
+        if sid not in verdict:
+            try:
+                running = owner_running(reg, row)
+            except Exception:  # Redis down: nothing can be told
+                log.warning("terminal janitor: could not tell whether %s runs", sid)
+                running = True
+            if running is False:
+                first = unseen.setdefault(sid, now)
+                verdict[sid] = now - first >= reg.lease
+            else:
+                unseen.pop(sid, None)
+                verdict[sid] = False
+        if verdict[sid]:
+            log.warning("terminal session %s: its server %s is gone; closed", row.id, sid)
+            end_row(row, LOST_REASON)
+    for sid in [s for s in unseen if s not in verdict]:
+        unseen.pop(sid, None)
+    db.session.flush()

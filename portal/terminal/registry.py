@@ -85,6 +85,7 @@ class Registry:
         self.app = app
         cfg = app.config
         self.grace = int(cfg.get("PORTAL_SESSION_GRACE", 120))
+        self.lease = max(int(cfg.get("PORTAL_SERVER_LEASE", 35) or 35), 3)
         self.idle_timeout = int(cfg.get("PORTAL_IDLE_TIMEOUT", 0) or 0)
         self.cap = int(cfg.get("PORTAL_MAX_SESSIONS_PER_USER", 0) or 0)
         self.server_id = make_server_id()
@@ -184,7 +185,7 @@ class Registry:
                 why = self._shut_reason
         if self.bus.kind == "redis":
             try:
-                self.bus.heartbeat(self.server_id, 35)
+                self.bus.heartbeat(self.server_id, self.lease)
             except Exception:
                 log.warning("terminal bus heartbeat failed", exc_info=True)
         return why

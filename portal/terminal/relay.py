@@ -87,8 +87,10 @@ def serve_if_held_elsewhere(ws, user, agent_id: str, *, args, ticket_agent, clie
         _close(ws, 1008, err.message, error=True)
         return True
     finally:
+        # Rolled back, not removed: on `return False` the caller goes on with `user`, which
+        # must stay attached (a detached one cannot be read: a 500 after the upgrade).
         db.session.rollback()
-        db.session.remove()
+    db.session.remove()  # no DB connection held for the life of the relay
     try:
         ws.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # keystrokes, echoes
     except (OSError, AttributeError):

@@ -25,3 +25,12 @@
     });
   });
 })();
+
+/* Installable on a phone: the service worker (static shell and an offline page only). */
+(function () {
+  if ("serviceWorker" in navigator && window.isSecureContext) {
+    window.addEventListener("load", function () {
+      navigator.serviceWorker.register("/sw.js", { scope: "/" }).catch(function () {});
+    });
+  }
+})();
