@@ -64,6 +64,9 @@ def create_app(config: dict | None = None) -> Flask:
     limiter.init_app(app)
     sock.init_app(app)
     web.init_app(app)
+    from portal import metrics
+
+    metrics.init_app(app)
 
     from portal.accounts import oauth
 

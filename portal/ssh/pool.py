@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import paramiko
 
+from portal import metrics
 from portal.errors import PortalError
 from portal.ssh.chansend import open_channels
 from portal.ssh.connect import unreachable
@@ -108,8 +109,10 @@ class _Conn:
         return self.transport is not None and self.transport.is_active()
 
     def close(self) -> None:
-        self.closed = True
+        was_open, self.closed = not self.closed, True
         if self.connection is not None:
+            if was_open:
+                metrics.SSH_CONNECTIONS.dec()
             self.connection.close()
 
 
@@ -387,12 +390,16 @@ class ConnectionPool:
             transport = connection.transport
             if self.keepalive:
                 transport.set_keepalive(self.keepalive)
+            metrics.SSH_HANDSHAKES.labels("ok").inc()
             with self._lock:
                 conn.connection, conn.transport = connection, transport
                 self.handshakes += 1
                 if conn.closed:  # close_all() ran while we were connecting
                     connection.close()
+                else:
+                    metrics.SSH_CONNECTIONS.inc()
         except BaseException as exc:
+            metrics.SSH_HANDSHAKES.labels("failed").inc()
             conn.error = exc
             with self._lock:
                 group = self._conns.get(conn.key)

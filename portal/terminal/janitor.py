@@ -14,6 +14,7 @@ import time
 
 from sqlalchemy import bindparam, update
 
+from portal import metrics
 from portal.db import utcnow
 from portal.extensions import db
 from portal.terminal import recordings
@@ -41,8 +42,10 @@ class Janitor:
         reg = self.registry
         last_flush = last_beat = 0.0
         last_prune = time.monotonic()  # pruned at start-up (portal.terminal._on_start)
+        due = time.monotonic() + 1.0
         while not self._stop.wait(1.0):
             now = time.monotonic()
+            metrics.JOB_LAG.observe(max(0.0, now - due))
             if not reg.subscribed:
                 reg.subscribe()
             live = reg.live()
@@ -72,6 +75,7 @@ class Janitor:
                     reg.bus.heartbeat(reg.server_id, 35)
                 except Exception:
                     log.warning("terminal bus heartbeat failed", exc_info=True)
+            due = time.monotonic() + 1.0  # the next tick: 1 s after this one's work ended
 
 
 def prune() -> None:

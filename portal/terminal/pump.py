@@ -17,6 +17,8 @@ import time
 
 import paramiko
 
+from portal import metrics
+
 log = logging.getLogger(__name__)
 
 FRAME_MAX = 64 * 1024
@@ -121,6 +123,7 @@ def _output(sess, data: bytes) -> None:
     with sess.lock:
         sess.ring.append(data)
         sess.bytes_out += len(data)
+        metrics.TERMINAL_BYTES.labels("out").inc(len(data))
         sess.last_activity = time.monotonic()
         c = sess.client
         if c is not None:
