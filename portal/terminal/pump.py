@@ -11,6 +11,7 @@ remote program. Only public calls of paramiko's `Channel` are used.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -35,8 +36,12 @@ WINDOW = 256 * 1024
 
 def start(sess) -> threading.Thread:
     """Start the pump of a live session (live.LiveSession) in a thread of its own."""
+    # In the opening request's context: its request id stays on the pump's log lines.
     thread = threading.Thread(
-        target=run, args=(sess,), name=f"terminal-pump-{sess.sid[:8]}", daemon=True
+        target=contextvars.copy_context().run,
+        args=(run, sess),
+        name=f"terminal-pump-{sess.sid[:8]}",
+        daemon=True,
     )
     thread.start()
     return thread
