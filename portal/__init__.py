@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from importlib import metadata
 
@@ -42,10 +41,10 @@ def create_app(config: dict | None = None) -> Flask:
         private_dir(app.config[folder])
     app.config["PORTAL_VERSION"] = __version__
 
+    from portal import logs
+
     if not app.debug and not app.testing:
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+        logs.configure(os.environ.get("PORTAL_LOG_FORMAT", "text").strip().lower())
 
     if app.config["PORTAL_TRUSTED_PROXIES"]:
         from werkzeug.middleware.proxy_fix import ProxyFix
@@ -64,6 +63,10 @@ def create_app(config: dict | None = None) -> Flask:
     limiter.init_app(app)
     sock.init_app(app)
     web.init_app(app)
+    from portal import metrics
+
+    metrics.init_app(app)
+    logs.init_app(app)
 
     from portal.accounts import oauth
 
@@ -112,7 +115,7 @@ def _register_blueprints(app: Flask) -> None:
     for bp in (health, accounts_api, accounts_views, pwa):
         app.register_blueprint(bp)
     # Every feature package registers its blueprints, CLI and hooks: portal.<feature>.register(app).
-    for feature in ("dashboard", "machines", "terminal", "community"):
+    for feature in ("dashboard", "machines", "terminal", "community", "openapi"):
         importlib.import_module(f"portal.{feature}").register(app)
 
 

@@ -90,3 +90,27 @@ def worker_exit(server, worker):
         signals.shutdown(app)
     except Exception:  # noqa: S110 - best effort on the way out
         pass
+
+
+# Metrics (portal/metrics.py): every worker writes its figures into one folder and a scrape
+# served by any worker sums them. The folder must be known before the workers import
+# prometheus_client; a private temporary one unless PROMETHEUS_MULTIPROC_DIR names one.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    import tempfile
+
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="portal-metrics-")
+
+
+def on_starting(server):
+    """Figures left by an earlier run of this server are not this run's: start from zero."""
+    import glob
+
+    for path in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
+        os.remove(path)
+
+
+def child_exit(server, worker):
+    """A worker gone: its live gauges (terminals, watchers, SSH connections) stop counting."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

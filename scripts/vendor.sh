@@ -53,7 +53,7 @@ node -e '
 # Build the new tree in a staging dir, then swap it in, so a failure midway
 # leaves static/vendor/ as it was.
 STAGE="$TMP/stage"
-mkdir -p "$STAGE/htmx" "$STAGE/xterm" "$STAGE/asciinema-player"
+mkdir -p "$STAGE/htmx" "$STAGE/xterm" "$STAGE/asciinema-player" "$STAGE/swagger-ui"
 
 # htmx: the minified browser build, defines window.htmx.
 cp "$NM/htmx.org/dist/htmx.min.js" "$STAGE/htmx/htmx.min.js"
@@ -93,10 +93,16 @@ cp "$NM/asciinema-player/LICENSE" "$STAGE/asciinema-player/LICENSE"
 } > "$STAGE/asciinema-player/THIRD-PARTY-LICENSES"
 
 # Swap in: replace only the generated folders; keep README.md and package.json.
-for d in htmx xterm asciinema-player; do
+# swagger-ui-dist: the /api/docs page (bundle + CSS; the initializer is our static/js/api-docs.js).
+for f in swagger-ui-bundle.js swagger-ui.css LICENSE NOTICE; do
+  cp "$NM/swagger-ui-dist/$f" "$STAGE/swagger-ui/$f"
+done
+cp "$NM/swagger-ui-dist/swagger-ui-bundle.js.LICENSE.txt" "$STAGE/swagger-ui/THIRD-PARTY-LICENSES"
+
+for d in htmx xterm asciinema-player swagger-ui; do
   rm -rf "$VENDOR/$d"
   cp -R "$STAGE/$d" "$VENDOR/$d"
 done
-chmod -R u=rwX,go=rX "$VENDOR/htmx" "$VENDOR/xterm" "$VENDOR/asciinema-player"
+chmod -R u=rwX,go=rX "$VENDOR/htmx" "$VENDOR/xterm" "$VENDOR/asciinema-player" "$VENDOR/swagger-ui"
 
 echo "vendor.sh: static/vendor re-created from $(node -p 'Object.entries(require(process.argv[1]).dependencies).map(([n,v])=>n+"@"+v).join(", ")' "$PINS")"

@@ -8,7 +8,7 @@ import re
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy import func, select
 
-from portal import signals
+from portal import metrics, signals
 from portal.accounts.models import User
 from portal.accounts.passwords import check_password_strength, dummy_hash, hasher
 from portal.accounts.settings import signup_open
@@ -125,6 +125,14 @@ def create_user(
 
 def authenticate(login, password) -> User:
     """Password sign-in. One message for every failure: no account enumeration."""
+    try:
+        return _authenticate(login, password)
+    except AuthenticationRequired:
+        metrics.SIGNIN_FAILURES.inc()
+        raise
+
+
+def _authenticate(login, password) -> User:
     failure = AuthenticationRequired("invalid login or password")
     if not isinstance(login, str) or not isinstance(password, str) or len(password) > 1024:
         raise failure

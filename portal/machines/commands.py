@@ -5,9 +5,10 @@ command log rows they write. No DB connection is held while a command runs.
 from __future__ import annotations
 
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
-from portal import ssh
+from portal import metrics, ssh
 from portal.db import utcnow
 from portal.errors import (
     CommandTimeout,
@@ -126,6 +127,21 @@ def _record_outside(machine_id: int, user_id, *, status=None, message=None, log=
         s.close()
 
 
+def _timed_run(target, command: str, timeout):
+    """ssh.run, with its latency observed by outcome (ok, timeout, failed) for /metrics."""
+    started = time.perf_counter()
+    outcome = "failed"
+    try:
+        result = ssh.run(target, command, timeout=timeout)
+        outcome = "ok"
+        return result
+    except CommandTimeout:
+        outcome = "timeout"
+        raise
+    finally:
+        metrics.EXEC_LATENCY.labels(outcome).observe(time.perf_counter() - started)
+
+
 def run_command(
     user, machine: Machine, data: dict, *, source: str = "api"
 ) -> tuple[ssh.ExecResult, CommandLog]:
@@ -135,7 +151,7 @@ def run_command(
     target = ssh_target(machine, user)
     db.release()  # no DB connection (or SQLite write lock) held while the command runs
     try:
-        result = ssh.run(target, command, timeout=timeout)
+        result = _timed_run(target, command, timeout)
     except CommandTimeout:
         _record_outside(
             machine.id,

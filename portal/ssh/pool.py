@@ -31,6 +31,7 @@ import time
 
 import paramiko
 
+from portal import metrics
 from portal.errors import PortalError
 from portal.ssh.chansend import open_channels
 from portal.ssh.connect import unreachable
@@ -316,12 +317,16 @@ class ConnectionPool:
             transport = connection.transport
             if self.keepalive:
                 transport.set_keepalive(self.keepalive)
+            metrics.SSH_HANDSHAKES.labels("ok").inc()
             with self._lock:
                 conn.connection, conn.transport = connection, transport
                 self.handshakes += 1
                 if conn.closed:  # close_all() ran while we were connecting
                     connection.close()
+                else:
+                    metrics.SSH_CONNECTIONS.inc()
         except BaseException as exc:
+            metrics.SSH_HANDSHAKES.labels("failed").inc()
             conn.error = exc
             with self._lock:
                 group = self._conns.get(conn.key)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import paramiko
 
+from portal import metrics
 from portal.ssh.chansend import open_channels
 from portal.ssh.connection import PinnedConnection
 from portal.ssh.target import Target
@@ -81,6 +82,8 @@ class PooledConnection:
         return self.transport is not None and self.transport.is_active()
 
     def close(self) -> None:
-        self.closed = True
+        was_open, self.closed = not self.closed, True
         if self.connection is not None:
+            if was_open:
+                metrics.SSH_CONNECTIONS.dec()
             self.connection.close()

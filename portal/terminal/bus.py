@@ -23,6 +23,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 
+from portal import metrics
 from portal.terminal import signing
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ class LocalBus:
         return self._subs.has(sid)
 
     def publish_output(self, sid: str, data: bytes) -> None:
+        metrics.BUS_MESSAGES.labels("output").inc()
         self._subs.deliver(sid, "o", None, data)
 
     def publish_snapshot(self, sid: str, nonce: str, data: bytes) -> None:
@@ -109,6 +111,7 @@ class LocalBus:
 
     # relay (one reader per channel: an attachment's two ends) -------------
     def publish_relay(self, key: str, data: bytes) -> None:
+        metrics.BUS_MESSAGES.labels("relay").inc()
         self._deliver_relay(key, data)
 
     def subscribe_relay(self, key: str, cb: RelayCallback) -> str:
@@ -131,6 +134,7 @@ class LocalBus:
         self._control = fn
 
     def request(self, msg: dict) -> None:
+        metrics.BUS_MESSAGES.labels("control").inc()
         if self._control is not None:
             self._control(msg)
 
@@ -279,6 +283,7 @@ class RedisBus(LocalBus):
         return True  # watchers may sit in another process
 
     def _publish_out(self, sid: str, data: bytes) -> None:
+        metrics.BUS_MESSAGES.labels("output").inc()
         channel = self._out(sid)
         self.redis.publish(channel, signing.seal(self.key, channel, data))
 
@@ -304,6 +309,7 @@ class RedisBus(LocalBus):
             self._ensure_listener()
 
     def publish_relay(self, key: str, data: bytes) -> None:
+        metrics.BUS_MESSAGES.labels("relay").inc()
         self.redis.publish(f"{self.prefix}:relay:{key}", data)
 
     def subscribe_relay(self, key: str, cb: RelayCallback) -> str:
@@ -311,6 +317,7 @@ class RedisBus(LocalBus):
         return super().subscribe_relay(key, cb)
 
     def request(self, msg: dict) -> None:
+        metrics.BUS_MESSAGES.labels("control").inc()
         self.redis.publish(f"{self.prefix}:ctl", self.ctl.wrap(msg))
 
     def put_ticket(self, key: str, payload: dict, ttl: int) -> None:

@@ -14,6 +14,7 @@ import time
 
 from sqlalchemy import bindparam, update
 
+from portal import metrics
 from portal.db import utcnow
 from portal.extensions import db
 from portal.terminal import recordings
@@ -44,8 +45,10 @@ class Janitor:
         last_flush = last_beat = last_sweep = 0.0
         beat_every = min(BEAT_EVERY, reg.lease / 3)
         last_prune = time.monotonic()  # pruned at start-up (portal.terminal._on_start)
+        due = time.monotonic() + 1.0
         while not self._stop.wait(1.0):
             now = time.monotonic()
+            metrics.JOB_LAG.observe(max(0.0, now - due))
             if not reg.subscribed:
                 reg.subscribe()
             live = reg.live()
@@ -78,6 +81,7 @@ class Janitor:
             if now - last_sweep >= beat_every:
                 last_sweep = now
                 reg.submit(close_lost, reg, self.unseen)
+            due = time.monotonic() + 1.0  # the next tick: 1 s after this one's work ended
 
 
 def prune() -> None:

@@ -18,6 +18,7 @@ import time
 
 import paramiko
 
+from portal import metrics
 from portal.ssh.chansend import guard_window, send_request, sendall
 from portal.ssh.exec import close_channel
 from portal.terminal import pump
@@ -215,6 +216,7 @@ class LiveSession:
             finally:
                 self.check_echo()
             self.bytes_in += len(data)
+            metrics.TERMINAL_BYTES.labels("in").inc(len(data))
             self.last_activity = time.monotonic()
 
     def can_send(self) -> bool:

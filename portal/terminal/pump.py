@@ -11,11 +11,14 @@ remote program. Only public calls of paramiko's `Channel` are used.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
 
 import paramiko
+
+from portal import metrics
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +36,12 @@ WINDOW = 256 * 1024
 
 def start(sess) -> threading.Thread:
     """Start the pump of a live session (live.LiveSession) in a thread of its own."""
+    # In the opening request's context: its request id stays on the pump's log lines.
     thread = threading.Thread(
-        target=run, args=(sess,), name=f"terminal-pump-{sess.sid[:8]}", daemon=True
+        target=contextvars.copy_context().run,
+        args=(run, sess),
+        name=f"terminal-pump-{sess.sid[:8]}",
+        daemon=True,
     )
     thread.start()
     return thread
@@ -121,6 +128,7 @@ def _output(sess, data: bytes) -> None:
     with sess.lock:
         sess.ring.append(data)
         sess.bytes_out += len(data)
+        metrics.TERMINAL_BYTES.labels("out").inc(len(data))
         sess.last_activity = time.monotonic()
         c = sess.client
         if c is not None:

@@ -16,6 +16,7 @@ import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 
+from portal import metrics
 from portal.extensions import db
 from portal.terminal import access
 from portal.terminal.bus import make_bus
@@ -178,6 +179,8 @@ class Registry:
         self.ensure_started()
         with self.lock:
             self.sessions[sess.sid] = sess
+            metrics.TERMINALS_LIVE.inc()
+            metrics.TERMINALS_OPENED.inc()
             if reservation is not None:
                 self.pending.discard(reservation)
             why = reservation.cancelled if reservation is not None else None
@@ -203,7 +206,8 @@ class Registry:
 
     def ended(self, sess) -> None:
         with self.lock:
-            self.sessions.pop(sess.sid, None)
+            if self.sessions.pop(sess.sid, None) is not None:
+                metrics.TERMINALS_LIVE.dec()
         sess.flushed = (sess.bytes_in, sess.bytes_out)
         sess.end_future = self.submit(
             write_status,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import threading
 
+from portal import metrics
+
 
 class Watchers:
     def __init__(self, config):
@@ -50,10 +52,14 @@ class Watchers:
     def add(self, w) -> None:
         """A watch socket: `w` has user_id, machine_id, sid and kick(reason)."""
         with self.lock:
+            if w not in self.sockets:
+                metrics.WATCHERS_LIVE.inc()
             self.sockets.add(w)
 
     def remove(self, w) -> None:
         with self.lock:
+            if w in self.sockets:
+                metrics.WATCHERS_LIVE.dec()
             self.sockets.discard(w)
 
     def close(self, *, user_id=None, machine_id=None, sid=None, reason: str) -> int:

@@ -7,6 +7,7 @@ input the SSH window has no room for waits in the `InputFeeder`, bounded.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 from collections import deque
@@ -49,7 +50,13 @@ class Receiver:
         self.pending_bytes = 0
         self.done = False  # the thread has ended (socket closed, or a frame refused)
         self.stopped = False  # the request thread is done with this socket: frames dropped
-        self.thread = threading.Thread(target=self._run, name="terminal-input", daemon=True)
+        # In the socket request's context: its request id stays on this thread's log lines.
+        self.thread = threading.Thread(
+            target=contextvars.copy_context().run,
+            args=(self._run,),
+            name="terminal-input",
+            daemon=True,
+        )
         self.thread.start()
 
     def start(self, handler) -> None:

@@ -1,0 +1,426 @@
+"""The JSON routes, one entry per Flask rule and method (see docs/openapi.md to add one).
+
+Keys are Flask rules exactly as in `app.url_map` (`<int:issue_id>`, `<agent_id>`); path
+parameters and their 404 are added by `spec.build`. WebSocket routes are not HTTP operations
+and are left out (docs/terminal.md describes them).
+"""
+
+from __future__ import annotations
+
+from portal.openapi.spec import OBJ, PAGE, B, I, S, arr, obj, op, q
+
+TOKENS = obj(
+    {"token": S, "refresh_token": S, "expires_in": I, "user": OBJ},
+    required=("token", "refresh_token"),
+)
+MACHINE = obj({"machine": OBJ}, required=("machine",))
+ISSUE = obj({"issue": OBJ}, required=("issue",))
+FIX = obj({"fix": OBJ}, required=("fix",))
+LIKE = obj({"likes": I, "liked": B}, required=("likes", "liked"))
+SESSIONS = obj({"sessions": arr()}, required=("sessions",))
+LOGS = obj({"logs": arr(), "next_cursor": {"type": ["string", "null"]}}, required=("logs",))
+USER_REF = obj({"user": {"type": ["string", "integer"]}}, required=("user",))
+ROLE = {"type": "string", "enum": ["viewer", "operator", "admin"]}
+ISSUE_BODY = obj({"title": S, "body": S, "tags": {"type": ["array", "string"]}})
+RATE = (429,)
+
+A, U, M, T, D, C, H = ("auth", "users", "machines", "terminal", "dashboard", "community", "health")
+
+PATHS: dict[str, dict[str, dict]] = {
+    # ---------------------------------------------------------------- authentication
+    "/api/signup": {
+        "POST": op(
+            "Create an account",
+            A,
+            ok=201,
+            out=TOKENS,
+            public=True,
+            body=obj(
+                {"email": S, "username": S, "password": S, "invite": S},
+                required=("email", "username", "password"),
+            ),
+            errors=(403, 409, 422) + RATE,
+        )
+    },
+    "/api/login": {
+        "POST": op(
+            "Sign in",
+            A,
+            out=TOKENS,
+            public=True,
+            body=obj({"login": S, "password": S, "new_password": S}, ("login", "password")),
+            errors=(401, 403, 422) + RATE,
+        )
+    },
+    "/api/auth/refresh": {
+        "POST": op(
+            "Exchange a refresh token for a new pair",
+            A,
+            out=TOKENS,
+            public=True,
+            body=obj({"refresh_token": S}, ("refresh_token",)),
+            errors=(401,) + RATE,
+        )
+    },
+    "/api/auth/logout": {"POST": op("Revoke every credential of the caller", A)},
+    # ---------------------------------------------------------------- profile and users
+    "/api/profile": {"GET": op("The caller's profile", U)},
+    "/api/profile/regenerate-api-key": {
+        "POST": op("A new API key (shown once)", U, out=obj({"api_key": S}, ("api_key",)))
+    },
+    "/api/profile/reset-password": {
+        "POST": op(
+            "Change the caller's password",
+            U,
+            out=TOKENS,
+            body=obj({"current_password": S, "new_password": S}, ("current_password",)),
+            errors=(422,) + RATE,
+        )
+    },
+    "/api/profile/upload-avatar": {
+        "POST": op(
+            "Upload an avatar image",
+            U,
+            out=obj({"avatar_url": S}, ("avatar_url",)),
+            multipart=obj({"avatar": {"type": "string", "format": "binary"}}, ("avatar",)),
+            errors=(422,),
+        )
+    },
+    "/api/users": {
+        "GET": op(
+            "Users (admin)",
+            U,
+            out=obj({"users": arr(), "total": I}, ("users", "total")),
+            params=[q("q"), *PAGE],
+        ),
+        "POST": op(
+            "Create a user (admin)",
+            U,
+            ok=201,
+            out=obj({"user": OBJ, "password": S}, ("user",)),
+            body=obj({"email": S, "username": S, "role": S, "password": S}, ("email", "username")),
+            errors=(409, 422),
+        ),
+    },
+    "/api/users/<int:user_id>/active": {
+        "POST": op(
+            "Activate or deactivate a user (admin)",
+            U,
+            body=obj({"active": B}, ("active",)),
+            errors=(409,),
+        )
+    },
+    "/api/users/<int:user_id>/role": {
+        "POST": op(
+            "Set a user's global role (admin)",
+            U,
+            body=obj({"role": {"type": "string", "enum": ["admin", "user"]}}, ("role",)),
+            errors=(409,),
+        )
+    },
+    "/api/users/<int:user_id>/reset-password": {
+        "POST": op(
+            "Reset a user's password (admin)",
+            U,
+            out=obj({"user": OBJ, "password": S}, ("user",)),
+            body=obj({"password": S}),
+            errors=(409, 422),
+        )
+    },
+    "/api/users/invites": {
+        "GET": op("Invites (admin)", U, out=obj({"invites": arr(), "total": I}, ("invites",))),
+        "POST": op(
+            "Create an invite link (admin)",
+            U,
+            ok=201,
+            out=obj({"invite": OBJ, "invite_url": S, "expires_at": S}, ("invite", "invite_url")),
+            body=obj({"email": S, "role": S, "expires_in": I}),
+            errors=(409, 422),
+        ),
+    },
+    "/api/users/invites/<int:invite_id>": {
+        "DELETE": op("Revoke a pending invite (admin)", U, out=obj({"invite": OBJ}), errors=(409,))
+    },
+    # ---------------------------------------------------------------- machines
+    "/api/machines": {
+        "GET": op(
+            "Machines the caller may see",
+            M,
+            out=obj({"machines": arr(), "total": I}, ("machines", "total")),
+            params=[q("q"), q("tag"), q("status"), *PAGE],
+        ),
+        "POST": op(
+            "Add a machine (direct or pending enrollment)",
+            M,
+            ok=201,
+            out=MACHINE,
+            body=obj(
+                {
+                    "name": S,
+                    "host": S,
+                    "port": I,
+                    "username": S,
+                    "auth_method": {"type": "string", "enum": ["key", "password", "portal_key"]},
+                    "private_key": S,
+                    "passphrase": S,
+                    "password": S,
+                    "host_key": S,
+                    "trust_host_key": B,
+                    "tags": {"type": ["array", "string"]},
+                    "gateway": S,
+                },
+                ("name",),
+            ),
+            errors=(409, 422, 502, 504),
+        ),
+    },
+    "/api/machines/by-id/<int:machine_id>": {"GET": op("A machine by internal id", M, out=MACHINE)},
+    "/api/machines/<agent_id>": {
+        "GET": op("A machine", M, out=MACHINE),
+        "PATCH": op(
+            "Change a machine (admin)", M, out=MACHINE, body=OBJ, errors=(409, 422, 502, 504)
+        ),
+        "PUT": op(
+            "Change a machine (admin)", M, out=MACHINE, body=OBJ, errors=(409, 422, 502, 504)
+        ),
+        "DELETE": op("Delete a machine (admin)", M, ok=204),
+    },
+    "/api/machines/<agent_id>/command": {
+        "POST": op(
+            "Run a command (operator)",
+            M,
+            out=obj(
+                {
+                    "exit_code": {"type": ["integer", "null"]},
+                    "stdout": S,
+                    "stderr": S,
+                    "duration_ms": I,
+                    "truncated": B,
+                    "log_id": I,
+                },
+                ("exit_code", "stdout", "stderr"),
+            ),
+            body=obj({"command": S, "timeout": {"type": "number"}}, ("command",)),
+            errors=(409, 422, 502, 504) + RATE,
+        )
+    },
+    "/api/machines/<agent_id>/check": {
+        "POST": op("Connect again now (operator)", M, out=MACHINE, errors=(409, 502, 504))
+    },
+    "/api/machines/<agent_id>/host-key": {
+        "POST": op(
+            "Re-pin the host key after a deliberate change (admin)",
+            M,
+            out=MACHINE,
+            body=obj({"host_key": {"type": ["string", "array"]}}, ("host_key",)),
+            errors=(409, 422, 502, 504),
+        )
+    },
+    "/api/machines/<agent_id>/enroll-token": {
+        "POST": op("A new enrollment token for a pending machine (admin)", M, errors=(409,))
+    },
+    "/api/machines/<agent_id>/logs": {
+        "GET": op(
+            "Command logs (viewer)",
+            M,
+            out=LOGS,
+            params=[q("cursor"), q("limit", {"type": "integer", "minimum": 1, "maximum": 200})],
+        )
+    },
+    "/api/machines/<agent_id>/logs/search": {
+        "GET": op(
+            "Search command logs (viewer)",
+            M,
+            out=LOGS,
+            params=[
+                q("q"),
+                q("user"),
+                q("exit_code"),
+                q("since"),
+                q("until"),
+                q("cursor"),
+                q("limit", {"type": "integer", "minimum": 1, "maximum": 200}),
+            ],
+        )
+    },
+    "/api/machines/<agent_id>/sessions": {"GET": op("Terminal sessions (viewer)", T, out=SESSIONS)},
+    "/api/machines/<agent_id>/sessions/active": {
+        "GET": op("Live terminal sessions (viewer)", T, out=SESSIONS)
+    },
+    "/api/machines/<agent_id>/access/users": {
+        "GET": op("Who may use the machine (viewer)", M, out=obj({"users": arr()}, ("users",)))
+    },
+    "/api/machines/<agent_id>/access/grant": {
+        "POST": op(
+            "Grant a role on the machine (admin)",
+            M,
+            body=obj({"user": {"type": ["string", "integer"]}, "role": ROLE}, ("user", "role")),
+            errors=(409, 422),
+        )
+    },
+    "/api/machines/<agent_id>/access/revoke": {
+        "POST": op(
+            "Revoke a user's role on the machine (admin)", M, body=USER_REF, errors=(409, 422)
+        )
+    },
+    "/api/machines/broadcast": {
+        "POST": op(
+            "Run a command on several machines",
+            M,
+            out=obj({"results": arr()}, ("results",)),
+            body=obj(
+                {"command": S, "agent_ids": arr(S), "tag": S, "timeout": {"type": "number"}},
+                ("command",),
+            ),
+            errors=(404, 409, 422) + RATE,
+        )
+    },
+    "/api/machines/scan-host-key": {
+        "POST": op(
+            "The host keys a host presents now (nothing stored)",
+            M,
+            body=obj({"host": S, "port": I, "gateway": S}, ("host",)),
+            errors=(404, 422, 502, 504) + RATE,
+        )
+    },
+    "/api/machines/register": {
+        "POST": op(
+            "Enroll a machine with a registration token",
+            M,
+            out=MACHINE,
+            public=True,
+            body=obj(
+                {
+                    "token": S,
+                    "hostname": S,
+                    "username": S,
+                    "port": I,
+                    "host_keys": arr(S),
+                    "os": S,
+                    "addresses": arr(S),
+                },
+                ("token", "hostname", "username", "host_keys"),
+            ),
+            errors=(401, 403, 404, 409, 422) + RATE,
+        )
+    },
+    "/api/machines/enroll.sh": {
+        "GET": op(
+            "The enrollment shell script",
+            M,
+            public=True,
+            content_type="text/x-shellscript",
+            params=[
+                {"name": "X-Registration-Token", "in": "header", "required": False, "schema": S},
+                q("token"),
+            ],
+            errors=(401, 403, 404) + RATE,
+        )
+    },
+    # ---------------------------------------------------------------- terminal
+    "/api/terminal/<agent_id>/ticket": {
+        "POST": op(
+            "A single-use socket ticket (operator)",
+            T,
+            out=obj({"ticket": S, "expires_in": I}, ("ticket",)),
+            errors=(409,),
+        )
+    },
+    "/api/terminal/sessions": {"GET": op("Live sessions the caller may see", T, out=SESSIONS)},
+    "/api/terminal/sessions/<sid>": {"DELETE": op("Close a live session", T, errors=(409,))},
+    "/api/terminal/sessions/<sid>/share": {
+        "POST": op(
+            "Share a session read-only", T, body=obj({"shared": B}, ("shared",)), errors=(409,)
+        )
+    },
+    "/api/sessions/<sid>": {
+        "GET": op(
+            "A session with its commands",
+            T,
+            out=obj(
+                {"session": OBJ, "commands": arr(), "recording_url": {"type": ["string", "null"]}},
+                ("session",),
+            ),
+        )
+    },
+    "/api/sessions/<sid>/recording": {
+        "GET": op(
+            "The asciicast v2 recording",
+            T,
+            content_type="application/x-asciicast",
+            params=[q("download")],
+        )
+    },
+    # ---------------------------------------------------------------- dashboard
+    "/api/dashboard/stats": {"GET": op("Counters", D)},
+    "/api/dashboard/recent-machines": {
+        "GET": op("The last 5 active machines", D, out=obj({"machines": arr()}, ("machines",)))
+    },
+    "/api/dashboard/recent-activity": {
+        "GET": op("The last 10 commands", D, out=obj({"activity": arr()}, ("activity",)))
+    },
+    "/api/dashboard/commands-per-day": {
+        "GET": op("Commands per day over 14 days", D, out=obj({"days": arr()}, ("days",)))
+    },
+    # ---------------------------------------------------------------- community
+    "/api/community/issues": {
+        "GET": op(
+            "Issues",
+            C,
+            out=obj({"issues": arr(), "total": I}, ("issues", "total")),
+            params=[q("q"), q("status"), q("tag"), q("mine"), q("sort"), *PAGE],
+        ),
+        "POST": op("Open an issue", C, ok=201, out=ISSUE, body=ISSUE_BODY, errors=(422,) + RATE),
+    },
+    "/api/community/issues/<int:issue_id>": {
+        "GET": op("An issue", C, out=ISSUE),
+        "PUT": op("Edit an issue (author or admin)", C, out=ISSUE, body=ISSUE_BODY, errors=(422,)),
+        "PATCH": op(
+            "Edit an issue (author or admin)", C, out=ISSUE, body=ISSUE_BODY, errors=(422,)
+        ),
+        "DELETE": op("Delete an issue (author or admin)", C, ok=204),
+    },
+    "/api/community/issues/<int:issue_id>/fixes": {
+        "GET": op("Fixes of an issue", C, out=obj({"fixes": arr()}, ("fixes",))),
+        "POST": op(
+            "Post a fix", C, ok=201, out=FIX, body=obj({"body": S}, ("body",)), errors=(422,) + RATE
+        ),
+    },
+    "/api/community/issues/<int:issue_id>/fixes/<int:fix_id>/like": {
+        "POST": op("Like a fix", C, out=LIKE),
+        "DELETE": op("Take a like back", C, out=LIKE),
+    },
+    "/api/community/issues/<int:issue_id>/fixes/<int:fix_id>/accept": {
+        "POST": op("Accept a fix (issue author or admin)", C),
+        "DELETE": op("Un-accept a fix", C),
+    },
+    "/api/community/upload": {
+        "POST": op(
+            "Upload an image for an issue or fix",
+            C,
+            out=obj({"url": S, "width": I, "height": I}, ("url",)),
+            multipart=obj({"file": {"type": "string", "format": "binary"}}, ("file",)),
+            errors=(422,) + RATE,
+        )
+    },
+    # ---------------------------------------------------------------- health and the spec
+    "/health": {
+        "GET": op(
+            "Liveness and database check",
+            H,
+            public=True,
+            out=obj({"status": S, "database": S, "version": S}),
+            errors=(503,),
+        )
+    },
+    "/health/ready": {
+        "GET": op(
+            "Readiness: database and Redis",
+            H,
+            public=True,
+            out=obj({"status": S, "database": S, "redis": S}),
+            errors=(503,),
+        )
+    },
+    "/api/openapi.json": {"GET": op("This document", H, public=True)},
+}
