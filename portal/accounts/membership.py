@@ -10,6 +10,7 @@ import secrets
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy import func, select
 
+from portal import signals
 from portal.accounts.models import Invite, User
 from portal.accounts.passwords import check_password_strength, ph
 from portal.accounts.settings import signup_open
@@ -86,6 +87,7 @@ def create_invite(actor: User, data: dict) -> tuple[Invite, str]:
     )
     db.session.add(invite)
     db.session.flush()
+    signals.send(signals.user_invited, email=email, role=role, actor=actor)
     return invite, raw
 
 
@@ -192,6 +194,9 @@ def sign_up(*, email, username, password, invite=None) -> User:
         check_open=False,
     )
     spend(admitted, user)
+    signals.send(
+        signals.user_created, user=user, actor=None, how="invite" if admitted else "signup"
+    )
     return user
 
 
@@ -222,6 +227,7 @@ def admin_create_user(actor: User, data: dict) -> tuple[User, str | None]:
     )
     user.must_change_password = True
     db.session.flush()
+    signals.send(signals.user_created, user=user, actor=actor, how="admin")
     return user, generated
 
 
