@@ -78,7 +78,7 @@ terminal_opened = _events.signal("terminal-opened")
 terminal_closed_by = _events.signal("terminal-closed-by")
 #: session_id, actor, shared (True: a read-only link was made; False: it was withdrawn)
 session_shared = _events.signal("session-shared")
-#: session_id, user (who watches; None for a share link)
+#: session_id, user (who watches), machine_id
 watch_started = _events.signal("watch-started")
 #: session_id, user, download (bool)
 recording_viewed = _events.signal("recording-viewed")

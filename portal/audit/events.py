@@ -105,6 +105,7 @@ def on_machine_created(app, *, machine, actor=None, **_):
 
 @signals.machine_updated.connect
 def on_machine_updated(app, *, machine, actor=None, fields=(), **_):
+    fields = [str(f)[:64] for f in list(fields)[:30]]
     record(
         app,
         "machine_updated",
@@ -208,7 +209,7 @@ def on_session_shared(app, *, session_id, actor, shared=True, **_):
 
 
 @signals.watch_started.connect
-def on_watch_started(app, *, session_id, user=None, **_):
+def on_watch_started(app, *, session_id, user=None, machine_id=None, **_):
     record(
         app,
         "watch_started",
@@ -216,6 +217,7 @@ def on_watch_started(app, *, session_id, user=None, **_):
         actor_label=None if user else "share link",
         target_type="session",
         target_id=session_id,
+        machine_id=machine_id,
     )
 
 

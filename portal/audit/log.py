@@ -174,7 +174,14 @@ def record(
         "result": (result or "ok")[:200],
         "details": clean,
         "search": " ".join(
-            [label, name or "", json.dumps(clean, ensure_ascii=False, default=str)]
+            [
+                label,
+                action,
+                target_type or "",
+                "" if target_id is None else str(target_id),
+                name or "",
+                json.dumps(clean, ensure_ascii=False, default=str),
+            ]
         ).lower(),
     }
     writer(app).put(row)

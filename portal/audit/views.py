@@ -8,6 +8,7 @@ from portal.accounts.models import User
 from portal.audit import services
 from portal.errors import PortalError
 from portal.extensions import db
+from portal.terminal import access as terminal_access
 from portal.terminal import policy
 from portal.terminal import services as terminal
 from portal.web import login_required
@@ -18,9 +19,13 @@ FILTERS = ("actor", "action", "machine", "result", "since", "until", "q")
 
 
 def _live(user):
-    rows = terminal.list_live(user)
-    closable = [r for r in rows if policy.can_close(user, r)]
-    return closable
+    """(session, machine name) of the live sessions the user may close."""
+    out = []
+    for r in terminal.list_live(user):
+        if policy.can_close(user, r):
+            machine = terminal_access.machine_by_id(r.machine_id)
+            out.append((r, machine.name if machine is not None else "(deleted machine)"))
+    return out
 
 
 @bp.get("/audit")
@@ -51,7 +56,7 @@ def close_user_sessions(user_id: int):
     """Close every live session of one user that the caller may close."""
     target = db.session.get(User, user_id)
     closed = 0
-    for row in _live(g.user):
+    for row, _name in _live(g.user):
         if target is not None and row.user_id == target.id:
             try:
                 terminal.close_session(g.user, row)
