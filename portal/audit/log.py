@@ -122,9 +122,11 @@ class Writer:
                     session.close()
 
     def flush(self) -> None:
-        """Write every queued event now."""
+        """Write every queued event now (and wait for a batch the thread is writing)."""
         while not self.queue.empty():
             self._write([])
+        with self.lock:  # the writer thread holds it from taking rows until its commit
+            pass
 
     def stop(self) -> None:
         self.stopping.set()
