@@ -343,3 +343,34 @@ def test_audit_page_filters_and_htmx(app, client, admin, make_user, login):
     html = client.get("/audit").get_data(as_text=True)
     assert "inv1@example.test" not in html and "sign_in" in html
     assert "audit-webhook" not in html
+
+
+def test_refresh_reuse_role_change_and_sign_out(app, client, admin, make_user, auth, login):
+    bob = make_user("bob")
+    pair = client.post("/api/login", json={"login": "bob", "password": PASSWORD}).get_json()
+    assert (
+        client.post("/api/auth/refresh", json={"refresh_token": pair["refresh_token"]}).status_code
+        == 200
+    )
+    again = client.post("/api/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+    assert again.status_code == 401
+    resp = client.post(f"/api/users/{bob.id}/role", json={"role": "admin"}, headers=auth(admin))
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    token = login(admin)
+    client.post("/logout", data={"csrf_token": token})
+    _flush(app)
+    h = auth(admin)
+    reuse = _events(client, h, action="refresh_reuse_detected")["events"]
+    assert len(reuse) == 1 and reuse[0]["target_id"] == str(bob.id)
+    assert reuse[0]["result"] == "denied" and pair["refresh_token"] not in json.dumps(reuse)
+    role = _events(client, h, action="user_role_changed")["events"][0]
+    assert (role["actor"], role["target_name"], role["details"]) == (
+        "root-admin",
+        "bob",
+        {"role": "admin"},
+    )
+    out = _events(client, h, action="sign_out")["events"]
+    assert [e["actor"] for e in out] == ["root-admin"]
+    # bob, an admin now, sees everyone's events (the admin's sign-out too)
+    seen = {e["action"] for e in _events(client, auth(bob))["events"]}
+    assert {"refresh_reuse_detected", "user_role_changed", "sign_in", "sign_out"} <= seen
