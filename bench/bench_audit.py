@@ -88,6 +88,7 @@ def fill(app, rows: int) -> None:
             db.session.commit()
         have = db.session.scalar(select(func.count(AuditEvent.id))) or 0
         if have >= rows:
+            _analyze(db)
             return
         rnd = random.Random(have)
         start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -123,6 +124,20 @@ def fill(app, rows: int) -> None:
             db.session.execute(insert(AuditEvent), batch)
             db.session.commit()
         print(f"  filled {rows - have} rows in {time.monotonic() - t0:.0f} s", file=sys.stderr)
+        _analyze(db)
+
+
+def _analyze(db) -> None:
+    """Planner statistics, as autovacuum would have gathered them after a bulk load."""
+    from sqlalchemy import text
+
+    db.session.commit()
+    if db.engine.dialect.name == "postgresql":
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("VACUUM ANALYZE audit_events"))
+    else:
+        db.session.execute(text("ANALYZE audit_events"))
+        db.session.commit()
 
 
 def measure(url: str, rows: int, repeat: int) -> dict:
