@@ -46,7 +46,7 @@ file_changed = _events.signal("file-changed")
 #: no arguments: the app's process is going away (gunicorn worker exit, tests' teardown)
 app_shutdown = _events.signal("app-shutdown")
 
-#: user, method ("password" | "api" | "oauth"): a sign-in succeeded
+#: user, method ("password" | "oauth:<provider>"): a sign-in succeeded
 signed_in = _events.signal("signed-in")
 #: login (what was typed, or None), reason (short, e.g. "invalid login or password")
 sign_in_failed = _events.signal("sign-in-failed")
