@@ -343,6 +343,17 @@ def test_audit_page_filters_and_htmx(app, client, admin, make_user, login):
     html = client.get("/audit").get_data(as_text=True)
     assert "inv1@example.test" not in html and "sign_in" in html
     assert "audit-webhook" not in html
+    token = csrf_from(html)
+    resp = client.post(
+        "/audit/webhook",
+        data={"url": "http://127.0.0.1:9/x", "secret": "x" * 20, "csrf_token": token},
+    )
+    assert resp.status_code == 403
+    with app.app_context():
+        from portal.audit.models import AuditWebhook
+        from portal.extensions import db
+
+        assert db.session.query(AuditWebhook).count() == 0
 
 
 def test_refresh_reuse_role_change_and_sign_out(app, client, admin, make_user, auth, login):

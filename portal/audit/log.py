@@ -70,9 +70,9 @@ class Writer:
 
     def put(self, row: dict) -> None:
         self.queue.put(row)
-        if self.thread is None and not self.stopping.is_set():
+        if (self.thread is None or not self.thread.is_alive()) and not self.stopping.is_set():
             with self.lock:
-                if self.thread is None:
+                if self.thread is None or not self.thread.is_alive():
                     self.thread = threading.Thread(
                         target=self._run, name="audit-writer", daemon=True
                     )

@@ -102,7 +102,7 @@ class Deliverer:
         if self.stopping.is_set():
             return
         with self.lock:
-            if self.thread is None:
+            if self.thread is None or not self.thread.is_alive():
                 self.thread = threading.Thread(target=self._run, name="audit-webhook", daemon=True)
                 self.thread.start()
         self.wake.set()
