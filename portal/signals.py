@@ -84,6 +84,10 @@ watch_started = _events.signal("watch-started")
 recording_viewed = _events.signal("recording-viewed")
 #: user, machine, command, source ("api" | "broadcast"), exit_status (None if it failed)
 command_run = _events.signal("command-run")
+#: invite_id, email (or None), actor (an unused invite was revoked)
+invite_revoked = _events.signal("invite-revoked")
+#: user, actor (an admin set a new password; every session and key of the user ended)
+password_reset_by_admin = _events.signal("password-reset-by-admin")
 
 
 def send(signal, app=None, **kwargs) -> None:

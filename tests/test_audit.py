@@ -385,3 +385,34 @@ def test_refresh_reuse_role_change_and_sign_out(app, client, admin, make_user, a
     # bob, an admin now, sees everyone's events (the admin's sign-out too)
     seen = {e["action"] for e in _events(client, auth(bob))["events"]}
     assert {"refresh_reuse_detected", "user_role_changed", "sign_in", "sign_out"} <= seen
+
+
+def test_admin_account_actions_are_audited(app, client, admin, auth):
+    h = auth(admin)
+    inv = client.post("/api/users/invites", json={"email": "x@example.test"}, headers=h)
+    assert inv.status_code == 201, inv.get_data(as_text=True)
+    invite_id = inv.get_json()["invite"]["id"]
+    assert client.delete(f"/api/users/invites/{invite_id}", headers=h).status_code == 200
+    made = client.post(
+        "/api/users", json={"email": "c@example.test", "username": "carol"}, headers=h
+    )
+    assert made.status_code == 201, made.get_data(as_text=True)
+    carol = made.get_json()["user"]["id"]
+    reset = client.post(f"/api/users/{carol}/reset-password", headers=h)
+    assert reset.status_code == 200, reset.get_data(as_text=True)
+    deact = client.post(f"/api/users/{carol}/active", json={"active": False}, headers=h)
+    assert deact.status_code == 200, deact.get_data(as_text=True)
+    _flush(app)
+    rows = _events(client, h)["events"]
+    assert [r["action"] for r in rows][:6] == [
+        "user_deactivated",
+        "tokens_revoked",
+        "password_reset_by_admin",
+        "tokens_revoked",
+        "user_created",
+        "invite_revoked",
+    ]
+    assert all(r["actor"] == "root-admin" for r in rows[:6] if r["action"] != "tokens_revoked")
+    dumped = json.dumps(rows)
+    assert made.get_json().get("password", "none-given") not in dumped
+    assert reset.get_json().get("password", "none-given") not in dumped

@@ -114,6 +114,7 @@ def revoke_invite(actor: User, invite: Invite) -> None:
     if invite.revoked_at is None:
         invite.revoked_at = utcnow()
         db.session.flush()
+        signals.send(signals.invite_revoked, invite_id=invite.id, email=invite.email, actor=actor)
 
 
 def find_invite(raw) -> Invite:
@@ -247,6 +248,7 @@ def admin_reset_password(actor: User, user: User, password=None) -> str | None:
     user.api_key_hash = None
     user.api_key_prefix = None
     revoke_all_tokens(user)
+    signals.send(signals.password_reset_by_admin, user=user, actor=actor)
     return generated
 
 

@@ -88,6 +88,23 @@ def on_user_invited(app, *, email=None, role="user", actor=None, **_):
     )
 
 
+@signals.invite_revoked.connect
+def on_invite_revoked(app, *, invite_id, email=None, actor=None, **_):
+    record(
+        app,
+        "invite_revoked",
+        actor=actor,
+        target_type="invite",
+        target_id=invite_id,
+        target_name=email,
+    )
+
+
+@signals.password_reset_by_admin.connect
+def on_password_reset_by_admin(app, *, user, actor=None, **_):
+    record(app, "password_reset_by_admin", actor=actor, **_user_target(user))
+
+
 @signals.user_role_changed.connect
 def on_user_role_changed(app, *, user, role, actor=None, **_):
     record(app, "user_role_changed", actor=actor, **_user_target(user), details={"role": role})
