@@ -160,6 +160,7 @@ def load_config(instance_path: str, given: Mapping | None = None) -> dict:
         "PORTAL_IDLE_TIMEOUT": _int("PORTAL_IDLE_TIMEOUT", 3600),
         "PORTAL_RECORDINGS_DIR": env("PORTAL_RECORDINGS_DIR") or str(instance / "recordings"),
         "PORTAL_RECORDING_RETENTION_DAYS": _int("PORTAL_RECORDING_RETENTION_DAYS", 30),
+        "PORTAL_AUDIT_RETENTION_DAYS": _int("PORTAL_AUDIT_RETENTION_DAYS", 365),
         "PORTAL_RECORDING_MAX_BYTES": _int("PORTAL_RECORDING_MAX_BYTES", 50 * 1024 * 1024),
         "PORTAL_UPLOADS_DIR": env("PORTAL_UPLOADS_DIR") or str(instance / "uploads"),
         "PORTAL_ALLOWED_TARGETS": env("PORTAL_ALLOWED_TARGETS") or "",

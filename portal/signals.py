@@ -46,6 +46,49 @@ file_changed = _events.signal("file-changed")
 #: no arguments: the app's process is going away (gunicorn worker exit, tests' teardown)
 app_shutdown = _events.signal("app-shutdown")
 
+#: user, method ("password" | "oauth:<provider>"): a sign-in succeeded
+signed_in = _events.signal("signed-in")
+#: login (what was typed, or None), reason (short, e.g. "invalid login or password")
+sign_in_failed = _events.signal("sign-in-failed")
+#: user (signed out of this browser session)
+signed_out = _events.signal("signed-out")
+#: user, prefix (the new key's public prefix; never the key)
+api_key_created = _events.signal("api-key-created")
+#: user, prefix (the key that stopped working)
+api_key_revoked = _events.signal("api-key-revoked")
+#: user_id, family (a rotated refresh token was used again; its family is revoked)
+refresh_reuse_detected = _events.signal("refresh-reuse-detected")
+#: user (the new account), actor (None for self sign-up), how ("signup" | "admin" | "invite")
+user_created = _events.signal("user-created")
+#: email (or None), role, actor
+user_invited = _events.signal("user-invited")
+#: user, role (the new one), actor
+user_role_changed = _events.signal("user-role-changed")
+#: machine, actor
+machine_created = _events.signal("machine-created")
+#: machine, actor, fields (names of the fields that changed; never their secret values)
+machine_updated = _events.signal("machine-updated")
+#: machine, actor (the machine's host key was re-trusted)
+host_key_trusted = _events.signal("host-key-trusted")
+#: machine_id, user_id, role, actor
+access_granted = _events.signal("access-granted")
+#: session_id, user, machine_id (a terminal session was opened)
+terminal_opened = _events.signal("terminal-opened")
+#: session_id, actor (who closed it: the owner, an admin), reason
+terminal_closed_by = _events.signal("terminal-closed-by")
+#: session_id, actor, shared (True: a read-only link was made; False: it was withdrawn)
+session_shared = _events.signal("session-shared")
+#: session_id, user (who watches), machine_id
+watch_started = _events.signal("watch-started")
+#: session_id, user, download (bool)
+recording_viewed = _events.signal("recording-viewed")
+#: user, machine, command, source ("api" | "broadcast"), exit_status (None if it failed)
+command_run = _events.signal("command-run")
+#: invite_id, email (or None), actor (an unused invite was revoked)
+invite_revoked = _events.signal("invite-revoked")
+#: user, actor (an admin set a new password; every session and key of the user ended)
+password_reset_by_admin = _events.signal("password-reset-by-admin")
+
 
 def send(signal, app=None, **kwargs) -> None:
     """Call every receiver of `signal` for this app; one receiver's failure is logged and

@@ -7,11 +7,12 @@ import re
 
 from sqlalchemy import select
 
+from portal import signals
 from portal.accounts import membership
 from portal.accounts.models import OAuthIdentity, User
 from portal.accounts.users import create_user
 from portal.db import utcnow
-from portal.errors import AccessDenied, AuthenticationRequired, Conflict, NotFound
+from portal.errors import AccessDenied, AuthenticationRequired, Conflict, NotFound, PortalError
 from portal.extensions import db
 
 
@@ -46,7 +47,18 @@ def unlink_identity(user: User, provider: str) -> None:
     db.session.flush()
 
 
-def oauth_sign_in(
+def oauth_sign_in(provider: str, subject: str, email: str | None, *args, **kwargs) -> User:
+    """An OAuth sign-in (see _oauth_sign_in), audited as succeeded or failed."""
+    try:
+        user = _oauth_sign_in(provider, subject, email, *args, **kwargs)
+    except PortalError as err:
+        signals.send(signals.sign_in_failed, login=email, reason=f"{provider}: {err.message}")
+        raise
+    signals.send(signals.signed_in, user=user, method=f"oauth:{provider}")
+    return user
+
+
+def _oauth_sign_in(
     provider: str,
     subject: str,
     email: str | None,
@@ -96,4 +108,5 @@ def oauth_sign_in(
     membership.spend(admitted, user)
     link_identity(user, provider, subject, email)
     user.last_login_at = utcnow()
+    signals.send(signals.user_created, user=user, actor=None, how=f"oauth:{provider}")
     return user

@@ -10,6 +10,7 @@ import secrets
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy import func, select
 
+from portal import signals
 from portal.accounts.models import Invite, User
 from portal.accounts.passwords import check_password_strength, ph
 from portal.accounts.settings import signup_open
@@ -86,6 +87,7 @@ def create_invite(actor: User, data: dict) -> tuple[Invite, str]:
     )
     db.session.add(invite)
     db.session.flush()
+    signals.send(signals.user_invited, email=email, role=role, actor=actor)
     return invite, raw
 
 
@@ -112,6 +114,7 @@ def revoke_invite(actor: User, invite: Invite) -> None:
     if invite.revoked_at is None:
         invite.revoked_at = utcnow()
         db.session.flush()
+        signals.send(signals.invite_revoked, invite_id=invite.id, email=invite.email, actor=actor)
 
 
 def find_invite(raw) -> Invite:
@@ -192,6 +195,9 @@ def sign_up(*, email, username, password, invite=None) -> User:
         check_open=False,
     )
     spend(admitted, user)
+    signals.send(
+        signals.user_created, user=user, actor=None, how="invite" if admitted else "signup"
+    )
     return user
 
 
@@ -222,6 +228,7 @@ def admin_create_user(actor: User, data: dict) -> tuple[User, str | None]:
     )
     user.must_change_password = True
     db.session.flush()
+    signals.send(signals.user_created, user=user, actor=actor, how="admin")
     return user, generated
 
 
@@ -241,6 +248,7 @@ def admin_reset_password(actor: User, user: User, password=None) -> str | None:
     user.api_key_hash = None
     user.api_key_prefix = None
     revoke_all_tokens(user)
+    signals.send(signals.password_reset_by_admin, user=user, actor=actor)
     return generated
 
 

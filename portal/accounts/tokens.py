@@ -118,6 +118,7 @@ def rotate_refresh_token(raw) -> tuple[User, dict]:
         raise invalid
     now = utcnow()
     if row.used_at is not None:
+        signals.send(signals.refresh_reuse_detected, user_id=row.user_id, family=row.family)
         _revoke_family(row.family, now)
         raise invalid
     if row.expires_at <= now:
@@ -128,6 +129,7 @@ def rotate_refresh_token(raw) -> tuple[User, dict]:
     # Spend it atomically: of concurrent uses only one conditional UPDATE matches the row (the
     # others wait for its lock and then find it used); a loser is a reuse like any other.
     if not db.spend_once(RefreshToken, row.id, RefreshToken.revoked_at.is_(None), used_at=now):
+        signals.send(signals.refresh_reuse_detected, user_id=row.user_id, family=row.family)
         _revoke_family(row.family, now)
         raise invalid
     return user, token_pair(user, family=row.family)
@@ -144,10 +146,13 @@ def _revoke_family(family: str, now: dt.datetime) -> None:
 
 
 def regenerate_api_key(user: User) -> str:
+    if user.api_key_prefix:
+        signals.send(signals.api_key_revoked, user=user, prefix=user.api_key_prefix)
     key = API_KEY_PREFIX + secrets.token_urlsafe(32)  # 256 random bits
     user.api_key_hash = sha256(key)
     user.api_key_prefix = key[: len(API_KEY_PREFIX) + 6]
     db.session.flush()
+    signals.send(signals.api_key_created, user=user, prefix=user.api_key_prefix)
     return key
 
 

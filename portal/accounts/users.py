@@ -124,20 +124,26 @@ def create_user(
 
 
 def authenticate(login, password) -> User:
-    """Password sign-in. One message for every failure: no account enumeration."""
+    """Password sign-in. One message for every failure: no account enumeration (the audit
+    log, for admins, keeps the real reason)."""
     try:
-        return _authenticate(login, password)
-    except AuthenticationRequired:
+        user = _authenticate(login, password)
+    except AuthenticationRequired as err:
         metrics.SIGNIN_FAILURES.inc()
+        signals.send(signals.sign_in_failed, login=login, reason=err.extra.get("reason", ""))
         raise
+    signals.send(signals.signed_in, user=user, method="password")
+    return user
 
 
 def _authenticate(login, password) -> User:
-    failure = AuthenticationRequired("invalid login or password")
+    def failure(reason: str) -> AuthenticationRequired:
+        return AuthenticationRequired("invalid login or password", reason=reason)
+
     if not isinstance(login, str) or not isinstance(password, str) or len(password) > 1024:
-        raise failure
+        raise failure("malformed")
     if "\x00" in login or "\x00" in password:
-        raise failure
+        raise failure("malformed")
     user = find_user(login)
     h = hasher()
     if user is None or not user.password_hash:
@@ -145,13 +151,13 @@ def _authenticate(login, password) -> User:
             h.verify(dummy_hash(h), password or "x")
         except (VerificationError, InvalidHashError):
             pass
-        raise failure
+        raise failure("unknown account" if user is None else "no password set")
     try:
         h.verify(user.password_hash, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
-        raise failure from None
+        raise failure("wrong password") from None
     if not user.is_active:
-        raise failure
+        raise failure("account deactivated")
     if h.check_needs_rehash(user.password_hash):
         user.password_hash = h.hash(password)
     user.last_login_at = utcnow()
@@ -189,8 +195,11 @@ def set_role(actor: User, user: User, role: str) -> None:
     if user.role == "admin" and role != "admin" and user.active and admin_count() <= 1:
         raise Conflict("the last admin cannot be demoted")
     demoted = user.role == "admin" and role != "admin"
+    changed = user.role != role
     user.role = role
     db.session.flush()
+    if changed:
+        signals.send(signals.user_role_changed, user=user, role=role, actor=actor)
     if demoted:  # what a global admin could open, they may no longer (live terminals)
         signals.send(signals.user_demoted, user=user, actor=actor)
 

@@ -20,6 +20,7 @@ from flask import (
 )
 from flask_login import current_user, login_user, logout_user
 
+from portal import signals
 from portal.accounts import avatars, identities, membership, oauth, settings, tokens
 from portal.accounts import users as user_services
 from portal.accounts.api import auth_limit
@@ -96,6 +97,8 @@ def signup():
 
 @bp.post("/logout")
 def logout():
+    if current_user.is_authenticated:
+        signals.send(signals.signed_out, user=current_user._get_current_object())
     logout_user()
     session.clear()
     flash("You are signed out.", "success")

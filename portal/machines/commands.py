@@ -8,7 +8,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
-from portal import metrics, ssh
+from portal import metrics, signals, ssh
 from portal.db import utcnow
 from portal.errors import (
     CommandTimeout,
@@ -187,6 +187,14 @@ def run_command(
     machine.status_message = None
     machine.last_seen_at = utcnow()
     db.session.flush()
+    signals.send(
+        signals.command_run,
+        user=user,
+        machine=machine,
+        command=command,
+        source=source,
+        exit_status=result.exit_code,
+    )
     return result, entry
 
 
@@ -278,6 +286,14 @@ def broadcast_entry(
                 duration_ms=timeout * 1000,
                 session=session,
             )
+        signals.send(
+            signals.command_run,
+            user=user,
+            machine=machine,
+            command=command,
+            source="broadcast",
+            exit_status=None,
+        )
         return {
             **base,
             "ok": False,
@@ -294,6 +310,14 @@ def broadcast_entry(
         output=excerpt(outcome.stdout, outcome.stderr),
         duration_ms=outcome.duration_ms,
         session=session,
+    )
+    signals.send(
+        signals.command_run,
+        user=user,
+        machine=machine,
+        command=command,
+        source="broadcast",
+        exit_status=outcome.exit_code,
     )
     return {**base, "ok": True, **result_dict(outcome, entry)}
 

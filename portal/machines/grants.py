@@ -110,6 +110,9 @@ def grant(actor, machine: Machine, data: dict) -> MachineAccess:
     row.granted_by = actor.id
     row.granted_at = utcnow()
     db.session.flush()
+    signals.send(
+        signals.access_granted, machine_id=machine.id, user_id=target.id, role=role, actor=actor
+    )
     if lost_terminal:  # the terminal closes live sessions on this signal
         signals.send(signals.access_revoked, user_id=target.id, machine_id=machine.id, actor=actor)
         _revoke_behind(target, machine, actor)

@@ -226,6 +226,7 @@ def create_machine(user, data: dict) -> tuple[Machine, str | None]:
         db.session.add(machine)
         db.session.flush()
         ensure_machine_key(machine)
+        signals.send(signals.machine_created, machine=machine, actor=user)
         return machine, new_registration_token(user, machine)
 
     host = clean_host(data)
@@ -254,6 +255,7 @@ def create_machine(user, data: dict) -> tuple[Machine, str | None]:
         ensure_machine_key(machine)
     db.session.add(machine)
     db.session.flush()
+    signals.send(signals.machine_created, machine=machine, actor=user)
     if get_bool(data, "verify", default=True):
         verify(machine, user)
     return machine, None
@@ -333,6 +335,7 @@ def update_machine(user, machine: Machine, data: dict) -> Machine:
         if method == "portal_key":
             ensure_machine_key(machine)
     db.session.flush()
+    signals.send(signals.machine_updated, machine=machine, actor=user, fields=sorted(data))
     return machine
 
 
@@ -344,6 +347,6 @@ def delete_machine(user, machine: Machine) -> None:
             f"{machine.name} is the jump host of {', '.join(users[:5])}: change those first"
         )
     machine_id = machine.id
-    signals.send(signals.machine_deleted, machine_id=machine_id, actor=user)
+    signals.send(signals.machine_deleted, machine_id=machine_id, actor=user, name=machine.name)
     db.session.delete(machine)
     db.session.flush()

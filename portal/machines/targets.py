@@ -13,7 +13,7 @@ from collections import OrderedDict
 
 from flask import current_app, has_app_context
 
-from portal import ssh
+from portal import signals, ssh
 from portal.errors import (
     MachineUnreachable,
     PortalError,
@@ -296,4 +296,5 @@ def retrust_host_key(user, machine: Machine, data: dict, *, acknowledged: bool =
     if machine.status == "error":
         machine.status = "offline"
     db.session.flush()
+    signals.send(signals.host_key_trusted, machine=machine, actor=user)
     return machine

@@ -57,8 +57,8 @@ def detail(sid):
 @api_login_required
 def recording(sid):
     row = services.get_session(g.user, sid)
-    path = recordings.recording_for(g.user, row)
     download = request.args.get("download") in ("1", "true", "yes")
+    path = recordings.recording_for(g.user, row, download=download)
     resp = send_file(
         path,
         mimetype="application/x-asciicast",

@@ -11,6 +11,7 @@ import logging
 
 import paramiko
 
+from portal import signals
 from portal.accounts.models import User
 from portal.db import utcnow
 from portal.errors import Conflict, NotFound
@@ -141,6 +142,7 @@ def open_terminal(
         reg.release(reservation)
         close_channel(channel)
         raise
+    signals.send(signals.terminal_opened, session_id=row.id, user=user, machine_id=machine.id)
     return sess, False
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from flask import current_app, url_for
 from sqlalchemy import select
 
+from portal import signals
 from portal.errors import AccessDenied, NotFound
 from portal.extensions import db
 from portal.terminal import policy
@@ -28,13 +29,15 @@ def recording_file(row: TerminalSession) -> Path | None:
     return path if path.is_file() else None
 
 
-def recording_for(user, row: TerminalSession) -> Path:
-    """The session's recording file for `user` (AccessDenied / NotFound)."""
+def recording_for(user, row: TerminalSession, *, download: bool = False) -> Path:
+    """The session's recording file for `user` (AccessDenied / NotFound); audited as viewed
+    or (`download`) downloaded."""
     if not policy.can_replay(user, row):
         raise AccessDenied("only the session's user or an admin of the machine may replay it")
     path = recording_file(row)
     if path is None:
         raise NotFound("no recording for this session")
+    signals.send(signals.recording_viewed, session_id=row.id, user=user, download=download)
     return path
 
 

@@ -14,6 +14,7 @@ import time
 from flask import current_app
 from sqlalchemy import func, select
 
+from portal import signals
 from portal.accounts.models import User
 from portal.db import iso
 from portal.errors import AccessDenied, Conflict, NotFound, PortalError, ValidationError
@@ -158,6 +159,13 @@ def close_session(user, row: TerminalSession, reason: str | None = None) -> None
         raise AccessDenied("only its user or an admin of the machine can close this session")
     if row.status == "closed":
         return
+    signals.send(
+        signals.terminal_closed_by,
+        session_id=row.id,
+        actor=user,
+        reason=reason,
+        machine_id=row.machine_id,
+    )
     if reason is None:
         reason = (
             "closed by its user"
@@ -219,6 +227,7 @@ def set_shared(user, row: TerminalSession, shared: bool) -> None:
         raise Conflict("the session is closed")
     row.shared = bool(shared)
     db.session.flush()
+    signals.send(signals.session_shared, session_id=row.id, actor=user, shared=bool(shared))
     sess = registry().get(row.id)
     if sess is not None:
         sess.set_shared(bool(shared))

@@ -16,6 +16,7 @@ from collections import deque
 
 from flask import g, request
 
+from portal import signals
 from portal.accounts.models import User
 from portal.errors import PortalError
 from portal.extensions import db, sock
@@ -117,6 +118,7 @@ def watch(ws, sid):
         if g.ws_ticket_agent is not None and g.ws_ticket_agent != machine.agent_id:
             raise PortalError("this ticket is for another machine")
         uid, tv, machine_id = user.id, user.token_version, row.machine_id
+        signals.send(signals.watch_started, session_id=row.id, user=user, machine_id=machine_id)
     except PortalError as err:
         db.session.rollback()
         db.session.remove()

@@ -1,0 +1,35 @@
+"""The audit log: who did what, from where, with what result. See docs/audit.md.
+
+Written only by the receivers in events.py (signals from the services that own the
+actions); read by the /audit page and GET /api/audit; forwarded to a webhook.
+"""
+
+from __future__ import annotations
+
+
+def register(app) -> None:
+    from portal.audit import (
+        api,
+        cli,
+        events,  # noqa: F401 - connects its signal receivers
+        views,
+    )
+    from portal.audit.log import Writer
+    from portal.audit.webhook import Deliverer, queue_events
+
+    writer = Writer(app)
+    deliverer = Deliverer(app)
+
+    def _forward(session, rows):
+        if queue_events(session, rows):
+            writer.after_commit.append(deliverer.kick)
+
+    writer.after_write.append(_forward)
+    app.extensions["portal_audit"] = writer
+    app.extensions["portal_audit_webhook"] = deliverer
+    app.register_blueprint(api.bp)
+    app.register_blueprint(views.bp)
+    cli.init_app(app)
+    if not app.testing:
+        # Deliveries queued before a restart go out again.
+        deliverer.kick()
