@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, g, jsonify, request
 
-from portal.accounts import avatars, membership, tokens
+from portal.accounts import avatars, membership, mfa, tokens
 from portal.accounts import users as user_services
 from portal.errors import AuthenticationRequired, ValidationError
 from portal.extensions import limiter
@@ -39,8 +39,12 @@ def login():
     data = json_body()
     login_value = data.get("login") or data.get("email") or data.get("username")
     user = user_services.authenticate(login_value, data.get("password"))
+    used_mfa = False
+    if mfa.has_factor(user):
+        mfa.verify(user, data.get("totp"), data.get("recovery_code"))
+        used_mfa = True
     membership.password_change_gate(user, data.get("new_password"))
-    body = tokens.token_pair(user)
+    body = tokens.token_pair(user, mfa=used_mfa)
     body["user"] = user.to_dict()
     return jsonify(body)
 
@@ -132,7 +136,7 @@ def set_role(user_id: int):
 def _auth_error(err):
     from portal.web import error_json
 
-    return error_json(err.message, 401, err.code)
+    return error_json(err.message, 401, err.code, **err.extra)
 
 
-from portal.accounts import membership_api  # noqa: E402,F401  (routes on this blueprint)
+from portal.accounts import membership_api, mfa_api  # noqa: E402,F401  (routes on this blueprint)

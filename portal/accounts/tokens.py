@@ -47,7 +47,7 @@ def _jwt_key() -> bytes:
     return hmac.new(current_app.config["SECRET_KEY"].encode(), b"jwt-v1", "sha256").digest()
 
 
-def issue_jwt(user: User) -> tuple[str, int]:
+def issue_jwt(user: User, mfa: bool = False) -> tuple[str, int]:
     ttl = int(current_app.config["PORTAL_JWT_TTL"])
     now = utcnow()
     claims = {
@@ -60,6 +60,8 @@ def issue_jwt(user: User) -> tuple[str, int]:
         "exp": now + dt.timedelta(seconds=ttl),
         "jti": uuid.uuid4().hex,
     }
+    if mfa:  # the sign-in behind this token passed a second factor, at this time
+        claims["mfa_at"] = int(now.timestamp())
     return jwt.encode(claims, _jwt_key(), algorithm="HS256"), ttl
 
 
@@ -101,8 +103,8 @@ def issue_refresh_token(user: User, family: str | None = None) -> str:
     return token
 
 
-def token_pair(user: User, family: str | None = None) -> dict:
-    token, ttl = issue_jwt(user)
+def token_pair(user: User, family: str | None = None, mfa: bool = False) -> dict:
+    token, ttl = issue_jwt(user, mfa=mfa)
     refresh = issue_refresh_token(user, family=family)
     return {"token": token, "refresh_token": refresh, "expires_in": ttl}
 

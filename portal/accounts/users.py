@@ -151,6 +151,16 @@ def authenticate(login, password) -> User:
     return user
 
 
+def verify_password(user: User, password) -> bool:
+    """Is this the user's password? (Re-authentication before a sensitive change.)"""
+    if not user.password_hash or not isinstance(password, str) or len(password) > 1024:
+        return False
+    try:
+        return hasher().verify(user.password_hash, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
 def change_password(user: User, current_password, new_password) -> None:
     if user.password_hash:
         try:
