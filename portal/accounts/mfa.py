@@ -100,6 +100,20 @@ def begin_totp(user: User) -> dict:
     return {"secret": secret, "otpauth_uri": uri}
 
 
+def pending_uri(user: User) -> str | None:
+    """The otpauth URI of an enrolment not yet confirmed (shown again while it is pending;
+    once confirmed, the secret never leaves the server)."""
+    row = totp_factor(user)
+    if row is None or row.confirmed_at is not None:
+        return None
+    secret = vault.decrypt(row.secret_enc)
+    return pyotp.TOTP(secret).provisioning_uri(name=user.email, issuer_name=ISSUER)
+
+
+def secret_of_uri(uri: str) -> str:
+    return pyotp.parse_uri(uri).secret
+
+
 def qr_svg(uri: str) -> str:
     """The otpauth URI as an inline SVG QR code (made here; no external service)."""
     return segno.make(uri, error="m").svg_inline(scale=4, dark="#000", light="#fff")
@@ -143,6 +157,13 @@ def recovery_codes_left(user: User) -> int:
 def _check_password(user: User, password) -> None:
     from portal.accounts.users import verify_password
 
+    if not user.password_hash and has_factor(user):
+        # An OAuth-only account has no password: a fresh code from its app stands in for it.
+        try:
+            verify_code(user, password, purpose="re-authentication")
+        except AuthenticationRequired as err:
+            raise ValidationError(err.message, field="password") from None
+        return
     if not verify_password(user, password):
         _event(user, "failed", None, reason="wrong password")
         raise ValidationError("the password is wrong", field="password")
@@ -237,6 +258,14 @@ def _clear_throttle(user: User) -> None:
     if row is not None:
         row.failures = 0
         db.session.flush()
+
+
+def verify_code(user: User, code, purpose: str = "sign-in") -> str:
+    """One field on a page: six digits are an authenticator code, anything else a recovery code."""
+    text = _normalise(code)
+    if text.isdigit() and len(text) == 6:
+        return verify(user, totp=text, purpose=purpose)
+    return verify(user, recovery_code=text or None, purpose=purpose)
 
 
 def verify(user: User, totp=None, recovery_code=None, purpose: str = "sign-in") -> str:

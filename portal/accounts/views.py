@@ -56,9 +56,9 @@ def login():
         except PortalError as err:
             err.field = "password"
             return _form_error("accounts/login.html", err, 401, **ctx)
-        login_user(user, remember=bool(request.form.get("remember")))
-        session.permanent = True
-        return redirect(safe_next(request.args.get("next"), _home()), 303)
+        return mfa_views.finish_sign_in(
+            user, bool(request.form.get("remember")), request.args.get("next")
+        )
     return render_template("accounts/login.html", errors={}, form={}, **ctx)
 
 
@@ -163,8 +163,7 @@ def oauth_callback(name: str):
         flash(err.message, "error")
         return redirect(url_for("accounts.profile" if intent == "link" else "accounts.login"))
     db.commit_now("the account must exist before its id goes into the session cookie")
-    login_user(user)
-    return redirect(safe_next(nxt, _home()))
+    return mfa_views.finish_sign_in(user, False, nxt, status=302)
 
 
 # ---------------------------------------------------------------- profile
@@ -319,4 +318,4 @@ def admin_signup():
     return redirect(url_for("accounts.admin_users"), 303)
 
 
-from portal.accounts import membership_views  # noqa: E402,F401  (routes on this blueprint)
+from portal.accounts import membership_views, mfa_views  # noqa: E402,F401  (routes on this blueprint)
