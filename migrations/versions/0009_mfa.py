@@ -1,4 +1,4 @@
-"""second factor: TOTP factors, recovery codes, per-account failure throttle
+"""second factor: TOTP factors, recovery codes, per-account failure throttle, machines.sensitive
 
 Revision ID: 0009_mfa
 Revises: 0008_signup_invites
@@ -41,6 +41,10 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_recovery_codes")),
     )
     op.create_index(op.f("ix_recovery_codes_user_id"), "recovery_codes", ["user_id"], unique=False)
+    with op.batch_alter_table("machines", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("sensitive", sa.Boolean(), server_default=sa.false(), nullable=False)
+        )
     op.create_table(
         "mfa_throttle",
         sa.Column("user_id", sa.Integer(), nullable=False),
@@ -55,6 +59,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("mfa_throttle")
+    with op.batch_alter_table("machines", schema=None) as batch_op:
+        batch_op.drop_column("sensitive")
     op.drop_index(op.f("ix_recovery_codes_user_id"), table_name="recovery_codes")
     op.drop_table("recovery_codes")
     op.drop_table("totp_factors")

@@ -73,6 +73,9 @@ def set_required_for_everyone(actor: User, required: bool) -> None:
 
     if not actor.is_admin:
         raise AccessDenied("only admins can require a second factor")
+    from portal.accounts import stepup
+
+    stepup.require(actor, "settings.mfa_required")
     settings.set_setting("mfa_required", "1" if required else "0")
 
 
@@ -195,6 +198,9 @@ def reset_factors(actor: User, user: User) -> None:
 
     if not actor.is_admin:
         raise AccessDenied("only admins can reset a user's second factor")
+    from portal.accounts import stepup
+
+    stepup.require(actor, "user.mfa_reset")
     row = totp_factor(user)
     if row is not None:
         db.session.delete(row)

@@ -8,13 +8,13 @@ import time
 from flask import flash, g, redirect, render_template, request, session, url_for
 from flask_login import login_user
 
-from portal.accounts import mfa
+from portal.accounts import mfa, stepup
 from portal.accounts.api import auth_limit
 from portal.accounts.models import User
 from portal.accounts.views import _home, bp
 from portal.errors import PortalError
 from portal.extensions import db, limiter
-from portal.web import login_required, safe_next
+from portal.web import error_json, is_htmx, login_required, safe_next, wants_json
 
 PENDING_TTL = 300  # seconds between the password and the second factor
 
@@ -140,3 +140,54 @@ def profile_mfa_regenerate():
     except PortalError as err:
         return _page(422 if err.status == 400 else err.status, {"codes_password": err.message})
     return _page(recovery_codes=codes)
+
+
+# ---------------------------------------------------------------- step-up prompt
+
+
+@bp.app_errorhandler(stepup.StepUpRequired)
+def _step_up_prompt(err: stepup.StepUpRequired):
+    """JSON: 401 {error, step_up_required}. A page: a small prompt that continues the action
+    (a form is re-sent with the code; a page is opened again once the code is checked)."""
+    if wants_json():
+        return error_json(err.message, 401, err.code, **err.extra)
+    db.fail_request("step-up required")
+    if is_htmx():
+        back = request.headers.get("HX-Current-URL") or request.referrer or _home()
+        resp = redirect(url_for("accounts.step_up", next=back))
+        resp.status_code = 401
+        resp.headers["HX-Redirect"] = url_for("accounts.step_up", next=back)
+        return resp
+    if request.method == "GET":
+        ctx = {"action": url_for("accounts.step_up"), "fields": [("next", request.full_path)]}
+    else:
+        fields = [
+            (k, v) for k, v in request.form.items(multi=True) if k not in ("csrf_token", "mfa_code")
+        ]
+        ctx = {"action": request.url, "fields": fields}
+    bad = request.form.get("mfa_code") if request.method == "POST" else None
+    return render_template("accounts/step_up.html", error=err.message if bad else None, **ctx), 401
+
+
+@bp.route("/step-up", methods=["GET", "POST"])
+@login_required
+@limiter.limit(auth_limit, methods=["POST"])
+def step_up():
+    nxt = request.values.get("next")
+    if request.method == "POST":
+        try:
+            stepup.require(g.user, "page")
+        except stepup.StepUpRequired as err:
+            return render_template(
+                "accounts/step_up.html",
+                action=url_for("accounts.step_up"),
+                fields=[("next", nxt or "")],
+                error=err.message if request.form.get("mfa_code") else None,
+            ), 401
+        return redirect(safe_next(nxt, _home()), 303)
+    return render_template(
+        "accounts/step_up.html",
+        action=url_for("accounts.step_up"),
+        fields=[("next", nxt or "")],
+        error=None,
+    )

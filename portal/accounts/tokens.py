@@ -88,6 +88,18 @@ def user_from_jwt(token: str) -> User | None:
     return user
 
 
+def jwt_mfa_at(token: str) -> int | None:
+    """The `mfa_at` claim of a valid access JWT (when its sign-in passed a second factor)."""
+    try:
+        claims = jwt.decode(
+            token, _jwt_key(), algorithms=["HS256"], audience=JWT_AUDIENCE, issuer=JWT_ISSUER
+        )
+    except jwt.PyJWTError:
+        return None
+    value = claims.get("mfa_at")
+    return value if isinstance(value, int) else None
+
+
 def issue_refresh_token(user: User, family: str | None = None) -> str:
     token = "rt_" + secrets.token_urlsafe(32)
     ttl = int(current_app.config["PORTAL_REFRESH_TTL"])
@@ -146,6 +158,9 @@ def _revoke_family(family: str, now: dt.datetime) -> None:
 
 
 def regenerate_api_key(user: User) -> str:
+    from portal.accounts import stepup
+
+    stepup.require(user, "apikey.create")
     key = API_KEY_PREFIX + secrets.token_urlsafe(32)  # 256 random bits
     user.api_key_hash = sha256(key)
     user.api_key_prefix = key[: len(API_KEY_PREFIX) + 6]

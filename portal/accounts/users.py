@@ -9,6 +9,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from sqlalchemy import func, select
 
 from portal import signals
+from portal.accounts import stepup
 from portal.accounts.models import User
 from portal.accounts.passwords import check_password_strength, dummy_hash, hasher
 from portal.accounts.settings import signup_open
@@ -186,6 +187,7 @@ def admin_count() -> int:
 def set_role(actor: User, user: User, role: str) -> None:
     if not actor.is_admin:
         raise AccessDenied("only admins can change roles")
+    stepup.require(actor, "user.role")
     if role not in {"admin", "user"}:
         raise ValidationError("role must be admin or user", field="role")
     if user.role == "admin" and role != "admin" and user.active and admin_count() <= 1:
@@ -200,6 +202,7 @@ def set_role(actor: User, user: User, role: str) -> None:
 def set_active(actor: User, user: User, active: bool) -> None:
     if not actor.is_admin:
         raise AccessDenied("only admins can deactivate users")
+    stepup.require(actor, "user.active")
     if not active and user.is_admin and user.active and admin_count() <= 1:
         raise Conflict("the last admin cannot be deactivated")
     if not active and user.active:

@@ -24,6 +24,7 @@ from portal.accounts import avatars, identities, membership, oauth, settings, to
 from portal.accounts import users as user_services
 from portal.accounts.api import auth_limit
 from portal.accounts.models import User
+from portal.accounts.stepup import StepUpRequired
 from portal.errors import PortalError, ValidationError
 from portal.extensions import db, limiter
 from portal.web import admin_required, is_htmx, login_required, safe_next
@@ -305,6 +306,8 @@ def admin_user_action(user_id: int, action: str):
             user_services.set_role(g.user, user, "user")
         else:
             abort(404)
+    except StepUpRequired:  # a page asks for the code (accounts/mfa_views.py)
+        raise
     except PortalError as err:
         return _users_table(err.status, err.message)
     return _users_table()
