@@ -107,3 +107,18 @@ def test_required_for_everyone_sends_users_to_enrol(client, app, make_user, auth
     assert resp.get_json() == {"required": True}
     resp = password_step(client)
     assert resp.status_code == 303 and resp.headers["Location"].endswith("/profile/mfa")
+
+
+def test_new_recovery_codes_on_the_page_need_the_password(client, make_user, login):
+    user = make_user("mo")
+    csrf = login(user)
+    _secret, codes = enrol_on_page(client, csrf)
+    bad = client.post(
+        "/profile/mfa/recovery-codes", data={"csrf_token": csrf, "codes_password": "x"}
+    )
+    assert bad.status_code == 422 and 'id="e-codes_password"' in bad.get_data(as_text=True)
+    ok = client.post(
+        "/profile/mfa/recovery-codes", data={"csrf_token": csrf, "codes_password": PASSWORD}
+    )
+    html = ok.get_data(as_text=True)
+    assert ok.status_code == 200 and "Your recovery codes" in html and codes[0] not in html

@@ -136,7 +136,7 @@ def profile_mfa_remove():
 @login_required
 def profile_mfa_regenerate():
     try:
-        codes = mfa.regenerate_recovery_codes(g.user, request.form.get("password"))
+        codes = mfa.regenerate_recovery_codes(g.user, request.form.get("codes_password"))
     except PortalError as err:
         return _page(422 if err.status == 400 else err.status, {"codes_password": err.message})
     return _page(recovery_codes=codes)
