@@ -188,3 +188,32 @@ def test_machine_page_form_is_resent_with_the_code(
     assert "no" == re.search(
         r'id="m-sensitive">([^<]+)<', client.get(f"/machines/{box.agent_id}").get_data(as_text=True)
     ).group(1)
+
+
+def test_api_key_without_terminal_rights_cannot_open_a_terminal(
+    client, make_user, auth, make_machine
+):
+    user = make_user("mo")
+    box = make_machine(user, "box")
+    made = client.post(
+        "/api/profile/regenerate-api-key", json={"terminal": False}, headers=auth(user)
+    ).get_json()
+    assert made["terminal"] is False and made["mfa"] is False
+    key = made["api_key"]
+    assert client.get("/api/machines", headers={"X-API-Key": key}).status_code == 200
+    resp = client.post(f"/api/terminal/{box.agent_id}/ticket", headers={"X-API-Key": key})
+    assert resp.status_code == 403 and "terminal rights" in resp.get_json()["error"]
+    full = client.post("/api/profile/regenerate-api-key", headers=auth(user)).get_json()
+    assert full["terminal"] is True
+    ok = client.post(f"/api/terminal/{box.agent_id}/ticket", headers={"X-API-Key": full["api_key"]})
+    assert ok.status_code == 200 and ok.get_json()["ticket"]
+
+
+def test_api_key_made_after_a_second_factor_says_so(client, make_user, auth, with_totp):
+    user = make_user("mo")
+    secret = with_totp(user)
+    made = client.post(
+        "/api/profile/regenerate-api-key", headers={**auth(user), "X-MFA-Code": code_at(secret)}
+    ).get_json()
+    assert made["mfa"] is True
+    assert client.get("/api/profile", headers=auth(user)).get_json()["api_key_mfa"] is True

@@ -45,6 +45,13 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("sensitive", sa.Boolean(), server_default=sa.false(), nullable=False)
         )
+    with op.batch_alter_table("users", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("api_key_mfa", sa.Boolean(), server_default=sa.false(), nullable=False)
+        )
+        batch_op.add_column(
+            sa.Column("api_key_terminal", sa.Boolean(), server_default=sa.true(), nullable=False)
+        )
     op.create_table(
         "mfa_throttle",
         sa.Column("user_id", sa.Integer(), nullable=False),
@@ -59,6 +66,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("mfa_throttle")
+    with op.batch_alter_table("users", schema=None) as batch_op:
+        batch_op.drop_column("api_key_terminal")
+        batch_op.drop_column("api_key_mfa")
     with op.batch_alter_table("machines", schema=None) as batch_op:
         batch_op.drop_column("sensitive")
     op.drop_index(op.f("ix_recovery_codes_user_id"), table_name="recovery_codes")

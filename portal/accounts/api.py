@@ -72,6 +72,8 @@ def profile():
             "user": g.user.to_dict(),
             "api_key_prefix": g.user.api_key_prefix,
             "has_api_key": bool(g.user.api_key_hash),
+            "api_key_terminal": bool(g.user.api_key_hash and g.user.api_key_terminal),
+            "api_key_mfa": bool(g.user.api_key_hash and g.user.api_key_mfa),
             "identities": [{"provider": i.provider, "email": i.email} for i in g.user.identities],
         }
     )
@@ -80,8 +82,19 @@ def profile():
 @bp.post("/api/profile/regenerate-api-key")
 @api_login_required
 def regenerate_api_key():
-    key = tokens.regenerate_api_key(g.user)
-    return jsonify({"api_key": key, "api_key_prefix": g.user.api_key_prefix})
+    from portal.validation import get_bool
+
+    data = json_body() if request.get_data() else {}
+    terminal = get_bool(data, "terminal", default=True)
+    key = tokens.regenerate_api_key(g.user, terminal=terminal)
+    return jsonify(
+        {
+            "api_key": key,
+            "api_key_prefix": g.user.api_key_prefix,
+            "terminal": g.user.api_key_terminal,
+            "mfa": g.user.api_key_mfa,
+        }
+    )
 
 
 @bp.post("/api/profile/reset-password")

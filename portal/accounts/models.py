@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from flask import url_for
-from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, UniqueConstraint, false
+from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, UniqueConstraint, false, true
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.db import Base, UTCDateTime, iso, utcnow
@@ -26,6 +26,9 @@ class User(Base):
     token_version: Mapped[int] = mapped_column(Integer, default=0)
     api_key_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
     api_key_prefix: Mapped[str | None] = mapped_column(String(16))
+    # The key was made after a second-factor check; it may open terminals (or only call the API).
+    api_key_mfa: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    api_key_terminal: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     avatar_file: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

@@ -57,6 +57,19 @@ def offered_code() -> tuple[str | None, str | None]:
     return None, None
 
 
+def require_terminal_rights(user: User) -> None:
+    """An API key made without terminal rights may call the API but never open a terminal
+    (through `?token=`, `X-API-Key` or a ticket asked for with it)."""
+    from portal.accounts import tokens
+    from portal.errors import AccessDenied
+
+    if not has_request_context() or g.get("ws_via") in ("session", "ticket"):
+        return
+    key = request.headers.get("X-API-Key") or _bearer() or request.args.get("token") or ""
+    if key.startswith(tokens.API_KEY_PREFIX) and not user.api_key_terminal:
+        raise AccessDenied("this API key was made without terminal rights")
+
+
 def applies_to(user: User) -> bool:
     return mfa.has_factor(user) or mfa.required_for_everyone()
 

@@ -157,13 +157,17 @@ def _revoke_family(family: str, now: dt.datetime) -> None:
     db.commit_now("a reused refresh token revokes its family although the request fails")
 
 
-def regenerate_api_key(user: User) -> str:
-    from portal.accounts import stepup
+def regenerate_api_key(user: User, terminal: bool = True) -> str:
+    """A new key (the old one dies). `terminal=False` makes a key that cannot open terminals.
+    A user with a second factor passes a step-up first, and the key records that."""
+    from portal.accounts import mfa, stepup
 
     stepup.require(user, "apikey.create")
     key = API_KEY_PREFIX + secrets.token_urlsafe(32)  # 256 random bits
     user.api_key_hash = sha256(key)
     user.api_key_prefix = key[: len(API_KEY_PREFIX) + 6]
+    user.api_key_mfa = mfa.has_factor(user)
+    user.api_key_terminal = bool(terminal)
     db.session.flush()
     return key
 

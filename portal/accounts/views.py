@@ -210,7 +210,8 @@ def profile_password():
 @bp.post("/profile/api-key")
 @login_required
 def profile_api_key():
-    key = tokens.regenerate_api_key(g.user)
+    terminal = request.form.getlist("terminal")[-1:] != ["0"]  # hidden "0" + checkbox "1"
+    key = tokens.regenerate_api_key(g.user, terminal=terminal)
     # Shown this once, never stored in clear.
     return _profile(new_api_key=key)
 

@@ -22,6 +22,7 @@ def machine_for_terminal(user, agent_id: str):
         machine_access.require(user, machine, "open_terminal")
     except AccessDenied:
         raise AccessDenied("you need operator access to open a terminal on this machine") from None
+    stepup.require_terminal_rights(user)
     if machine.sensitive:
         stepup.require(user, "terminal.open_sensitive")
     return machine
