@@ -122,3 +122,19 @@ def test_new_recovery_codes_on_the_page_need_the_password(client, make_user, log
     )
     html = ok.get_data(as_text=True)
     assert ok.status_code == 200 and "Your recovery codes" in html and codes[0] not in html
+
+
+def test_admin_page_requires_mfa_and_resets_a_users_factors(client, make_user, login, auth):
+    admin = make_user("chief", role="admin")
+    user = make_user("mo")
+    secret = client.post("/api/profile/mfa/totp", headers=auth(user)).get_json()["secret"]
+    client.post("/api/profile/mfa/totp/confirm", json={"code": code_at(secret)}, headers=auth(user))
+    csrf = login(admin)
+    page = client.get("/admin/users").get_data(as_text=True)
+    assert "Require for everyone" in page and "Reset 2FA" in page
+    resp = client.post(f"/admin/users/{user.id}/mfa-reset", data={"csrf_token": csrf})
+    assert resp.status_code == 200
+    assert client.get("/api/profile/mfa", headers=auth(user)).get_json()["totp"] is False
+    resp = client.post("/admin/mfa-required", data={"csrf_token": csrf, "required": "1"})
+    assert resp.status_code == 303
+    assert "Make optional" in client.get("/admin/users").get_data(as_text=True)

@@ -14,7 +14,7 @@ from portal.accounts.models import User
 from portal.accounts.views import _home, bp
 from portal.errors import PortalError
 from portal.extensions import db, limiter
-from portal.web import error_json, is_htmx, login_required, safe_next, wants_json
+from portal.web import admin_required, error_json, is_htmx, login_required, safe_next, wants_json
 
 PENDING_TTL = 300  # seconds between the password and the second factor
 
@@ -191,3 +191,12 @@ def step_up():
         fields=[("next", nxt or "")],
         error=None,
     )
+
+
+@bp.post("/admin/mfa-required")
+@admin_required
+def admin_mfa_required():
+    mfa.set_required_for_everyone(g.user, request.form.get("required") == "1")
+    on = mfa.required_for_everyone()
+    flash("A second factor is now " + ("required for everyone." if on else "optional."), "success")
+    return redirect(url_for("accounts.admin_users"), 303)

@@ -274,6 +274,7 @@ def _users_table(status: int = 200, error: str | None = None, page: dict | None 
         "q": q,
         "error": error,
         "signup_open": settings.signup_open(),
+        "mfa_required": mfa_views.mfa.required_for_everyone(),
         **extra,
     }
     if is_htmx() and request.headers.get("HX-Target") == "users-table":
@@ -305,6 +306,8 @@ def admin_user_action(user_id: int, action: str):
             user_services.set_role(g.user, user, "admin")
         elif action == "demote":
             user_services.set_role(g.user, user, "user")
+        elif action == "mfa-reset":
+            mfa_views.mfa.reset_factors(g.user, user)
         else:
             abort(404)
     except StepUpRequired:  # a page asks for the code (accounts/mfa_views.py)
