@@ -149,6 +149,11 @@ def load_config(instance_path: str, given: Mapping | None = None) -> dict:
         "PORTAL_SIGNUP_OPEN": _bool(env("PORTAL_SIGNUP_OPEN"), False),
         "PORTAL_AUTH_RATE_LIMIT": env("PORTAL_AUTH_RATE_LIMIT") or "10 per minute;60 per hour",
         "PORTAL_JWT_TTL": _int("PORTAL_JWT_TTL", 24 * 3600),
+        # Second factor: failed codes allowed per account per window (seconds).
+        "PORTAL_MFA_MAX_FAILURES": _int("PORTAL_MFA_MAX_FAILURES", 5),
+        "PORTAL_MFA_FAILURE_WINDOW": _int("PORTAL_MFA_FAILURE_WINDOW", 300),
+        # Step-up: risky actions need a second factor checked within this many seconds.
+        "PORTAL_STEP_UP_MAX_AGE": _int("PORTAL_STEP_UP_MAX_AGE", 600),
         "PORTAL_REFRESH_TTL": _int("PORTAL_REFRESH_TTL", 30 * 24 * 3600),
         "PORTAL_MAX_SESSIONS_PER_USER": _int("PORTAL_MAX_SESSIONS_PER_USER", 10),
         "PORTAL_MAX_WATCHERS_PER_USER": _int("PORTAL_MAX_WATCHERS_PER_USER", 10),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, g, jsonify, request
 
-from portal.accounts import avatars, membership, tokens
+from portal.accounts import avatars, membership, mfa, tokens
 from portal.accounts import users as user_services
 from portal.errors import AuthenticationRequired, ValidationError
 from portal.extensions import limiter
@@ -39,8 +39,12 @@ def login():
     data = json_body()
     login_value = data.get("login") or data.get("email") or data.get("username")
     user = user_services.authenticate(login_value, data.get("password"))
+    used_mfa = False
+    if mfa.has_factor(user):
+        mfa.verify(user, data.get("totp"), data.get("recovery_code"))
+        used_mfa = True
     membership.password_change_gate(user, data.get("new_password"))
-    body = tokens.token_pair(user)
+    body = tokens.token_pair(user, mfa=used_mfa)
     body["user"] = user.to_dict()
     return jsonify(body)
 
@@ -68,6 +72,8 @@ def profile():
             "user": g.user.to_dict(),
             "api_key_prefix": g.user.api_key_prefix,
             "has_api_key": bool(g.user.api_key_hash),
+            "api_key_terminal": bool(g.user.api_key_hash and g.user.api_key_terminal),
+            "api_key_mfa": bool(g.user.api_key_hash and g.user.api_key_mfa),
             "identities": [{"provider": i.provider, "email": i.email} for i in g.user.identities],
         }
     )
@@ -76,8 +82,19 @@ def profile():
 @bp.post("/api/profile/regenerate-api-key")
 @api_login_required
 def regenerate_api_key():
-    key = tokens.regenerate_api_key(g.user)
-    return jsonify({"api_key": key, "api_key_prefix": g.user.api_key_prefix})
+    from portal.validation import get_bool
+
+    data = json_body() if request.get_data() else {}
+    terminal = get_bool(data, "terminal", default=True)
+    key = tokens.regenerate_api_key(g.user, terminal=terminal)
+    return jsonify(
+        {
+            "api_key": key,
+            "api_key_prefix": g.user.api_key_prefix,
+            "terminal": g.user.api_key_terminal,
+            "mfa": g.user.api_key_mfa,
+        }
+    )
 
 
 @bp.post("/api/profile/reset-password")
@@ -132,7 +149,7 @@ def set_role(user_id: int):
 def _auth_error(err):
     from portal.web import error_json
 
-    return error_json(err.message, 401, err.code)
+    return error_json(err.message, 401, err.code, **err.extra)
 
 
-from portal.accounts import membership_api  # noqa: E402,F401  (routes on this blueprint)
+from portal.accounts import membership_api, mfa_api  # noqa: E402,F401  (routes on this blueprint)

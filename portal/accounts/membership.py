@@ -11,6 +11,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from sqlalchemy import func, select
 
 from portal import signals
+from portal.accounts import stepup
 from portal.accounts.models import Invite, User
 from portal.accounts.passwords import check_password_strength, ph
 from portal.accounts.settings import signup_open
@@ -212,6 +213,7 @@ def admin_create_user(actor: User, data: dict) -> tuple[User, str | None]:
     """An account made by an admin: `email`, `username`, `role`, `password` (optional: one is
     generated and returned, to be shown once). The user must change it at first sign-in."""
     _require_admin(actor, "create users")
+    stepup.require(actor, "user.create")
     role = _role(data)
     password = data.get("password")
     generated = None
@@ -236,6 +238,7 @@ def admin_reset_password(actor: User, user: User, password=None) -> str | None:
     """Set a new password (given, or generated and returned once), end every session, token
     and API key of the user, and make them choose their own at the next sign-in."""
     _require_admin(actor, "reset passwords")
+    stepup.require(actor, "user.password_reset")
     if user.id == actor.id:
         raise Conflict("change your own password on your profile page")
     generated = None

@@ -20,6 +20,7 @@ from portal.accounts import membership, oauth
 from portal.accounts.api import auth_limit
 from portal.accounts.membership_api import invite_url
 from portal.accounts.models import User
+from portal.accounts.stepup import StepUpRequired
 from portal.accounts.views import _home, _users_table, bp
 from portal.errors import PortalError
 from portal.extensions import db, limiter
@@ -220,6 +221,8 @@ def admin_invite_revoke(invite_id: int):
 def admin_user_create():
     try:
         user, generated = membership.admin_create_user(g.user, request.form)
+    except StepUpRequired:  # a page asks for the code (accounts/mfa_views.py)
+        raise
     except PortalError as err:
         status, errors = _refusal(err, "_create")
         return _admin_card(
@@ -239,6 +242,8 @@ def admin_user_reset_password(user_id: int):
         abort(404)
     try:
         temporary = membership.admin_reset_password(g.user, user)
+    except StepUpRequired:  # a page asks for the code (accounts/mfa_views.py)
+        raise
     except PortalError as err:
         return _users_table(err.status, err.message)
     return _users_table(reset_user=user, reset_password=temporary)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from flask import url_for
-from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, UniqueConstraint, false
+from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, UniqueConstraint, false, true
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.db import Base, UTCDateTime, iso, utcnow
@@ -26,6 +26,9 @@ class User(Base):
     token_version: Mapped[int] = mapped_column(Integer, default=0)
     api_key_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
     api_key_prefix: Mapped[str | None] = mapped_column(String(16))
+    # The key was made after a second-factor check; it may open terminals (or only call the API).
+    api_key_mfa: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    api_key_terminal: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     avatar_file: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
@@ -163,3 +166,42 @@ class Invite(Base):
             "used_by": {"id": self.user.id, "username": self.user.username} if self.user else None,
             "revoked_at": iso(self.revoked_at),
         }
+
+
+class TotpFactor(Base):
+    """A user's authenticator app. The secret is encrypted with the vault key and never
+    shown again after enrolment; `last_step` stops a code from being used twice."""
+
+    __tablename__ = "totp_factors"
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    secret_enc: Mapped[str] = mapped_column(Text)
+    confirmed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    last_step: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RecoveryCode(Base):
+    """A single-use recovery code, stored as SHA-256."""
+
+    __tablename__ = "recovery_codes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(64))
+    used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class MfaThrottle(Base):
+    """Failed second-factor attempts per account (not per address): a stolen password
+    cannot brute-force six digits from many addresses."""
+
+    __tablename__ = "mfa_throttle"
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    window_start: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

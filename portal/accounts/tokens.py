@@ -47,7 +47,7 @@ def _jwt_key() -> bytes:
     return hmac.new(current_app.config["SECRET_KEY"].encode(), b"jwt-v1", "sha256").digest()
 
 
-def issue_jwt(user: User) -> tuple[str, int]:
+def issue_jwt(user: User, mfa: bool = False) -> tuple[str, int]:
     ttl = int(current_app.config["PORTAL_JWT_TTL"])
     now = utcnow()
     claims = {
@@ -60,6 +60,8 @@ def issue_jwt(user: User) -> tuple[str, int]:
         "exp": now + dt.timedelta(seconds=ttl),
         "jti": uuid.uuid4().hex,
     }
+    if mfa:  # the sign-in behind this token passed a second factor, at this time
+        claims["mfa_at"] = int(now.timestamp())
     return jwt.encode(claims, _jwt_key(), algorithm="HS256"), ttl
 
 
@@ -86,6 +88,18 @@ def user_from_jwt(token: str) -> User | None:
     return user
 
 
+def jwt_mfa_at(token: str) -> int | None:
+    """The `mfa_at` claim of a valid access JWT (when its sign-in passed a second factor)."""
+    try:
+        claims = jwt.decode(
+            token, _jwt_key(), algorithms=["HS256"], audience=JWT_AUDIENCE, issuer=JWT_ISSUER
+        )
+    except jwt.PyJWTError:
+        return None
+    value = claims.get("mfa_at")
+    return value if isinstance(value, int) else None
+
+
 def issue_refresh_token(user: User, family: str | None = None) -> str:
     token = "rt_" + secrets.token_urlsafe(32)
     ttl = int(current_app.config["PORTAL_REFRESH_TTL"])
@@ -101,8 +115,8 @@ def issue_refresh_token(user: User, family: str | None = None) -> str:
     return token
 
 
-def token_pair(user: User, family: str | None = None) -> dict:
-    token, ttl = issue_jwt(user)
+def token_pair(user: User, family: str | None = None, mfa: bool = False) -> dict:
+    token, ttl = issue_jwt(user, mfa=mfa)
     refresh = issue_refresh_token(user, family=family)
     return {"token": token, "refresh_token": refresh, "expires_in": ttl}
 
@@ -145,12 +159,19 @@ def _revoke_family(family: str, now: dt.datetime) -> None:
     db.commit_now("a reused refresh token revokes its family although the request fails")
 
 
-def regenerate_api_key(user: User) -> str:
+def regenerate_api_key(user: User, terminal: bool = True) -> str:
+    """A new key (the old one dies). `terminal=False` makes a key that cannot open terminals.
+    A user with a second factor passes a step-up first, and the key records that."""
+    from portal.accounts import mfa, stepup
+
+    stepup.require(user, "apikey.create")
     if user.api_key_prefix:
         signals.send(signals.api_key_revoked, user=user, prefix=user.api_key_prefix)
     key = API_KEY_PREFIX + secrets.token_urlsafe(32)  # 256 random bits
     user.api_key_hash = sha256(key)
     user.api_key_prefix = key[: len(API_KEY_PREFIX) + 6]
+    user.api_key_mfa = mfa.has_factor(user)
+    user.api_key_terminal = bool(terminal)
     db.session.flush()
     signals.send(signals.api_key_created, user=user, prefix=user.api_key_prefix)
     return key

@@ -9,6 +9,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from sqlalchemy import func, select
 
 from portal import metrics, signals
+from portal.accounts import stepup
 from portal.accounts.models import User
 from portal.accounts.passwords import check_password_strength, dummy_hash, hasher
 from portal.accounts.settings import signup_open
@@ -130,7 +131,7 @@ def authenticate(login, password) -> User:
         user = _authenticate(login, password)
     except AuthenticationRequired as err:
         metrics.SIGNIN_FAILURES.inc()
-        signals.send(signals.sign_in_failed, login=login, reason=err.extra.get("reason", ""))
+        signals.send(signals.sign_in_failed, login=login, reason=getattr(err, "audit_reason", ""))
         raise
     signals.send(signals.signed_in, user=user, method="password")
     return user
@@ -138,7 +139,9 @@ def authenticate(login, password) -> User:
 
 def _authenticate(login, password) -> User:
     def failure(reason: str) -> AuthenticationRequired:
-        return AuthenticationRequired("invalid login or password", reason=reason)
+        err = AuthenticationRequired("invalid login or password")
+        err.audit_reason = reason  # for the audit log only: never in the answer (enumeration)
+        return err
 
     if not isinstance(login, str) or not isinstance(password, str) or len(password) > 1024:
         raise failure("malformed")
@@ -163,6 +166,16 @@ def _authenticate(login, password) -> User:
     user.last_login_at = utcnow()
     db.session.flush()
     return user
+
+
+def verify_password(user: User, password) -> bool:
+    """Is this the user's password? (Re-authentication before a sensitive change.)"""
+    if not user.password_hash or not isinstance(password, str) or len(password) > 1024:
+        return False
+    try:
+        return hasher().verify(user.password_hash, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
 
 
 def change_password(user: User, current_password, new_password) -> None:
@@ -190,6 +203,7 @@ def admin_count() -> int:
 def set_role(actor: User, user: User, role: str) -> None:
     if not actor.is_admin:
         raise AccessDenied("only admins can change roles")
+    stepup.require(actor, "user.role")
     if role not in {"admin", "user"}:
         raise ValidationError("role must be admin or user", field="role")
     if user.role == "admin" and role != "admin" and user.active and admin_count() <= 1:
@@ -207,6 +221,7 @@ def set_role(actor: User, user: User, role: str) -> None:
 def set_active(actor: User, user: User, active: bool) -> None:
     if not actor.is_admin:
         raise AccessDenied("only admins can deactivate users")
+    stepup.require(actor, "user.active")
     if not active and user.is_admin and user.active and admin_count() <= 1:
         raise Conflict("the last admin cannot be deactivated")
     if not active and user.active:

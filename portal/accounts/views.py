@@ -25,6 +25,7 @@ from portal.accounts import avatars, identities, membership, oauth, settings, to
 from portal.accounts import users as user_services
 from portal.accounts.api import auth_limit
 from portal.accounts.models import User
+from portal.accounts.stepup import StepUpRequired
 from portal.errors import PortalError, ValidationError
 from portal.extensions import db, limiter
 from portal.web import admin_required, is_htmx, login_required, safe_next
@@ -57,9 +58,9 @@ def login():
         except PortalError as err:
             err.field = "password"
             return _form_error("accounts/login.html", err, 401, **ctx)
-        login_user(user, remember=bool(request.form.get("remember")))
-        session.permanent = True
-        return redirect(safe_next(request.args.get("next"), _home()), 303)
+        return mfa_views.finish_sign_in(
+            user, bool(request.form.get("remember")), request.args.get("next")
+        )
     return render_template("accounts/login.html", errors={}, form={}, **ctx)
 
 
@@ -166,8 +167,7 @@ def oauth_callback(name: str):
         flash(err.message, "error")
         return redirect(url_for("accounts.profile" if intent == "link" else "accounts.login"))
     db.commit_now("the account must exist before its id goes into the session cookie")
-    login_user(user)
-    return redirect(safe_next(nxt, _home()))
+    return mfa_views.finish_sign_in(user, False, nxt, status=302)
 
 
 # ---------------------------------------------------------------- profile
@@ -213,7 +213,8 @@ def profile_password():
 @bp.post("/profile/api-key")
 @login_required
 def profile_api_key():
-    key = tokens.regenerate_api_key(g.user)
+    terminal = request.form.getlist("terminal")[-1:] != ["0"]  # hidden "0" + checkbox "1"
+    key = tokens.regenerate_api_key(g.user, terminal=terminal)
     # Shown this once, never stored in clear.
     return _profile(new_api_key=key)
 
@@ -276,6 +277,7 @@ def _users_table(status: int = 200, error: str | None = None, page: dict | None 
         "q": q,
         "error": error,
         "signup_open": settings.signup_open(),
+        "mfa_required": mfa_views.mfa.required_for_everyone(),
         **extra,
     }
     if is_htmx() and request.headers.get("HX-Target") == "users-table":
@@ -307,8 +309,12 @@ def admin_user_action(user_id: int, action: str):
             user_services.set_role(g.user, user, "admin")
         elif action == "demote":
             user_services.set_role(g.user, user, "user")
+        elif action == "mfa-reset":
+            mfa_views.mfa.reset_factors(g.user, user)
         else:
             abort(404)
+    except StepUpRequired:  # a page asks for the code (accounts/mfa_views.py)
+        raise
     except PortalError as err:
         return _users_table(err.status, err.message)
     return _users_table()
@@ -322,4 +328,4 @@ def admin_signup():
     return redirect(url_for("accounts.admin_users"), 303)
 
 
-from portal.accounts import membership_views  # noqa: E402,F401  (routes on this blueprint)
+from portal.accounts import membership_views, mfa_views  # noqa: E402,F401  (routes on this blueprint)

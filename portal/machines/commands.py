@@ -9,6 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from portal import metrics, signals, ssh
+from portal.accounts import stepup
 from portal.db import utcnow
 from portal.errors import (
     CommandTimeout,
@@ -231,6 +232,8 @@ def broadcast_machines(user, data: dict) -> list[Machine]:
         machines = [m for m in rows if can(user, m, "broadcast", roles[m.id])]
         if not machines:
             raise NotFound("no machine you can operate has that tag", field="tag")
+    if len(machines) > 1:
+        stepup.require(user, "command.broadcast")
     return machines
 
 

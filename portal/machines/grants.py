@@ -7,6 +7,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from portal import signals
+from portal.accounts import stepup
 from portal.accounts.models import User
 from portal.accounts.users import find_user_ref
 from portal.db import utcnow
@@ -88,6 +89,8 @@ def grant(actor, machine: Machine, data: dict) -> MachineAccess:
     require(actor, machine, "grant")
     target = _user_ref(data)
     role = get_choice(data, "role", ROLES)
+    if role == "admin":
+        stepup.require(actor, "access.grant_admin")
     if not target.is_active:
         raise Unprocessable("that account is deactivated", field="user")
     if target.id == machine.owner_id:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from sqlalchemy import func, literal, or_, select
 
 from portal import signals, ssh
+from portal.accounts import stepup
 from portal.db import utcnow
 from portal.errors import (
     CommandTimeout,
@@ -321,6 +322,11 @@ def update_machine(user, machine: Machine, data: dict) -> Machine:
     if data.get("auth_method") and machine.status != "pending":
         method = get_choice(data, "auth_method", AUTH_METHODS, label="auth_method")
         secret = _credentials(data, method)
+    sensitive = get_bool(data, "sensitive") if "sensitive" in data else None
+    if moved or method is not None or (sensitive is False and machine.sensitive):
+        stepup.require(user, "machine.connection")
+    if sensitive is not None:
+        machine.sensitive = sensitive
     if name is not None:
         machine.name = name
     if tags is not None:

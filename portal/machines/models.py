@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.accounts.models import User
@@ -47,6 +47,8 @@ class Machine(Base):
     # Comma-separated, lower-case; filtered with LIKE on ",tags,".
     tags: Mapped[str] = mapped_column(String(600), default="")
     os: Mapped[str | None] = mapped_column(String(120))
+    # Opening a terminal here needs a fresh second factor (portal/accounts/stepup.py).
+    sensitive: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     owner_id: Mapped[int | None] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL"), index=True
     )
@@ -110,6 +112,7 @@ class Machine(Base):
                 else None
             ),
             "tags": self.tag_list,
+            "sensitive": bool(self.sensitive),
             "os": self.os,
             "owner": {"id": self.owner.id, "username": self.owner.username} if self.owner else None,
             "my_role": my_role,

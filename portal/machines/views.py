@@ -17,6 +17,7 @@ from flask import (
     url_for,
 )
 
+from portal.accounts.stepup import StepUpRequired
 from portal.errors import AccessDenied, PortalError
 from portal.extensions import db, limiter
 from portal.machines import access as machine_access
@@ -191,7 +192,11 @@ def _detail_ctx(machine, **extra):
         "access": grants.list_access(g.user, machine) if may_manage else [],
         "errors": {},
         "result": None,
-        "edit_form": {"name": machine.name, "tags": ", ".join(machine.tag_list)},
+        "edit_form": {
+            "name": machine.name,
+            "tags": ", ".join(machine.tag_list),
+            "sensitive": "1" if machine.sensitive else "0",
+        },
     }
     ctx.update(extra)
     return ctx
@@ -209,8 +214,12 @@ def detail(agent_id: str):
 def edit(agent_id: str):
     machine = inventory.get_machine(g.user, agent_id)
     data = {"name": request.form.get("name", ""), "tags": request.form.get("tags", "")}
+    if "sensitive" in request.form:  # the checkbox sends "1" after its hidden "0"
+        data["sensitive"] = request.form.getlist("sensitive")[-1] == "1"
     try:
         inventory.update_machine(g.user, machine, data)
+    except StepUpRequired:  # a page asks for the code (accounts/mfa_views.py)
+        raise
     except PortalError as err:
         # Nothing changed: update_machine checks everything before it changes anything.
         status = _error_status(err)
@@ -291,6 +300,8 @@ def access(agent_id: str):
             message = f"{row.user.username} is now {row.role}."
     except AccessDenied:
         raise  # not an admin here: no access list to show
+    except StepUpRequired:  # a page asks for the code (accounts/mfa_views.py)
+        raise
     except PortalError as err:
         error, message, status = err.message, None, _error_status(err)
     html = render_template(
@@ -417,6 +428,8 @@ def broadcast_run():
     }
     try:
         run = commands.start_broadcast(g.user, data)
+    except StepUpRequired:  # a page asks for the code (accounts/mfa_views.py)
+        raise
     except PortalError as err:
         body = json.dumps({"error": err.message}) + "\n"
         status = 422 if err.status in (400, 422) else err.status

@@ -7,6 +7,7 @@ Every service and socket route asks here, with the acting user passed explicitly
 
 from __future__ import annotations
 
+from portal.accounts import stepup
 from portal.errors import AccessDenied
 from portal.machines import access as machine_access
 from portal.machines.inventory import get_machine
@@ -19,9 +20,12 @@ def machine_for_terminal(user, agent_id: str):
     machine = get_machine(user, agent_id)
     try:
         machine_access.require(user, machine, "open_terminal")
-        return machine
     except AccessDenied:
         raise AccessDenied("you need operator access to open a terminal on this machine") from None
+    stepup.require_terminal_rights(user)
+    if machine.sensitive:
+        stepup.require(user, "terminal.open_sensitive")
+    return machine
 
 
 def account_denied(user, token_version) -> str | None:

@@ -1,0 +1,202 @@
+"""HTML face of the second factor: the sign-in step after the password (or OAuth), and the
+"Two-step sign-in" page of the profile. Routes hang on the accounts blueprint."""
+
+from __future__ import annotations
+
+import time
+
+from flask import flash, g, redirect, render_template, request, session, url_for
+from flask_login import login_user
+
+from portal.accounts import mfa, stepup
+from portal.accounts.api import auth_limit
+from portal.accounts.models import User
+from portal.accounts.views import _home, bp
+from portal.errors import PortalError
+from portal.extensions import db, limiter
+from portal.web import admin_required, error_json, is_htmx, login_required, safe_next, wants_json
+
+PENDING_TTL = 300  # seconds between the password and the second factor
+
+
+def finish_sign_in(user: User, remember: bool, nxt: str | None, status: int = 303):
+    """The first factor passed (password or OAuth): sign in now, or ask for the second one.
+    Returns the redirect."""
+    if mfa.has_factor(user):
+        session["mfa_pending"] = {
+            "uid": user.id,
+            "ver": user.token_version,
+            "at": int(time.time()),
+            "remember": bool(remember),
+            "next": nxt or "",
+        }
+        return redirect(url_for("accounts.login_mfa"), status)
+    login_user(user, remember=remember)
+    session.permanent = True
+    if mfa.needs_enrolment(user):
+        flash("This portal requires a second factor: set one up now.", "error")
+        return redirect(url_for("accounts.profile_mfa"), status)
+    return redirect(safe_next(nxt, _home()), status)
+
+
+def _pending_user() -> tuple[User | None, dict]:
+    pending = session.get("mfa_pending")
+    if not isinstance(pending, dict) or time.time() - pending.get("at", 0) > PENDING_TTL:
+        session.pop("mfa_pending", None)
+        return None, {}
+    user = db.session.get(User, pending.get("uid"))
+    if user is None or not user.is_active or user.token_version != pending.get("ver"):
+        session.pop("mfa_pending", None)
+        return None, {}
+    return user, pending
+
+
+@bp.route("/login/mfa", methods=["GET", "POST"])
+@limiter.limit(auth_limit, methods=["POST"])
+def login_mfa():
+    user, pending = _pending_user()
+    if user is None:
+        flash("Sign in again: the second step expired.", "error")
+        return redirect(url_for("accounts.login"))
+    if request.method == "POST":
+        try:
+            mfa.verify_code(user, request.form.get("code"))
+        except PortalError as err:
+            errors = {"code": err.message}
+            return render_template("accounts/login_mfa.html", errors=errors, form={}), (
+                429 if err.status == 429 else 401
+            )
+        session.pop("mfa_pending", None)
+        login_user(user, remember=pending["remember"])
+        session.permanent = True
+        session["mfa_at"] = int(time.time())
+        return redirect(safe_next(pending["next"], _home()), 303)
+    return render_template("accounts/login_mfa.html", errors={}, form={})
+
+
+# ---------------------------------------------------------------- profile: two-step sign-in
+
+
+def _page(status: int = 200, errors: dict | None = None, **ctx):
+    user = g.user
+    uri = ctx.pop("uri", None) or mfa.pending_uri(user)
+    if uri and not mfa.has_factor(user):
+        ctx.setdefault("qr", mfa.qr_svg(uri))
+        ctx.setdefault("secret", mfa.secret_of_uri(uri))
+    return render_template(
+        "accounts/mfa.html",
+        user=user,
+        enrolled=mfa.has_factor(user),
+        codes_left=mfa.recovery_codes_left(user),
+        required=mfa.required_for_everyone(),
+        errors=errors or {},
+        **ctx,
+    ), status
+
+
+@bp.get("/profile/mfa")
+@login_required
+def profile_mfa():
+    return _page()
+
+
+@bp.post("/profile/mfa/totp")
+@login_required
+def profile_mfa_begin():
+    try:
+        started = mfa.begin_totp(g.user)
+    except PortalError as err:
+        return _page(err.status, {"_form": err.message})
+    return _page(uri=started["otpauth_uri"])
+
+
+@bp.post("/profile/mfa/totp/confirm")
+@login_required
+def profile_mfa_confirm():
+    try:
+        codes = mfa.confirm_totp(g.user, request.form.get("code"))
+    except PortalError as err:
+        return _page(422 if err.status == 400 else err.status, {"code": err.message})
+    session["mfa_at"] = int(time.time())
+    return _page(recovery_codes=codes)
+
+
+@bp.post("/profile/mfa/totp/remove")
+@login_required
+def profile_mfa_remove():
+    try:
+        mfa.remove_totp(g.user, request.form.get("password"))
+    except PortalError as err:
+        return _page(422 if err.status == 400 else err.status, {"remove_password": err.message})
+    flash("The authenticator app was removed.", "success")
+    return redirect(url_for("accounts.profile_mfa"), 303)
+
+
+@bp.post("/profile/mfa/recovery-codes")
+@login_required
+def profile_mfa_regenerate():
+    try:
+        codes = mfa.regenerate_recovery_codes(g.user, request.form.get("codes_password"))
+    except PortalError as err:
+        return _page(422 if err.status == 400 else err.status, {"codes_password": err.message})
+    return _page(recovery_codes=codes)
+
+
+# ---------------------------------------------------------------- step-up prompt
+
+
+@bp.app_errorhandler(stepup.StepUpRequired)
+def _step_up_prompt(err: stepup.StepUpRequired):
+    """JSON: 401 {error, step_up_required}. A page: a small prompt that continues the action
+    (a form is re-sent with the code; a page is opened again once the code is checked)."""
+    if wants_json():
+        return error_json(err.message, 401, err.code, **err.extra)
+    db.fail_request("step-up required")
+    if is_htmx():
+        back = request.headers.get("HX-Current-URL") or request.referrer or _home()
+        resp = redirect(url_for("accounts.step_up", next=back))
+        resp.status_code = 401
+        resp.headers["HX-Redirect"] = url_for("accounts.step_up", next=back)
+        return resp
+    if request.method == "GET":
+        ctx = {"action": url_for("accounts.step_up"), "fields": [("next", request.full_path)]}
+    else:
+        fields = [
+            (k, v) for k, v in request.form.items(multi=True) if k not in ("csrf_token", "mfa_code")
+        ]
+        ctx = {"action": request.url, "fields": fields}
+    bad = request.form.get("mfa_code") if request.method == "POST" else None
+    return render_template("accounts/step_up.html", error=err.message if bad else None, **ctx), 401
+
+
+@bp.route("/step-up", methods=["GET", "POST"])
+@login_required
+@limiter.limit(auth_limit, methods=["POST"])
+def step_up():
+    nxt = request.values.get("next")
+    if request.method == "POST":
+        try:
+            stepup.require(g.user, "page")
+        except stepup.StepUpRequired as err:
+            return render_template(
+                "accounts/step_up.html",
+                action=url_for("accounts.step_up"),
+                fields=[("next", nxt or "")],
+                error=err.message if request.form.get("mfa_code") else None,
+            ), 401
+        return redirect(safe_next(nxt, _home()), 303)
+    return render_template(
+        "accounts/step_up.html",
+        action=url_for("accounts.step_up"),
+        fields=[("next", nxt or "")],
+        error=None,
+    )
+
+
+@bp.post("/admin/mfa-required")
+@admin_required
+def admin_mfa_required():
+    mfa.set_required_for_everyone(g.user, request.form.get("required") == "1")
+    on = mfa.required_for_everyone()
+    flash("A second factor is now " + ("required for everyone." if on else "optional."), "success")
+    return redirect(url_for("accounts.admin_users"), 303)
