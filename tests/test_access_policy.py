@@ -55,6 +55,17 @@ ROUTES: dict[tuple[str, str], tuple[str, dict | None]] = {
     ("terminal_api.machine_sessions", "GET"): ("view_sessions", {}),
     ("terminal_api.machine_sessions_active", "GET"): ("view_sessions", {}),
     ("terminal_ws.terminal", "GET"): ("open_terminal", None),
+    # Files (portal.files): passing the check, GETs read the home folder or refuse a missing
+    # path; writes send no path and get a 400 after the check.
+    ("files_api.listing", "GET"): ("browse_files", {}),
+    ("files_api.stat", "GET"): ("browse_files", {}),
+    ("files_api.content", "GET"): ("browse_files", {}),
+    ("files_api.transfers", "GET"): ("browse_files", {}),
+    ("files_api.put_content", "PUT"): ("write_files", {}),
+    ("files_api.mkdir", "POST"): ("write_files", {}),
+    ("files_api.rename", "POST"): ("write_files", {}),
+    ("files_api.delete", "POST"): ("write_files", {}),
+    ("files_api.chmod", "POST"): ("write_files", {}),
 }
 
 WHY_NOT_REQUESTED = {

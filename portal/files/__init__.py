@@ -1,0 +1,7 @@
+"""Files on a machine over SFTP: browse, download (Range), upload, manage; transfer records."""
+
+
+def register(app) -> None:
+    from portal.files import api
+
+    app.register_blueprint(api.bp)
