@@ -2,6 +2,7 @@
 
 
 def register(app) -> None:
-    from portal.files import api
+    from portal.files import api, cli
 
     app.register_blueprint(api.bp)
+    cli.init_app(app)

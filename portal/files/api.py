@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request, url_for
+from werkzeug.http import http_date
 
-from portal.files import services
+from portal.files import manage, services, tus
 from portal.machines import inventory
 from portal.validation import get_int
 from portal.web import api_login_required, json_body
@@ -87,7 +88,7 @@ def put_content(agent_id: str):
 def mkdir(agent_id: str):
     machine = inventory.get_machine(g.user, agent_id)
     data = json_body()
-    return jsonify(services.mkdir(g.user, machine, data.get("path"))), 201
+    return jsonify(manage.mkdir(g.user, machine, data.get("path"))), 201
 
 
 @bp.post("/api/machines/<agent_id>/files/rename")
@@ -96,7 +97,7 @@ def rename(agent_id: str):
     machine = inventory.get_machine(g.user, agent_id)
     data = json_body()
     return jsonify(
-        services.rename(
+        manage.rename(
             g.user,
             machine,
             data.get("path"),
@@ -110,7 +111,7 @@ def rename(agent_id: str):
 @api_login_required
 def delete(agent_id: str):
     machine = inventory.get_machine(g.user, agent_id)
-    return jsonify(services.delete(g.user, machine, json_body().get("path")))
+    return jsonify(manage.delete(g.user, machine, json_body().get("path")))
 
 
 @bp.post("/api/machines/<agent_id>/files/chmod")
@@ -118,7 +119,7 @@ def delete(agent_id: str):
 def chmod(agent_id: str):
     machine = inventory.get_machine(g.user, agent_id)
     data = json_body()
-    return jsonify(services.chmod(g.user, machine, data.get("path"), data.get("mode")))
+    return jsonify(manage.chmod(g.user, machine, data.get("path"), data.get("mode")))
 
 
 @bp.get("/api/machines/<agent_id>/files/transfers")
@@ -127,3 +128,70 @@ def transfers(agent_id: str):
     machine = inventory.get_machine(g.user, agent_id)
     rows = services.transfers(g.user, machine)
     return jsonify({"transfers": [r.to_dict() for r in rows]})
+
+
+# ---------------------------------------------------------------- tus 1.0 (resumable uploads)
+
+
+def _tus(resp: Response, upload=None) -> Response:
+    resp.headers["Tus-Resumable"] = tus.VERSION
+    resp.headers["Cache-Control"] = "no-store"
+    if upload is not None:
+        resp.headers["Upload-Expires"] = http_date(tus.expires_at(upload))
+    return resp
+
+
+@bp.post("/api/machines/<agent_id>/files/tus")
+@api_login_required
+def tus_create(agent_id: str):
+    """Upload-Length + Upload-Metadata (filename, folder, conflict) -> 201 Location."""
+    machine = inventory.get_machine(g.user, agent_id)
+    upload = tus.create(
+        g.user,
+        machine,
+        request.headers.get("Upload-Length"),
+        request.headers.get("Upload-Metadata"),
+    )
+    resp = Response(status=201)
+    resp.headers["Location"] = url_for(
+        "files_api.tus_upload", agent_id=agent_id, upload_id=upload.id
+    )
+    resp.headers["Upload-Offset"] = "0"
+    return _tus(resp, upload)
+
+
+@bp.route("/api/machines/<agent_id>/files/tus/<upload_id>", methods=["HEAD"])
+@api_login_required
+def tus_upload(agent_id: str, upload_id: str):
+    """The upload's offset (where a resume starts)."""
+    machine = inventory.get_machine(g.user, agent_id)
+    upload = tus.get(g.user, machine, upload_id)
+    resp = Response(status=200)
+    resp.headers["Upload-Offset"] = str(upload.offset)
+    resp.headers["Upload-Length"] = str(upload.length)
+    return _tus(resp, upload)
+
+
+@bp.patch("/api/machines/<agent_id>/files/tus/<upload_id>")
+@api_login_required
+def tus_patch(agent_id: str, upload_id: str):
+    machine = inventory.get_machine(g.user, agent_id)
+    result = tus.append(
+        g.user,
+        machine,
+        upload_id,
+        request.headers.get("Upload-Offset"),
+        request.headers.get("Content-Type"),
+        request.stream,
+    )
+    resp = Response(status=204)
+    resp.headers["Upload-Offset"] = str(result["offset"])
+    return _tus(resp)
+
+
+@bp.delete("/api/machines/<agent_id>/files/tus/<upload_id>")
+@api_login_required
+def tus_delete(agent_id: str, upload_id: str):
+    machine = inventory.get_machine(g.user, agent_id)
+    tus.terminate(g.user, machine, upload_id)
+    return _tus(Response(status=204))

@@ -42,3 +42,24 @@ class FileTransfer(Base):
             "result": self.result,
             "created_at": iso(self.created_at),
         }
+
+
+CONFLICTS = ("overwrite", "keep", "skip", "fail")
+
+
+class FileUpload(Base):
+    """A resumable (tus) upload in progress: the offset lives here so any worker resumes it."""
+
+    __tablename__ = "file_uploads"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    machine_id: Mapped[int] = mapped_column(ForeignKey("machines.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    folder: Mapped[str] = mapped_column(Text)
+    name: Mapped[str] = mapped_column(String(255))
+    temp_path: Mapped[str] = mapped_column(Text)
+    length: Mapped[int] = mapped_column(BigInteger)
+    offset: Mapped[int] = mapped_column(BigInteger, default=0)
+    conflict: Mapped[str] = mapped_column(String(16), default="fail")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

@@ -62,7 +62,7 @@ class NoSftp(PortalError):
     code = "no_sftp"
 
 
-def _error(exc: BaseException, path: str) -> PortalError:
+def map_error(exc: BaseException, path: str) -> PortalError:
     """Map an SFTP failure to the API's error with a status."""
     if isinstance(exc, PortalError):
         return exc
@@ -90,7 +90,7 @@ def clean_path(path) -> str:
     return path
 
 
-def _clean_name(name, field: str = "name") -> str:
+def clean_name(name, field: str = "name") -> str:
     if not isinstance(name, str) or not name or name in (".", ".."):
         raise ValidationError("a file name is required", field=field)
     if "/" in name:
@@ -157,7 +157,7 @@ def list_dir(
             full = sftp.normalize(path)
             attrs = sftp.listdir_attr(full)
         except OSError as exc:
-            raise _error(exc, path) from None
+            raise map_error(exc, path) from None
         entries = []
         for a in attrs:
             if not hidden and a.filename.startswith("."):
@@ -188,7 +188,7 @@ def stat(user, machine: Machine, path) -> dict:
             full = sftp.normalize(path)
             attrs = sftp.stat(full)
         except OSError as exc:
-            raise _error(exc, path) from None
+            raise map_error(exc, path) from None
     e = _entry(posixpath.basename(full) or "/", attrs)
     e["path"] = full
     return e
@@ -237,7 +237,7 @@ class Download:
         return self.end - self.start + 1
 
 
-def _record(machine_id: int, user_id: int | None, **row) -> None:
+def record(machine_id: int, user_id: int | None, **row) -> None:
     """Write one transfer row in its own transaction (the stream ends after the request's
     transaction) and send `file_transferred`."""
     s = db.new_session()
@@ -251,7 +251,7 @@ def _record(machine_id: int, user_id: int | None, **row) -> None:
         s.close()
 
 
-def _signal_transfer(app, user, machine, **row) -> None:
+def signal_transfer(app, user, machine, **row) -> None:
     signals.send(
         signals.file_transferred,
         app=app,
@@ -279,7 +279,7 @@ def open_download(user, machine: Machine, path, range_header: str | None = None)
             full = sftp.normalize(path)
             attrs = sftp.stat(full)
         except OSError as exc:
-            raise _error(exc, path) from None
+            raise map_error(exc, path) from None
         if statmod.S_ISDIR(attrs.st_mode or 0):
             raise ValidationError("that is a folder: download it as a zip", field="path")
         if not statmod.S_ISREG(attrs.st_mode or 0):
@@ -290,7 +290,7 @@ def open_download(user, machine: Machine, path, range_header: str | None = None)
         try:
             f = sftp.open(full, "rb")
         except OSError as exc:
-            raise _error(exc, path) from None
+            raise map_error(exc, path) from None
     except BaseException:
         ctx.__exit__(None, None, None)
         raise
@@ -335,8 +335,8 @@ def open_download(user, machine: Machine, path, range_header: str | None = None)
                 "result": result,
             }
             with app.app_context():
-                _record(machine_id, user_id, **row)
-                _signal_transfer(app, user, machine, **row)
+                record(machine_id, user_id, **row)
+                signal_transfer(app, user, machine, **row)
 
     return Download(
         name=posixpath.basename(full),
@@ -349,7 +349,7 @@ def open_download(user, machine: Machine, path, range_header: str | None = None)
     )
 
 
-def _exists(sftp, path: str) -> paramiko.SFTPAttributes | None:
+def exists(sftp, path: str) -> paramiko.SFTPAttributes | None:
     try:
         return sftp.stat(path)
     except OSError as exc:
@@ -374,7 +374,7 @@ def upload(
     path = clean_path(path)
     head, _, name = path.rstrip("/").rpartition("/")
     folder = head or ("/" if path.startswith("/") else ".")
-    name = _clean_name(name, field="path")
+    name = clean_name(name, field="path")
     cap = current_app.config.get("PORTAL_FILES_MAX_PUT", 256 * 1024 * 1024)
     if length is not None and cap and length > cap:
         raise TooLarge(f"a plain upload is limited to {cap} bytes: use the resumable upload")
@@ -393,7 +393,7 @@ def upload(
                 fattrs = sftp.stat(folder_full)
                 if not statmod.S_ISDIR(fattrs.st_mode or 0):
                     raise ValidationError("the target is not a folder", field="path")
-                existing = _exists(sftp, dest)
+                existing = exists(sftp, dest)
                 if existing is not None and statmod.S_ISDIR(existing.st_mode or 0):
                     raise Conflict(f"{name} is a folder")
                 if existing is not None and not overwrite:
@@ -401,7 +401,7 @@ def upload(
                 temp = posixpath.join(folder_full, f"{TEMP_PREFIX}{secrets.token_hex(8)}")
                 f = sftp.open(temp, "wb")
             except OSError as exc:
-                raise _error(exc, dest) from None
+                raise map_error(exc, dest) from None
             try:
                 with f:
                     f.set_pipelined(True)
@@ -426,7 +426,7 @@ def upload(
                 except Exception as rm_exc:
                     log.warning("could not remove the temporary %r: %s", temp, rm_exc)
                 if isinstance(exc, OSError):
-                    err = _error(exc, dest)
+                    err = map_error(exc, dest)
                     if type(err) is PortalError and written:
                         err = DiskFull(f"writing {name} failed on the machine (disk full?): {exc}")
                     raise err from None
@@ -446,113 +446,9 @@ def upload(
             "duration_ms": int((time.monotonic() - began) * 1000),
             "result": result,
         }
-        _record(machine_id, user_id, **row)
-        _signal_transfer(app, user, machine, **row)
+        record(machine_id, user_id, **row)
+        signal_transfer(app, user, machine, **row)
     return {"path": dest, "size": written, "sha256": row["sha256"]}
-
-
-def _changed(user, machine, action: str, path: str, result: str, **details) -> None:
-    signals.send(
-        signals.file_changed,
-        user=user,
-        machine=machine,
-        action=action,
-        path=path,
-        result=result,
-        details=details,
-    )
-
-
-def mkdir(user, machine: Machine, path) -> dict:
-    require(user, machine, "write_files")
-    path = clean_path(path)
-    _clean_name(posixpath.basename(path.rstrip("/")), field="path")
-    with sftp_session(user, machine, "write_files") as sftp:
-        try:
-            parent = sftp.normalize(posixpath.dirname(path.rstrip("/")) or ".")
-            full = posixpath.join(parent, posixpath.basename(path.rstrip("/")))
-            if _exists(sftp, full) is not None:
-                raise Conflict(f"already exists: {full}")
-            sftp.mkdir(full)
-        except OSError as exc:
-            raise _error(exc, path) from None
-    _changed(user, machine, "mkdir", full, "ok")
-    return {"path": full}
-
-
-def rename(user, machine: Machine, path, new_path, *, overwrite: bool = False) -> dict:
-    require(user, machine, "write_files")
-    path = clean_path(path)
-    new_path = clean_path(new_path)
-    _clean_name(posixpath.basename(new_path.rstrip("/")), field="to")
-    with sftp_session(user, machine, "write_files") as sftp:
-        try:
-            src = sftp.normalize(path)
-            parent = sftp.normalize(posixpath.dirname(new_path.rstrip("/")) or ".")
-            dst = posixpath.join(parent, posixpath.basename(new_path.rstrip("/")))
-            there = _exists(sftp, dst)
-            if there is not None and statmod.S_ISDIR(there.st_mode or 0):
-                raise Conflict(f"{dst} is a folder")
-            if there is not None and not overwrite:
-                raise Conflict(f"already exists: {dst}")
-            if there is not None:
-                sftp.posix_rename(src, dst)
-            else:
-                sftp.rename(src, dst)
-        except OSError as exc:
-            raise _error(exc, path) from None
-    _changed(user, machine, "rename", src, "ok", to=dst)
-    return {"path": dst}
-
-
-def _remove_tree(sftp, path: str, removed: list[str], limit: int) -> None:
-    attrs = sftp.lstat(path)
-    if statmod.S_ISDIR(attrs.st_mode or 0):
-        for a in sftp.listdir_attr(path):
-            _remove_tree(sftp, posixpath.join(path, a.filename), removed, limit)
-        sftp.rmdir(path)
-    else:
-        sftp.remove(path)
-    removed.append(path)
-    if len(removed) > limit:
-        raise ValidationError(f"more than {limit} entries: delete it from a terminal")
-
-
-def delete(user, machine: Machine, path) -> dict:
-    """Delete a file, link or folder (recursively; links are removed, never followed)."""
-    require(user, machine, "write_files")
-    path = clean_path(path)
-    removed: list[str] = []
-    with sftp_session(user, machine, "write_files") as sftp:
-        try:
-            full = sftp.normalize(posixpath.dirname(path.rstrip("/")) or ".")
-            full = posixpath.join(full, posixpath.basename(path.rstrip("/")))
-            if full in ("/", "") or posixpath.basename(full) in ("", ".", ".."):
-                raise ValidationError("refusing to delete that path", field="path")
-            _remove_tree(sftp, full, removed, limit=100_000)
-        except OSError as exc:
-            raise _error(exc, path) from None
-    _changed(user, machine, "delete", full, "ok", removed=len(removed))
-    return {"path": full, "removed": len(removed)}
-
-
-def chmod(user, machine: Machine, path, mode) -> dict:
-    require(user, machine, "write_files")
-    path = clean_path(path)
-    if isinstance(mode, str) and mode and all(c in "01234567" for c in mode) and len(mode) <= 4:
-        value = int(mode, 8)
-    elif isinstance(mode, int) and not isinstance(mode, bool) and 0 <= mode <= 0o7777:
-        value = mode
-    else:
-        raise ValidationError('mode must be octal, e.g. "0644"', field="mode")
-    with sftp_session(user, machine, "write_files") as sftp:
-        try:
-            full = sftp.normalize(path)
-            sftp.chmod(full, value)
-        except OSError as exc:
-            raise _error(exc, path) from None
-    _changed(user, machine, "chmod", full, "ok", mode=f"{value:04o}")
-    return {"path": full, "mode": f"{value:04o}"}
 
 
 def transfers(user, machine: Machine, limit: int = 50) -> list[FileTransfer]:
