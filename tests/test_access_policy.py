@@ -66,6 +66,7 @@ ROUTES: dict[tuple[str, str], tuple[str, dict | None]] = {
     ("files_api.rename", "POST"): ("write_files", {}),
     ("files_api.delete", "POST"): ("write_files", {}),
     ("files_api.chmod", "POST"): ("write_files", {}),
+    ("files_api.zip_folder", "GET"): ("browse_files", {}),
     ("files_api.tus_create", "POST"): ("write_files", {}),
     ("files_api.tus_patch", "PATCH"): ("write_files", None),
     ("files_api.tus_delete", "DELETE"): ("write_files", None),

@@ -177,3 +177,29 @@ def test_viewer_browses_and_downloads_but_cannot_write(client, box, caller_for, 
     assert names == ["f.txt"]
     stranger = caller_for(machine, owner, "stranger")
     assert client.get(f"{base}?path={folder}", headers=auth(stranger)).status_code == 404
+
+
+def test_folder_zip_holds_the_files(client, box):
+    import io
+    import zipfile
+
+    machine, owner, headers, folder = box
+    base = f"/api/machines/{machine.agent_id}/files"
+    big = secrets.token_bytes(200_000)
+    _put(client, base, headers, f"{folder}/top.txt", b"top")
+    client.post(f"{base}/mkdir", json={"path": f"{folder}/sub"}, headers=headers)
+    _put(client, base, headers, f"{folder}/sub/big.bin", big)
+    _put(client, base, headers, f"{folder}/sub/empty", b"")
+    r = client.get(f"{base}/zip?path={folder}", headers=headers)
+    assert r.status_code == 200 and r.mimetype == "application/zip"
+    zf = zipfile.ZipFile(io.BytesIO(r.data))
+    root = folder.rsplit("/", 1)[1]
+    assert sorted(zf.namelist()) == sorted(
+        [f"{root}/sub/", f"{root}/sub/big.bin", f"{root}/sub/empty", f"{root}/top.txt"]
+    )
+    assert zf.read(f"{root}/sub/big.bin") == big and zf.read(f"{root}/top.txt") == b"top"
+    rows = client.get(f"{base}/transfers", headers=headers).json["transfers"]
+    z = [t for t in rows if t["direction"] == "zip"][0]
+    assert z["sha256"] == hashlib.sha256(r.data).hexdigest() and z["result"] == "ok"
+    r = client.get(f"{base}/zip?path={folder}/top.txt", headers=headers)
+    assert r.status_code == 400 and r.json["error"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, g, jsonify, request, url_for
 from werkzeug.http import http_date
 
-from portal.files import manage, services, tus
+from portal.files import archive, manage, services, tus
 from portal.machines import inventory
 from portal.validation import get_int
 from portal.web import api_login_required, json_body
@@ -195,3 +195,15 @@ def tus_delete(agent_id: str, upload_id: str):
     machine = inventory.get_machine(g.user, agent_id)
     tus.terminate(g.user, machine, upload_id)
     return _tus(Response(status=204))
+
+
+@bp.get("/api/machines/<agent_id>/files/zip")
+@api_login_required
+def zip_folder(agent_id: str):
+    """?path=folder -> the folder as a zip, streamed as it is read."""
+    machine = inventory.get_machine(g.user, agent_id)
+    name, chunks = archive.open_zip(g.user, machine, request.args.get("path"))
+    resp = Response(chunks, mimetype="application/zip", direct_passthrough=True)
+    resp.headers["X-Content-Type-Options"] = "nosniff"
+    resp.headers.set("Content-Disposition", "attachment", filename=name)
+    return resp
