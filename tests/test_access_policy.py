@@ -36,6 +36,7 @@ ROUTES: dict[tuple[str, str], tuple[str, dict | None]] = {
     ("machines.enroll_token", "POST"): ("new_registration_token", {}),
     ("machines.delete", "POST"): ("delete", {}),
     ("terminal.page", "GET"): ("open_terminal", {}),
+    ("files.transfers", "GET"): ("browse_files", {}),
     # JSON face
     ("machines_api.detail", "GET"): ("view", {}),
     ("machines_api.by_id", "GET"): ("view", {}),

@@ -203,3 +203,20 @@ def test_folder_zip_holds_the_files(client, box):
     assert z["sha256"] == hashlib.sha256(r.data).hexdigest() and z["result"] == "ok"
     r = client.get(f"{base}/zip?path={folder}/top.txt", headers=headers)
     assert r.status_code == 400 and r.json["error"]
+
+
+def test_machine_page_lists_transfers_escaped(client, box, login):
+    machine, owner, headers, folder = box
+    base = f"/api/machines/{machine.agent_id}/files"
+    name = "<script>alert(1)<%2Fscript>.txt"
+    r = _put(client, base, headers, f"{folder}/x.txt", b"payload")
+    assert r.status_code == 201
+    client.post(f"{base}/mkdir", json={"path": f"{folder}/<b>x</b>"}, headers=headers)
+    _put(client, base, headers, f"{folder}/%3Cb%3Ex%3C%2Fb%3E/{name}", b"1")
+    login(owner)
+    page = client.get(f"/machines/{machine.agent_id}").get_data(as_text=True)
+    assert f"/machines/{machine.agent_id}/transfers" in page
+    html = client.get(f"/machines/{machine.agent_id}/transfers").get_data(as_text=True)
+    assert f"{folder}/x.txt" in html
+    assert hashlib.sha256(b"payload").hexdigest()[:12] in html
+    assert "<script>" not in html and "&lt;script&gt;" in html

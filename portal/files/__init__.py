@@ -2,7 +2,8 @@
 
 
 def register(app) -> None:
-    from portal.files import api, cli
+    from portal.files import api, cli, views
 
     app.register_blueprint(api.bp)
+    app.register_blueprint(views.bp)
     cli.init_app(app)
