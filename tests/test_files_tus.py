@@ -74,7 +74,7 @@ def _offset(client, location, headers) -> int:
 
 def test_cut_connection_resumes_from_the_offset(client, box, live_server):
     machine, owner, headers, folder, base = box
-    data = secrets.token_bytes(3 * 1024 * 1024)
+    data = secrets.token_bytes(7 * 1024 * 1024)  # over the app's 6 MiB request cap
     r = _create(client, base, headers, folder, "big.bin", len(data))
     assert r.status_code == 201, r.get_data(as_text=True)
     location = r.headers["Location"]

@@ -72,6 +72,8 @@ def content(agent_id: str):
 def put_content(agent_id: str):
     """Body = the file; ?path=folder/name&overwrite=1. 201 {path, size, sha256}."""
     machine = inventory.get_machine(g.user, agent_id)
+    # Streamed to the machine, never held whole; the services enforce their own caps.
+    request.max_content_length = 1 << 62  # (None would mean "the app default", 6 MiB)
     result = services.upload(
         g.user,
         machine,
@@ -176,6 +178,8 @@ def tus_upload(agent_id: str, upload_id: str):
 @api_login_required
 def tus_patch(agent_id: str, upload_id: str):
     machine = inventory.get_machine(g.user, agent_id)
+    # Streamed to the machine, never held whole; the services enforce their own caps.
+    request.max_content_length = 1 << 62  # (None would mean "the app default", 6 MiB)
     result = tus.append(
         g.user,
         machine,
