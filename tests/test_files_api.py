@@ -220,3 +220,25 @@ def test_machine_page_lists_transfers_escaped(client, box, login):
     assert f"{folder}/x.txt" in html
     assert hashlib.sha256(b"payload").hexdigest()[:12] in html
     assert "<script>" not in html and "&lt;script&gt;" in html
+
+
+def test_edit_conflict_when_changed_on_the_machine(client, box):
+    machine, owner, headers, folder = box
+    base = f"/api/machines/{machine.agent_id}/files"
+    _put(client, base, headers, f"{folder}/conf.txt", b"v1")
+    st = client.get(f"{base}/stat?path={folder}/conf.txt", headers=headers).json
+    seen = {
+        "expect_size": st["size"],
+        "expect_mtime": st["mtime"],
+        "expect_sha256": hashlib.sha256(b"v1").hexdigest(),
+    }
+    # Someone changes the file on the machine (same size, so only the hash tells).
+    _put(client, base, headers, f"{folder}/conf.txt", b"v2", overwrite=1)
+    r = _put(client, base, headers, f"{folder}/conf.txt", b"mine", overwrite=1, **seen)
+    assert r.status_code == 409 and "changed on the machine" in r.json["error"]
+    assert client.get(f"{base}/content?path={folder}/conf.txt", headers=headers).data == b"v2"
+    seen["expect_sha256"] = hashlib.sha256(b"v2").hexdigest()
+    seen.pop("expect_mtime")
+    r = _put(client, base, headers, f"{folder}/conf.txt", b"mine", overwrite=1, **seen)
+    assert r.status_code == 201
+    assert client.get(f"{base}/content?path={folder}/conf.txt", headers=headers).data == b"mine"

@@ -81,6 +81,11 @@ def put_content(agent_id: str):
         request.stream,
         length=request.content_length,
         overwrite=_flag(request.args.get("overwrite")),
+        expect={
+            k: request.args[f"expect_{k}"]
+            for k in ("size", "mtime", "sha256")
+            if request.args.get(f"expect_{k}")
+        },
     )
     return jsonify(result), 201
 

@@ -358,6 +358,26 @@ def exists(sftp, path: str) -> paramiko.SFTPAttributes | None:
         raise
 
 
+EDIT_MAX = 1024 * 1024
+
+
+def check_unchanged(sftp, path: str, attrs, expect: dict) -> None:
+    """409 when the file changed on the machine since it was opened (size, mtime, hash)."""
+    if attrs is None:
+        raise Conflict("the file was deleted on the machine since you opened it", changed=True)
+    now = {"size": attrs.st_size, "mtime": attrs.st_mtime}
+    for key in ("size", "mtime"):
+        if expect.get(key) is not None and str(expect[key]) != str(now[key]):
+            raise Conflict("the file changed on the machine since you opened it", changed=True)
+    if expect.get("sha256"):
+        if (attrs.st_size or 0) > EDIT_MAX:
+            raise Conflict("the file grew past 1 MiB on the machine", changed=True)
+        with sftp.open(path, "rb") as fh:
+            current = hashlib.sha256(fh.read()).hexdigest()
+        if current != expect["sha256"]:
+            raise Conflict("the file changed on the machine since you opened it", changed=True)
+
+
 def upload(
     user,
     machine: Machine,
@@ -366,10 +386,12 @@ def upload(
     *,
     length: int | None,
     overwrite: bool = False,
+    expect: dict | None = None,
 ) -> dict:
     """Write `stream` to `folder/name`: to a temporary name in that folder first, renamed
     into place only when complete (a failed upload never leaves a half-written file under
-    the real name). 409 when the name exists and `overwrite` is false."""
+    the real name). 409 when the name exists and `overwrite` is false, or when `expect`
+    (size, mtime, sha256 seen when the file was opened for editing) no longer matches."""
     require(user, machine, "write_files")
     path = clean_path(path)
     head, _, name = path.rstrip("/").rpartition("/")
@@ -398,6 +420,8 @@ def upload(
                     raise Conflict(f"{name} is a folder")
                 if existing is not None and not overwrite:
                     raise Conflict(f"{name} already exists (pass overwrite=1 to replace it)")
+                if expect:
+                    check_unchanged(sftp, dest, existing, expect)
                 temp = posixpath.join(folder_full, f"{TEMP_PREFIX}{secrets.token_hex(8)}")
                 f = sftp.open(temp, "wb")
             except OSError as exc:
