@@ -115,7 +115,7 @@ def _register_blueprints(app: Flask) -> None:
     for bp in (health, accounts_api, accounts_views, pwa):
         app.register_blueprint(bp)
     # Every feature package registers its blueprints, CLI and hooks: portal.<feature>.register(app).
-    for feature in ("dashboard", "machines", "terminal", "community", "openapi", "audit"):
+    for feature in ("dashboard", "machines", "terminal", "community", "openapi", "audit", "files"):
         importlib.import_module(f"portal.{feature}").register(app)
 
 

@@ -4,7 +4,7 @@ import importlib
 
 from portal.accounts import models as _accounts  # noqa: F401
 
-for _feature in ("machines", "terminal", "community", "audit"):
+for _feature in ("machines", "terminal", "community", "audit", "files"):
     try:
         importlib.import_module(f"portal.{_feature}.models")
     except ModuleNotFoundError as exc:

@@ -40,6 +40,8 @@ POLICY: dict[str, str] = {
     "new_registration_token": "admin",
     "watch_any": "admin",
     "close_any_session": "admin",
+    "browse_files": "viewer",  # list, stat, download, zip (portal.files)
+    "write_files": "operator",  # upload, edit, mkdir, rename, delete, chmod
     "change_connection": CONNECTION,
     "retrust_host_key": CONNECTION,
 }

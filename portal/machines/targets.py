@@ -186,6 +186,14 @@ def ssh_target(machine: Machine, user, *, host_keys=None) -> ssh.Target:
     return _build_target(machine, host_keys=host_keys)
 
 
+def files_target(machine: Machine, user, action: str) -> ssh.Target:
+    """The target for file work (portal.files): `action` is "browse_files" (viewer) or
+    "write_files" (operator); the user must also be an operator of every jump host."""
+    require(user, machine, action)
+    require_gateway_chain(user, machine)
+    return _build_target(machine)
+
+
 def system_target(machine: Machine) -> ssh.Target:
     """The target for the portal's own status probe (`flask machines probe`): no user acts."""
     return _build_target(machine)

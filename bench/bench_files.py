@@ -1,0 +1,188 @@
+"""Files, side by side: OpenSSH's `sftp` client and the portal's HTTP path, one run, one sshd.
+
+    sudo .venv/bin/python bench/bench_files.py [--size-mb 200] [--rounds 2]
+
+Starts its own sshd (tests/fixtures/sshd.py) and the portal under gunicorn (one worker,
+bench_terminal.PortalServer), makes a random file, then for each system uploads and
+downloads it (best of --rounds, systems alternating):
+- sftp: `sftp -b` batch `put` / `get` with the same key, over the same loopback.
+- portal upload: one tus PATCH of the whole file (requests streaming the file object).
+- portal download: GET .../files/content streamed to a discarded sink.
+Checks the SHA-256 of what landed, and reports the portal's RSS growth (gunicorn master and
+worker) over the whole run. Prints a Markdown table; pass --write to put it in docs/files.md
+between <!-- files-bench:start --> and <!-- files-bench:end -->.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.bench_terminal import PortalServer, rss_mb  # noqa: E402
+from tests.fixtures.sshd import SshdServer, ensure_test_user  # noqa: E402
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sftp_batch(sshd, known_hosts: Path, commands: str) -> float:
+    batch = known_hosts.parent / "batch"
+    batch.write_text(commands)
+    began = time.monotonic()
+    subprocess.run(
+        [
+            "sftp",
+            "-q",
+            "-b",
+            str(batch),
+            "-P",
+            str(sshd.port),
+            "-i",
+            str(sshd.client_key_path),
+            "-o",
+            f"UserKnownHostsFile={known_hosts}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            f"{sshd.username}@{sshd.host}",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return time.monotonic() - began
+
+
+def portal_upload(portal, src: Path, size: int, folder: str, name: str) -> float:
+    import requests
+
+    base = f"http://127.0.0.1:{portal.port}/api/machines/{portal.agent_id}/files"
+    auth = {"Authorization": f"Bearer {portal.token}", "Tus-Resumable": "1.0.0"}
+    meta = ",".join(
+        f"{k} {base64.b64encode(v.encode()).decode()}"
+        for k, v in {"filename": name, "folder": folder, "conflict": "overwrite"}.items()
+    )
+    began = time.monotonic()
+    r = requests.post(
+        f"{base}/tus", headers={**auth, "Upload-Length": str(size), "Upload-Metadata": meta}
+    )
+    r.raise_for_status()
+    location = f"http://127.0.0.1:{portal.port}{r.headers['Location']}"
+    with open(src, "rb") as fh:
+        r = requests.patch(
+            location,
+            data=fh,
+            headers={
+                **auth,
+                "Upload-Offset": "0",
+                "Content-Type": "application/offset+octet-stream",
+                "Content-Length": str(size),
+            },
+        )
+    r.raise_for_status()
+    return time.monotonic() - began
+
+
+def portal_download(portal, path: str) -> tuple[float, str]:
+    import requests
+
+    url = f"http://127.0.0.1:{portal.port}/api/machines/{portal.agent_id}/files/content"
+    h = hashlib.sha256()
+    began = time.monotonic()
+    with requests.get(
+        url, params={"path": path}, headers={"Authorization": f"Bearer {portal.token}"}, stream=True
+    ) as r:
+        r.raise_for_status()
+        for chunk in r.iter_content(1 << 20):
+            h.update(chunk)
+    return time.monotonic() - began, h.hexdigest()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size-mb", type=int, default=200)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--write", action="store_true")
+    args = ap.parse_args()
+    size = args.size_mb * 1_000_000
+    user = ensure_test_user()
+    work = Path(tempfile.mkdtemp(prefix="bench-files-"))
+    sshd = SshdServer(user, name="bench-files").start()
+    portal = PortalServer(sshd)
+    known = work / "known_hosts"
+    known.write_text("".join(f"[{sshd.host}]:{sshd.port} {line}\n" for line in sshd.host_key_lines))
+    src = work / "src.bin"
+    with open(src, "wb") as fh:
+        for _ in range(size // (1 << 20)):
+            fh.write(os.urandom(1 << 20))
+        fh.write(os.urandom(size % (1 << 20)))
+    want = sha256_file(src)
+    remote_dir = Path(user.home) / f"bench-files-{os.getpid()}"
+    remote_dir.mkdir(exist_ok=True)
+    shutil.chown(remote_dir, user.username, user.username)
+    res: dict[str, float] = {}
+    try:
+        portal.start()
+        rss0 = rss_mb(portal.pids())
+        for _ in range(args.rounds):
+            t = sftp_batch(sshd, known, f"put {src} {remote_dir}/sftp.bin\n")
+            res["sftp_up"] = max(res.get("sftp_up", 0), size / t / 1e6)
+            assert sha256_file(remote_dir / "sftp.bin") == want
+            dst = work / "got.bin"
+            t = sftp_batch(sshd, known, f"get {remote_dir}/sftp.bin {dst}\n")
+            res["sftp_down"] = max(res.get("sftp_down", 0), size / t / 1e6)
+            dst.unlink()
+            t = portal_upload(portal, src, size, str(remote_dir), "portal.bin")
+            res["portal_up"] = max(res.get("portal_up", 0), size / t / 1e6)
+            assert sha256_file(remote_dir / "portal.bin") == want
+            t, got = portal_download(portal, str(remote_dir / "portal.bin"))
+            assert got == want
+            res["portal_down"] = max(res.get("portal_down", 0), size / t / 1e6)
+            print({k: round(v, 1) for k, v in res.items()}, flush=True)
+        rss1 = rss_mb(portal.pids())
+    finally:
+        portal.stop()
+        sshd.stop()
+        shutil.rmtree(remote_dir, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
+    table = (
+        f"{args.size_mb} MB random file, loopback, best of {args.rounds} "
+        f"({time.strftime('%Y-%m-%d', time.gmtime())}, {os.cpu_count()} cores)\n\n"
+        "| measurement | OpenSSH `sftp` | portal (HTTP) | portal / sftp |\n|---|---|---|---|\n"
+        f"| upload MB/s | {res['sftp_up']:.1f} | {res['portal_up']:.1f} | "
+        f"{res['portal_up'] / res['sftp_up']:.2f}x |\n"
+        f"| download MB/s | {res['sftp_down']:.1f} | {res['portal_down']:.1f} | "
+        f"{res['portal_down'] / res['sftp_down']:.2f}x |\n"
+        f"| portal RSS growth over the run | | {rss1 - rss0:+.1f} MB | |\n"
+    )
+    print(table)
+    if args.write:
+        doc = ROOT / "docs/files.md"
+        text = doc.read_text()
+        start, end = "<!-- files-bench:start -->", "<!-- files-bench:end -->"
+        if start in text:
+            head, rest = text.split(start, 1)
+            text = head + start + "\n" + table + end + rest.split(end, 1)[1]
+        else:
+            text += f"\n## Benchmark\n\nRerun: `sudo .venv/bin/python bench/bench_files.py --write`.\n\n{start}\n{table}{end}\n"
+        doc.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

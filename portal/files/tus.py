@@ -1,0 +1,302 @@
+"""Resumable uploads: the server side of tus 1.0 (core, creation, termination, expiration).
+
+An upload is a row in `file_uploads` (its offset is the truth any worker resumes from) and
+a temporary file `.portal-upload-<id>` in the target folder on the machine; each PATCH
+appends at the stored offset and saves the new offset even when the connection drops
+mid-body. When the last byte lands the temporary is renamed into place (overwrite, keep
+both, or skip), and the transfer is recorded with the SHA-256 read back from the machine.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import logging
+import posixpath
+import secrets
+import stat as statmod
+import time
+
+import paramiko
+from flask import current_app
+from sqlalchemy import select
+
+from portal.db import utcnow
+from portal.errors import Conflict, NotFound, PortalError, TooLarge, ValidationError
+from portal.extensions import db
+from portal.files import services
+from portal.files.models import CONFLICTS, FileUpload
+from portal.machines.access import require
+from portal.machines.models import Machine
+from portal.machines.targets import system_target
+from portal.ssh import close_channel, get_pool
+
+log = logging.getLogger(__name__)
+
+VERSION = "1.0.0"
+EXTENSIONS = "creation,termination,expiration"
+WRITE_BLOCK = 256 * 1024
+
+
+class UnsupportedMediaType(PortalError):
+    """PATCH needs Content-Type: application/offset+octet-stream."""
+
+    status = 415
+    code = "media_type"
+
+
+class OffsetMismatch(PortalError):
+    """Upload-Offset does not match the upload's offset."""
+
+    status = 409
+    code = "offset"
+
+
+def parse_metadata(header: str | None) -> dict[str, str]:
+    """`Upload-Metadata: key base64,key2 base64` -> dict (values decoded as UTF-8)."""
+    out: dict[str, str] = {}
+    for part in (header or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        key, _, value = part.partition(" ")
+        try:
+            out[key] = base64.b64decode(value.strip(), validate=True).decode() if value else ""
+        except (ValueError, UnicodeDecodeError):
+            raise ValidationError(f"Upload-Metadata {key!r} is not base64 UTF-8") from None
+    return out
+
+
+def expires_at(upload: FileUpload) -> dt.datetime:
+    return upload.updated_at + dt.timedelta(
+        seconds=current_app.config.get("PORTAL_FILES_UPLOAD_EXPIRY", 24 * 3600)
+    )
+
+
+def create(user, machine: Machine, length_header, metadata_header) -> FileUpload:
+    """POST: a new upload of Upload-Length bytes into metadata `folder` as `filename`;
+    `conflict`: overwrite | keep (both) | skip | fail (default: 409 when the name exists)."""
+    require(user, machine, "write_files")
+    try:
+        length = int(length_header)
+    except (TypeError, ValueError):
+        raise ValidationError("Upload-Length must be a whole number of bytes") from None
+    if length < 0:
+        raise ValidationError("Upload-Length must be a whole number of bytes")
+    cap = current_app.config.get("PORTAL_FILES_MAX_UPLOAD", 0)
+    if cap and length > cap:
+        raise TooLarge(f"uploads are limited to {cap} bytes")
+    meta = parse_metadata(metadata_header)
+    name = services.clean_name(meta.get("filename") or meta.get("name"), field="filename")
+    folder = services.clean_path(meta.get("folder") or ".")
+    conflict = meta.get("conflict") or "fail"
+    if conflict not in CONFLICTS:
+        raise ValidationError(f"conflict must be one of {', '.join(CONFLICTS)}")
+    expire(machine)
+    upload_id = secrets.token_hex(16)
+    with services.sftp_session(user, machine, "write_files") as sftp:
+        try:
+            folder = sftp.normalize(folder)
+            if not statmod.S_ISDIR(sftp.stat(folder).st_mode or 0):
+                raise ValidationError("the target is not a folder", field="folder")
+            existing = services.exists(sftp, posixpath.join(folder, name))
+            if existing is not None and statmod.S_ISDIR(existing.st_mode or 0):
+                raise Conflict(f"{name} is a folder")
+            if existing is not None and conflict == "fail":
+                raise Conflict(f"{name} already exists")
+            temp = posixpath.join(folder, f"{services.TEMP_PREFIX}{upload_id}")
+            sftp.open(temp, "wb").close()
+        except OSError as exc:
+            raise services.map_error(exc, folder) from None
+    upload = FileUpload(
+        id=upload_id,
+        machine_id=machine.id,
+        user_id=user.id,
+        folder=folder,
+        name=name,
+        temp_path=temp,
+        length=length,
+        offset=0,
+        conflict=conflict,
+    )
+    db.session.add(upload)
+    db.session.flush()
+    return upload
+
+
+def get(user, machine: Machine, upload_id: str, need: str = "write_files") -> FileUpload:
+    """The caller's own upload on this machine, else 404."""
+    require(user, machine, need)
+    upload = db.session.get(FileUpload, upload_id) if isinstance(upload_id, str) else None
+    if upload is None or upload.machine_id != machine.id or upload.user_id != user.id:
+        raise NotFound("no such upload (it finished, was cancelled or expired)")
+    return upload
+
+
+def _save_offset(upload_id: str, offset: int) -> None:
+    """Persist the offset in its own transaction: a dropped PATCH rolls the request back,
+    but the bytes that reached the machine count."""
+    s = db.new_session()
+    try:
+        row = s.get(FileUpload, upload_id)
+        if row is not None:
+            row.offset = offset
+            row.updated_at = utcnow()
+        s.commit()
+    finally:
+        s.close()
+
+
+def _final_name(sftp, upload: FileUpload) -> str | None:
+    dest = posixpath.join(upload.folder, upload.name)
+    if services.exists(sftp, dest) is None or upload.conflict == "overwrite":
+        return dest
+    if upload.conflict == "skip":
+        return None
+    if upload.conflict == "fail":
+        raise Conflict(f"{upload.name} already exists")
+    stem, dot, ext = upload.name.rpartition(".")
+    if not stem:
+        stem, dot, ext = upload.name, "", ""
+    for n in range(1, 1000):
+        candidate = posixpath.join(upload.folder, f"{stem} ({n}){dot}{ext}")
+        if services.exists(sftp, candidate) is None:
+            return candidate
+    raise Conflict("too many copies of that name")
+
+
+def append(user, machine: Machine, upload_id: str, offset_header, content_type, stream) -> dict:
+    """PATCH: append the body at Upload-Offset; returns {offset, done, path?}."""
+    upload = get(user, machine, upload_id)
+    if (content_type or "").split(";")[0].strip() != "application/offset+octet-stream":
+        raise UnsupportedMediaType("Content-Type must be application/offset+octet-stream")
+    try:
+        offset = int(offset_header)
+    except (TypeError, ValueError):
+        raise ValidationError("Upload-Offset must be a whole number") from None
+    if offset != upload.offset:
+        raise OffsetMismatch(f"the upload is at offset {upload.offset}, not {offset}")
+    uid, length, temp = upload.id, upload.length, upload.temp_path
+    machine_id, user_id = machine.id, user.id
+    app = current_app._get_current_object()
+    began = time.monotonic()
+    pos = offset
+    done_path = None
+    with services.sftp_session(user, machine, "write_files") as sftp:
+        try:
+            try:
+                f = sftp.open(temp, "r+b")
+            except OSError as exc:
+                raise services.map_error(exc, temp) from None
+            with f:
+                f.set_pipelined(True)
+                if f.stat().st_size < offset:
+                    raise OffsetMismatch("the temporary file on the machine is shorter")
+                f.seek(offset)
+                while pos < length:
+                    block = stream.read(min(WRITE_BLOCK, length - pos))
+                    if not block:
+                        break
+                    f.write(block)
+                    pos += len(block)
+                if stream.read(1):
+                    raise ValidationError("the body goes past Upload-Length")
+        except OSError as exc:
+            err = services.map_error(exc, temp)
+            if type(err) is PortalError:
+                err = services.DiskFull(f"writing failed on the machine (disk full?): {exc}")
+            raise err from None
+        except Exception:
+            # A cut connection: keep what reached the machine (the file was flushed on close).
+            try:
+                pos = min(sftp.stat(temp).st_size, pos)
+            except OSError:
+                pos = offset
+            _save_offset(uid, pos)
+            raise
+        if pos == length:
+            digest = hashlib.sha256()
+            with sftp.open(temp, "rb") as rf:
+                reads = [
+                    (o, min(services.READ_BLOCK, length - o))
+                    for o in range(0, length, services.READ_BLOCK)
+                ]
+                for i in range(0, len(reads), services.WINDOW):
+                    for data in rf.readv(reads[i : i + services.WINDOW]):
+                        digest.update(data)
+            dest = _final_name(sftp, upload)
+            if dest is None:
+                sftp.remove(temp)
+                result = "skipped"
+            else:
+                sftp.posix_rename(temp, dest)
+                result = "ok"
+            done_path = dest
+            row = {
+                "direction": "upload",
+                "path": dest or posixpath.join(upload.folder, upload.name),
+                "size": length,
+                "sha256": digest.hexdigest(),
+                "duration_ms": int((time.monotonic() - began) * 1000),
+                "result": result,
+            }
+            services.record(machine_id, user_id, **row)
+            services.signal_transfer(app, user, machine, **row)
+    if pos == length:
+        s = db.new_session()
+        try:
+            row = s.get(FileUpload, uid)
+            if row is not None:
+                s.delete(row)
+            s.commit()
+        finally:
+            s.close()
+        return {"offset": pos, "done": True, "path": done_path}
+    _save_offset(uid, pos)
+    return {"offset": pos, "done": False}
+
+
+def terminate(user, machine: Machine, upload_id: str) -> None:
+    """DELETE: drop the temporary file and the upload."""
+    upload = get(user, machine, upload_id)
+    temp, uid = upload.temp_path, upload.id
+    with services.sftp_session(user, machine, "write_files") as sftp:
+        try:
+            sftp.remove(temp)
+        except OSError as exc:
+            log.info("temporary %r already gone: %s", temp, exc)
+    s = db.new_session()
+    try:
+        row = s.get(FileUpload, uid)
+        if row is not None:
+            s.delete(row)
+        s.commit()
+    finally:
+        s.close()
+
+
+def expire(machine: Machine | None = None) -> int:
+    """Forget uploads idle for longer than PORTAL_FILES_UPLOAD_EXPIRY and remove their
+    temporaries (over the portal's own connection to each machine). Returns how many."""
+    cutoff = utcnow() - dt.timedelta(
+        seconds=current_app.config.get("PORTAL_FILES_UPLOAD_EXPIRY", 24 * 3600)
+    )
+    q = select(FileUpload).where(FileUpload.updated_at < cutoff)
+    if machine is not None:
+        q = q.where(FileUpload.machine_id == machine.id)
+    rows = list(db.session.scalars(q))
+    for row in rows:
+        m = db.session.get(Machine, row.machine_id)
+        try:
+            channel = get_pool().open_session(system_target(m))
+            try:
+                channel.invoke_subsystem("sftp")
+                paramiko.SFTPClient(channel).remove(row.temp_path)
+            finally:
+                close_channel(channel)
+        except Exception as exc:  # unreachable now: the row goes anyway, the file stays
+            log.info("could not remove the expired temporary %r: %s", row.temp_path, exc)
+        db.session.delete(row)
+    db.session.flush()
+    return len(rows)
