@@ -308,8 +308,11 @@ def test_tabs_are_independent_sessions(term_setup, page, app):
     assert page.evaluate("() => portalTerminals.tabs[1].term.cols") > 100
     page.keyboard.type("echo back-in-two\n")
     wait_line(page, "back-in-two", 1)
-    # closing a tab closes its socket and ends its shell
+    # closing a tab asks first; "End the shell" closes its socket and ends its shell
     page.click(".term-tab >> nth=1 >> .term-tab-close")
+    page.wait_for_selector("dialog.term-close-dialog[open]")
+    shot(page, "terminal-close-dialog-1280.png")
+    page.click("dialog.term-close-dialog [data-choice=end]")
     page.wait_for_function("() => portalTerminals.tabs.length === 1")
     reg = app.extensions["portal_terminal"]
     deadline = time.monotonic() + 10
@@ -650,3 +653,27 @@ def test_watch_page_follows_the_owners_resizes(term_setup, page, browser):
         assert errors == [] and page.js_errors == []
     finally:
         other.close()
+
+
+def test_tab_close_asks_detach_or_end(term_setup, phone, app):
+    """The ×: Cancel keeps the tab; Detach drops the socket and the shell keeps running."""
+    user, machine, base = term_setup
+    open_terminal(phone, base, user, machine)
+    sid = phone.evaluate("() => portalTerminals.active().sessionId")
+    phone.click(".term-tab >> nth=0 >> .term-tab-close")
+    phone.wait_for_selector("dialog.term-close-dialog[open]")
+    box = phone.locator("dialog.term-close-dialog").bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= 375
+    shot(phone, "terminal-close-dialog-375.png")
+    phone.click("dialog.term-close-dialog [data-choice=cancel]")
+    assert phone.evaluate("() => portalTerminals.tabs.length") == 1
+    phone.click(".term-tab >> nth=0 >> .term-tab-close")
+    phone.click("dialog.term-close-dialog [data-choice=detach]")
+    phone.wait_for_function("() => portalTerminals.tabs.length === 0")
+    reg = app.extensions["portal_terminal"]
+    deadline = time.monotonic() + 10
+    while reg.get(sid).status != "detached":
+        assert time.monotonic() < deadline, "detaching did not detach the session"
+        time.sleep(0.1)
+    assert not reg.get(sid).closed
+    assert phone.js_errors == []
