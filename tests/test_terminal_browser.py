@@ -550,6 +550,14 @@ def test_recording_plays_in_asciinema_player_under_the_real_csp(term_setup, brow
             "'wasm-unsafe-eval'", ""
         )
         p.wait_for_selector("#player[data-player=asciinema] .ap-wrapper")
+        # speed and the idle-gap limit re-create the player with them
+        assert p.evaluate("() => portalPlayerOptions") == {"speed": 1, "idleTimeLimit": 2}
+        p.select_option("[data-role=speed]", "4")
+        p.select_option("[data-role=idle]", "5")
+        assert p.evaluate("() => portalPlayerOptions") == {"speed": 4, "idleTimeLimit": 5}
+        p.wait_for_selector("#player[data-player=asciinema] .ap-wrapper")
+        assert p.locator("#player .ap-wrapper").count() == 1
+        shot(p, "player-controls-1280.png")
         assert errors == [] and csp_errors == []
         # other pages keep the strict policy
         strict = p.goto(f"{base}/sessions").headers["content-security-policy"]
