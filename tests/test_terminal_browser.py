@@ -558,6 +558,15 @@ def test_recording_plays_in_asciinema_player_under_the_real_csp(term_setup, brow
         p.wait_for_selector("#player[data-player=asciinema] .ap-wrapper")
         assert p.locator("#player .ap-wrapper").count() == 1
         shot(p, "player-controls-1280.png")
+        # a command's play button jumps the recording to its moment
+        seek = p.locator("[data-seek]").last
+        at = float(seek.get_attribute("data-seek"))
+        p.select_option("[data-role=speed]", "1")
+        p.wait_for_selector("#player[data-player=asciinema] .ap-wrapper")
+        seek.click()
+        t = p.evaluate("async () => { await portalSeeking; return portalPlayer.getCurrentTime(); }")
+        assert abs(t - max(at - 0.5, 0)) < 0.4, (t, at)  # not played there from the start
+        assert p.evaluate("() => portalPlayerOptions.idleTimeLimit") == 0
         assert errors == [] and csp_errors == []
         # other pages keep the strict policy
         strict = p.goto(f"{base}/sessions").headers["content-security-policy"]

@@ -83,13 +83,18 @@ def test_commands_are_read_off_the_screen(term_env, live_server, auth):
         "echo last-$((2+3))",
     ], cmds
     assert not any("hunter2" in c or "hello-in-vim" in c for c in cmds)
+    # each carries its moment in the recording (ms from the session's start), in order
+    r = requests.get(f"{live_server.url}/api/sessions/{sid}", headers=auth(owner), timeout=10)
+    offsets = [c["offset_ms"] for c in r.json()["commands"]]
+    assert all(isinstance(o, int) and o >= 0 for o in offsets) and offsets == sorted(offsets)
+    assert offsets[-1] > offsets[0]
 
 
 def test_continuation_prompts_are_joined_and_marks_are_used():
     """Unit level, on recorded bytes: a multi-line command is one entry; OSC 133 B marks
     where the command starts even when the prompt is not what the cursor says."""
     out: list[str] = []
-    g = ScreenLog(out.extend, 80, 24)
+    g = ScreenLog(lambda lines: out.extend(t for t, _at in lines), 80, 24)
     g.note_output(b"$ ")
     g.note_input(b"for i in 1 2; do\r")
     g.note_output(b"for i in 1 2; do\r\n> ")

@@ -113,7 +113,8 @@ class LiveSession:
         self.bytes_out = 0
         self.flushed = (0, 0)
         # Command lines to log, read off the screen (see screenlog.ScreenLog).
-        self.lines = ScreenLog(lambda lines: registry.log_commands(self, lines), cols, rows)
+        self.started = now  # the recording's time origin, near enough (commands' offset_ms)
+        self.lines = ScreenLog(self._log_lines, cols, rows)
         self._input_lock = threading.Lock()
         self._pump_thread: threading.Thread | None = None
 
@@ -263,6 +264,11 @@ class LiveSession:
             return self.ring.snapshot()
 
     # ------------------------------------------------------------ command lines
+
+    def _log_lines(self, lines: list[tuple[str, float]]) -> None:
+        self.registry.log_commands(
+            self, [(text, max(int((at - self.started) * 1000), 0)) for text, at in lines]
+        )
 
     def check_echo(self) -> None:
         """Run the echo check over what was noted (lines go to `emit`, in typing order)."""

@@ -116,7 +116,8 @@ class _Pending:
 
 class ScreenLog:
     """The command lines of one session. Same face as `linelog.EchoGate`: `note_input`,
-    `note_output`, `drain()`, `expire(final)`; lines go to `emit(lines)`."""
+    `note_output`, `drain()`, `expire(final)`; lines go to `emit(lines)` as (text, when)
+    pairs, `when` the clock's time of the Enter that ran it."""
 
     def __init__(self, emit, cols: int = 80, rows: int = 24, clock=time.monotonic) -> None:
         self._emit = emit
@@ -135,6 +136,7 @@ class ScreenLog:
         self._armed: deque[_Pending] = deque()
         self._held: list[str] | None = None
         self._held_at = 0.0
+        self._held_enter = 0.0  # when Enter was pressed on the held command
         self._esc_out = 0
         self.dirty = False
 
@@ -328,7 +330,7 @@ class ScreenLog:
         p.lfs += 1
         if p.matched == 0 or p.lfs > 50 or PASSWORD_PROMPT.search(p.prompt):
             self._armed.popleft()
-            self._log([HIDDEN])
+            self._log([HIDDEN], p.at)
 
     def _capture(self, p: _Pending) -> None:
         s = self.screen
@@ -366,10 +368,10 @@ class ScreenLog:
         text = "\n".join(lines)
         if p.typed:
             if PASSWORD_PROMPT.search(p.prompt) or not text:
-                self._log([HIDDEN])
+                self._log([HIDDEN], p.at)
                 return
             if Counter(p.typed.replace("\t", "")) - Counter(text):
-                self._log([HIDDEN])  # typed characters the terminal did not show
+                self._log([HIDDEN], p.at)  # typed characters the terminal did not show
                 return
         if not lines:
             return
@@ -383,16 +385,17 @@ class ScreenLog:
             self._flush()
         self._held = lines
         self._held_at = self._clock()
+        self._held_enter = p.at
 
-    def _log(self, lines: list[str]) -> None:
+    def _log(self, lines: list[str], at: float) -> None:
         if self._held is not None:
             self._flush()
-        self._emit(lines)
+        self._emit([(line, at) for line in lines])
 
     def _flush(self) -> None:
         held, self._held = self._held, None
         if held:
-            self._emit(held)
+            self._emit([(line, self._held_enter) for line in held])
 
 
 class _Worker:

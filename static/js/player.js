@@ -88,6 +88,27 @@ function createAsciinema(el, src, opts, autoPlay) {
   window.portalPlayerOptions = { speed: opts.speed, idleTimeLimit: opts.idleTimeLimit };
 }
 
+// A command's ▶ button: the recording from a moment before its Enter (the prompt shows).
+document.addEventListener("click", function (e) {
+  var btn = e.target.closest && e.target.closest("[data-seek]");
+  if (!btn) return;
+  var at = Math.max(parseFloat(btn.getAttribute("data-seek")) - 0.5, 0);
+  var p = window.portalPlayer;
+  var el = document.getElementById("player");
+  if (el) el.scrollIntoView({ block: "center" });
+  if (!p || typeof p.seek !== "function") return;
+  // Offsets are real time: with idle gaps skipped the player's timeline is shorter, so seek
+  // on the full timeline (the idle limit is set to "never").
+  var idle = document.querySelector("[data-role=idle]");
+  if (idle && window.portalPlayerOptions && window.portalPlayerOptions.idleTimeLimit) {
+    idle.value = "0";
+    idle.dispatchEvent(new Event("change"));
+    p = window.portalPlayer;
+  }
+  window.portalSeeking = Promise.resolve(p.seek(at)).then(function () { return p.play && p.play(); })
+    .catch(function () { /* the player reports its own errors */ });
+});
+
 function asciinemaControls(el, src) {
   var bar = document.createElement("div");
   bar.className = "player-controls";
