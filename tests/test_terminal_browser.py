@@ -308,8 +308,11 @@ def test_tabs_are_independent_sessions(term_setup, page, app):
     assert page.evaluate("() => portalTerminals.tabs[1].term.cols") > 100
     page.keyboard.type("echo back-in-two\n")
     wait_line(page, "back-in-two", 1)
-    # closing a tab closes its socket and ends its shell
+    # closing a tab asks first; "End the shell" closes its socket and ends its shell
     page.click(".term-tab >> nth=1 >> .term-tab-close")
+    page.wait_for_selector("dialog.term-close-dialog[open]")
+    shot(page, "terminal-close-dialog-1280.png")
+    page.click("dialog.term-close-dialog [data-choice=end]")
     page.wait_for_function("() => portalTerminals.tabs.length === 1")
     reg = app.extensions["portal_terminal"]
     deadline = time.monotonic() + 10
@@ -547,6 +550,23 @@ def test_recording_plays_in_asciinema_player_under_the_real_csp(term_setup, brow
             "'wasm-unsafe-eval'", ""
         )
         p.wait_for_selector("#player[data-player=asciinema] .ap-wrapper")
+        # speed and the idle-gap limit re-create the player with them
+        assert p.evaluate("() => portalPlayerOptions") == {"speed": 1, "idleTimeLimit": 2}
+        p.select_option("[data-role=speed]", "4")
+        p.select_option("[data-role=idle]", "5")
+        assert p.evaluate("() => portalPlayerOptions") == {"speed": 4, "idleTimeLimit": 5}
+        p.wait_for_selector("#player[data-player=asciinema] .ap-wrapper")
+        assert p.locator("#player .ap-wrapper").count() == 1
+        shot(p, "player-controls-1280.png")
+        # a command's play button jumps the recording to its moment
+        seek = p.locator("[data-seek]").last
+        at = float(seek.get_attribute("data-seek"))
+        p.select_option("[data-role=speed]", "1")
+        p.wait_for_selector("#player[data-player=asciinema] .ap-wrapper")
+        seek.click()
+        t = p.evaluate("async () => { await portalSeeking; return portalPlayer.getCurrentTime(); }")
+        assert abs(t - max(at - 0.5, 0)) < 0.4, (t, at)  # not played there from the start
+        assert p.evaluate("() => portalPlayerOptions.idleTimeLimit") == 0
         assert errors == [] and csp_errors == []
         # other pages keep the strict policy
         strict = p.goto(f"{base}/sessions").headers["content-security-policy"]
@@ -650,3 +670,27 @@ def test_watch_page_follows_the_owners_resizes(term_setup, page, browser):
         assert errors == [] and page.js_errors == []
     finally:
         other.close()
+
+
+def test_tab_close_asks_detach_or_end(term_setup, phone, app):
+    """The ×: Cancel keeps the tab; Detach drops the socket and the shell keeps running."""
+    user, machine, base = term_setup
+    open_terminal(phone, base, user, machine)
+    sid = phone.evaluate("() => portalTerminals.active().sessionId")
+    phone.click(".term-tab >> nth=0 >> .term-tab-close")
+    phone.wait_for_selector("dialog.term-close-dialog[open]")
+    box = phone.locator("dialog.term-close-dialog").bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= 375
+    shot(phone, "terminal-close-dialog-375.png")
+    phone.click("dialog.term-close-dialog [data-choice=cancel]")
+    assert phone.evaluate("() => portalTerminals.tabs.length") == 1
+    phone.click(".term-tab >> nth=0 >> .term-tab-close")
+    phone.click("dialog.term-close-dialog [data-choice=detach]")
+    phone.wait_for_function("() => portalTerminals.tabs.length === 0")
+    reg = app.extensions["portal_terminal"]
+    deadline = time.monotonic() + 10
+    while reg.get(sid).status != "detached":
+        assert time.monotonic() < deadline, "detaching did not detach the session"
+        time.sleep(0.1)
+    assert not reg.get(sid).closed
+    assert phone.js_errors == []

@@ -72,6 +72,7 @@ def log_command(
     duration_ms: int | None = None,
     session_id: str | None = None,
     session=None,
+    offset_ms: int | None = None,
 ) -> CommandLog:
     """Record one command (flush only). `output` is cut to a 4 KiB excerpt."""
     if source not in SOURCES:
@@ -81,6 +82,7 @@ def log_command(
         machine_id=machine.id if isinstance(machine, Machine) else int(machine),
         user_id=getattr(user, "id", user),
         session_id=session_id,
+        offset_ms=offset_ms,
         source=source,
         command=(command or "")[:MAX_COMMAND],
         exit_code=exit_code,

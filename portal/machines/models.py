@@ -177,6 +177,8 @@ class CommandLog(Base):
     output: Mapped[str] = mapped_column(Text, default="")
     duration_ms: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    # terminal lines: ms from the session's start to the Enter (its moment in the recording)
+    offset_ms: Mapped[int | None] = mapped_column(Integer)
 
     user: Mapped[User | None] = relationship(foreign_keys=[user_id], lazy="joined")
     machine: Mapped[Machine] = relationship(foreign_keys=[machine_id])
@@ -199,5 +201,6 @@ class CommandLog(Base):
             "exit_code": self.exit_code,
             "output": self.output,
             "duration_ms": self.duration_ms,
+            "offset_ms": self.offset_ms,
             "created_at": iso(self.created_at),
         }

@@ -22,9 +22,9 @@ from portal import metrics
 from portal.ssh.chansend import guard_window, send_request, sendall
 from portal.ssh.exec import close_channel
 from portal.terminal import pump
-from portal.terminal.linelog import EchoGate
 from portal.terminal.pump import FRAME_MAX
 from portal.terminal.ring import DEFAULT_RING, RingBuffer
+from portal.terminal.screenlog import ScreenLog
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +113,9 @@ class LiveSession:
         self.bytes_in = 0
         self.bytes_out = 0
         self.flushed = (0, 0)
-        # Command lines to log: only what the terminal echoed (see linelog.EchoGate).
-        self.lines = EchoGate(emit=lambda lines: registry.log_commands(self, lines))
+        # Command lines to log, read off the screen (see screenlog.ScreenLog).
+        self.started = now  # the recording's time origin, near enough (commands' offset_ms)
+        self.lines = ScreenLog(self._log_lines, cols, rows)
         self._input_lock = threading.Lock()
         self._pump_thread: threading.Thread | None = None
 
@@ -231,6 +232,7 @@ class LiveSession:
         if self.closed or (cols, rows) == (self.cols, self.rows):
             return
         self.cols, self.rows = cols, rows
+        self.lines.resize(cols, rows)
         try:
             if not send_request(self.channel, "window-change", cols, rows, 0, 0):
                 return
@@ -264,6 +266,11 @@ class LiveSession:
             return self.ring.snapshot()
 
     # ------------------------------------------------------------ command lines
+
+    def _log_lines(self, lines: list[tuple[str, float]]) -> None:
+        self.registry.log_commands(
+            self, [(text, max(int((at - self.started) * 1000), 0)) for text, at in lines]
+        )
 
     def check_echo(self) -> None:
         """Run the echo check over what was noted (lines go to `emit`, in typing order)."""

@@ -60,20 +60,82 @@ function initPlayer() {
   }
   if (window.AsciinemaPlayer && window.WebAssembly && wasmAllowed()) {
     try {
-      window.portalPlayer = window.AsciinemaPlayer.create(src, el, {
-        fit: "width",
-        idleTimeLimit: 2,
-        preload: true,
-        poster: "npt:0:1",
-        terminalFontFamily: '"DejaVu Sans Mono", ui-monospace, Menlo, Consolas, monospace',
-        theme: "asciinema"
-      });
+      createAsciinema(el, src, { speed: 1, idleTimeLimit: 2 }, false);
       el.setAttribute("data-player", "asciinema");
+      asciinemaControls(el, src);
       return;
     } catch (e) { /* fall through to the xterm player */ }
   }
   if (window.Terminal) castPlayer(el, src);
   else el.textContent = "The recording cannot be played here; download the .cast file instead.";
+}
+
+// The asciinema-player takes its speed and idle-gap limit when created: a change re-creates it.
+function createAsciinema(el, src, opts, autoPlay) {
+  if (window.portalPlayer && window.portalPlayer.dispose) window.portalPlayer.dispose();
+  el.textContent = "";
+  var options = {
+    fit: "width",
+    idleTimeLimit: opts.idleTimeLimit || undefined,
+    speed: opts.speed,
+    autoPlay: autoPlay,
+    preload: true,
+    poster: "npt:0:1",
+    terminalFontFamily: '"DejaVu Sans Mono", ui-monospace, Menlo, Consolas, monospace',
+    theme: "asciinema"
+  };
+  window.portalPlayer = window.AsciinemaPlayer.create(src, el, options);
+  window.portalPlayerOptions = { speed: opts.speed, idleTimeLimit: opts.idleTimeLimit };
+}
+
+// A command's ▶ button: the recording from a moment before its Enter (the prompt shows).
+document.addEventListener("click", function (e) {
+  var btn = e.target.closest && e.target.closest("[data-seek]");
+  if (!btn) return;
+  var at = Math.max(parseFloat(btn.getAttribute("data-seek")) - 0.5, 0);
+  var p = window.portalPlayer;
+  var el = document.getElementById("player");
+  if (el) el.scrollIntoView({ block: "center" });
+  if (!p || typeof p.seek !== "function") return;
+  // Offsets are real time: with idle gaps skipped the player's timeline is shorter, so seek
+  // on the full timeline (the idle limit is set to "never").
+  var idle = document.querySelector("[data-role=idle]");
+  if (idle && window.portalPlayerOptions && window.portalPlayerOptions.idleTimeLimit) {
+    idle.value = "0";
+    idle.dispatchEvent(new Event("change"));
+    p = window.portalPlayer;
+  }
+  window.portalSeeking = Promise.resolve(p.seek(at)).then(function () { return p.play && p.play(); })
+    .catch(function () { /* the player reports its own errors */ });
+});
+
+function asciinemaControls(el, src) {
+  var bar = document.createElement("div");
+  bar.className = "player-controls";
+  function select(label, role, choices, value) {
+    var wrap = document.createElement("label");
+    wrap.textContent = label + " ";
+    var sel = document.createElement("select");
+    sel.setAttribute("data-role", role);
+    choices.forEach(function (c) {
+      var o = document.createElement("option");
+      o.value = c[0]; o.textContent = c[1];
+      if (c[0] === value) o.selected = true;
+      sel.appendChild(o);
+    });
+    wrap.appendChild(sel);
+    bar.appendChild(wrap);
+    return sel;
+  }
+  var speed = select("Speed", "speed", [["1", "1\u00d7"], ["2", "2\u00d7"], ["4", "4\u00d7"]], "1");
+  var idle = select("Skip idle gaps over", "idle",
+    [["0", "never"], ["1", "1 s"], ["2", "2 s"], ["5", "5 s"]], "2");
+  function apply() {
+    createAsciinema(el, src, { speed: parseFloat(speed.value) || 1, idleTimeLimit: parseFloat(idle.value) || 0 }, true);
+  }
+  speed.addEventListener("change", apply);
+  idle.addEventListener("change", apply);
+  el.parentNode.insertBefore(bar, el);
 }
 
 // asciicast v2 on xterm.js: shows the final screen, plays from the start with idle gaps

@@ -127,13 +127,50 @@ export class TabStrip {
     tab.tabEl.scrollIntoView({ block: "nearest", inline: "nearest" });
   }
 
+  // The tab's ×: a live shell asks first whether to detach (it keeps running for the grace
+  // period, re-attachable from the sessions page) or to end it.
   closeTab(tab) {
+    if (this.tabs.indexOf(tab) < 0) return;
+    if (tab.ended || !tab.sessionId) { this.removeTab(tab, true); return; }
+    const dlg = document.createElement("dialog");
+    dlg.className = "term-close-dialog";
+    const label = tab.tabEl.querySelector(".term-tab-label");
+    const name = label ? label.textContent : tab.name;
+    dlg.setAttribute("aria-label", "Close " + name);
+    const p = document.createElement("p");
+    p.textContent = "Close " + name + "? Detach keeps the shell running for the grace period "
+      + "(re-attach it from Sessions); End stops the shell.";
+    dlg.appendChild(p);
+    const row = document.createElement("div");
+    row.className = "term-close-choices";
+    [["detach", "Detach"], ["end", "End the shell"], ["cancel", "Cancel"]].forEach(([v, label]) => {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.className = "term-btn";
+      b.dataset.choice = v;
+      b.textContent = label;
+      b.addEventListener("click", () => dlg.close(v));
+      row.appendChild(b);
+    });
+    dlg.appendChild(row);
+    dlg.addEventListener("close", () => {
+      const v = dlg.returnValue;
+      dlg.remove();
+      if (v === "detach") this.removeTab(tab, false);
+      else if (v === "end") this.removeTab(tab, true);
+    });
+    this.root.appendChild(dlg);  // inside the app: the terminal's theme applies
+    dlg.showModal();
+    dlg.querySelector("[data-choice=detach]").focus();
+  }
+
+  removeTab(tab, end) {
     const i = this.tabs.indexOf(tab);
     if (i < 0) return;
-    const sid = tab.ended ? null : tab.sessionId;
+    const sid = tab.ended || !end ? null : tab.sessionId;
     tab.destroy();
     this.tabs.splice(i, 1);
-    // Closing the tab ends its shell (a dropped socket would only detach it for the grace period).
+    // Ending closes the shell; detaching only drops the socket (the grace period ends it).
     if (sid) {
       fetch(this.closeUrl + encodeURIComponent(sid), {
         method: "DELETE", credentials: "same-origin", keepalive: true,

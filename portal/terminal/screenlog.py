@@ -1,0 +1,439 @@
+"""The command log read off the screen: a pyte terminal per session.
+
+The output of a session is fed through a terminal emulator (pyte). When Enter is pressed at
+the shell's prompt on the primary screen, the command line is read as displayed once the
+shell moves past it (the first line feed after Enter): history recall, tab completion,
+Ctrl-R and edits are what the screen shows. Lines wrapped at the right margin are joined; a
+multi-line command (continuation prompt `> `) is logged as one entry, its lines joined with
+newlines; lines pasted together (bracketed paste) are logged one entry per line. Where the
+shell emits OSC 133 prompt marks, the `B` mark (end of the prompt) tells where the command
+starts; otherwise it starts where the cursor stood when the first key of the line was typed.
+
+Keystrokes while a full-screen program holds the alternate screen (`less`, `man`, `vim`,
+`top`) are not commands. Input the terminal did not echo stays out of the log: a line whose
+typed characters are not all on the screen, or typed right after a password prompt, is
+logged as `HIDDEN`.
+
+Nothing here runs on the keystroke path: the bridge appends to a queue (`note_input`,
+`note_output`) and asks for a drain; one thread per process (`_Worker`) feeds the emulators
+in batches. A flood of output is cut to its last `FLOOD_KEEP` bytes per batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections import Counter, deque
+
+import pyte
+
+from portal.terminal.linelog import HIDDEN, PASSWORD_PROMPT, _strip_escapes
+
+log = logging.getLogger(__name__)
+
+MAX_LINE = 4096
+FLOOD_KEEP = 64 * 1024  # output bytes fed per batch at most (the tail of a flood)
+HOLD = 0.5  # seconds a captured line waits for a continuation prompt
+ALT_MODES = (47, 1047, 1049)
+_OSC133 = re.compile(rb"\x1b\]133;([A-Za-z])[^\x07\x1b]{0,200}(?:\x07|\x1b\\)")
+
+
+class _Screen(pyte.Screen):
+    """pyte's screen plus the alternate screen (pyte 0.8.2 ignores modes 47/1047/1049) and
+    a count of lines scrolled off the top (the prompt's row moves with them)."""
+
+    def __init__(self, columns: int, lines: int) -> None:
+        super().__init__(columns, lines)
+        self.alt = False
+        self.scrolled = 0
+        self._saved = None
+
+    def set_mode(self, *modes, **kwargs) -> None:
+        if kwargs.get("private") and any(m in ALT_MODES for m in modes) and not self.alt:
+            self.alt = True
+            self.save_cursor()
+            self._saved = {y: dict(line) for y, line in self.buffer.items()}
+            self.erase_in_display(2)
+        super().set_mode(*modes, **kwargs)
+
+    def reset_mode(self, *modes, **kwargs) -> None:
+        if kwargs.get("private") and any(m in ALT_MODES for m in modes) and self.alt:
+            self.alt = False
+            self.erase_in_display(2)
+            for y, line in (self._saved or {}).items():
+                self.buffer[y].update(line)
+            self._saved = None
+            self.restore_cursor()
+        super().reset_mode(*modes, **kwargs)
+
+    def select_graphic_rendition(self, *attrs, **kwargs) -> None:
+        # pyte 0.8.2 hands `CSI > ... m` (xterm's modifyOtherKeys, vim sends it) here with
+        # `private=True`, which its own method does not take: not a rendition, ignored.
+        if not kwargs.get("private"):
+            super().select_graphic_rendition(*attrs)
+
+    def index(self) -> None:
+        top, bottom = self.margins or (0, self.lines - 1)
+        if self.cursor.y == bottom and not self.alt:
+            self.scrolled += 1
+        super().index()
+
+    def row(self, y: int) -> str:
+        if y < 0 or y >= self.lines:
+            return ""
+        line = self.buffer[y]
+        return "".join(line[x].data for x in range(self.columns))
+
+
+class _Pending:
+    __slots__ = (
+        "y",
+        "x",
+        "scrolled",
+        "prompt",
+        "typed",
+        "at",
+        "end",
+        "want",
+        "matched",
+        "lfs",
+        "deferred",
+    )
+
+    def __init__(self, y, x, scrolled, prompt, typed, at, end) -> None:
+        self.y, self.x, self.scrolled = y, x, scrolled
+        self.prompt = prompt
+        self.typed = typed
+        self.at = at
+        self.end = end  # the cursor's row (counting scrolled lines) when Enter was pressed
+        self.want = typed.replace("\t", "").encode("utf-8", "replace")  # its echo
+        self.matched = 0  # bytes of `want` seen in the output so far, in order
+        self.lfs = 0  # line feeds seen while the echo was incomplete
+        self.deferred = False  # typed ahead: where it starts is found when it is read
+
+
+class ScreenLog:
+    """The command lines of one session. Same face as `linelog.EchoGate`: `note_input`,
+    `note_output`, `drain()`, `expire(final)`; lines go to `emit(lines)` as (text, when)
+    pairs, `when` the clock's time of the Enter that ran it."""
+
+    def __init__(self, emit, cols: int = 80, rows: int = 24, clock=time.monotonic) -> None:
+        self._emit = emit
+        self._clock = clock
+        self._events: deque[tuple[bool, bytes]] = deque()
+        self._lock = threading.Lock()  # one feeder at a time
+        self.screen = _Screen(max(cols, 2), max(rows, 2))
+        self._stream = pyte.ByteStream(self.screen)
+        self._size = (cols, rows)
+        # input state
+        self._esc: str | None = None
+        self._paste = False
+        self._typed: list[str] = []
+        self._start: tuple[int, int, int, str] | None = None  # y, x, scrolled, prompt text
+        self._mark: tuple[int, int, int, str] | None = None  # from OSC 133;B
+        self._armed: deque[_Pending] = deque()
+        self._held: list[str] | None = None
+        self._held_at = 0.0
+        self._held_enter = 0.0  # when Enter was pressed on the held command
+        self._esc_out = 0
+        self.dirty = False
+
+    # the bridge (any thread, cheap) -------------------------------------
+    def note_input(self, data: bytes) -> None:
+        self._events.append((True, data))
+
+    def note_output(self, data: bytes) -> None:
+        self._events.append((False, data))
+
+    def resize(self, cols: int, rows: int) -> None:
+        self._size = (cols, rows)
+
+    def drain(self) -> list[str]:
+        """Ask the worker thread to feed what was noted (returns at once)."""
+        WORKER.mark(self)
+        return []
+
+    def expire(self, final: bool = False) -> list[str]:
+        self.process()
+        with self._lock:
+            if self._held is not None and (final or self._clock() - self._held_at >= HOLD):
+                self._flush()
+        return []
+
+    # the worker ------------------------------------------------------------
+    def process(self) -> None:
+        with self._lock:
+            if (self.screen.columns, self.screen.lines) != self._size:
+                cols, rows = self._size
+                self.screen.resize(max(rows, 2), max(cols, 2))
+            events = self._events
+            while events:
+                is_input, data = events.popleft()
+                if is_input:
+                    self._input(data)
+                    continue
+                parts, size = [data], len(data)
+                while events and not events[0][0]:
+                    more = events.popleft()[1]
+                    parts.append(more)
+                    size += len(more)
+                data = b"".join(parts) if len(parts) > 1 else data
+                if size > FLOOD_KEEP and not self._armed:
+                    data = data[-FLOOD_KEEP:]
+                self._output(data)
+            if self._held is not None:
+                cur = self.screen.row(self.screen.cursor.y).rstrip()
+                if (cur and cur != ">") or self._clock() - self._held_at >= HOLD:
+                    self._flush()
+
+    # input -------------------------------------------------------------------
+    def _input(self, data: bytes) -> None:
+        text = data.decode("utf-8", "replace")
+        for ch in text:
+            if self._esc is not None:
+                seq = self._esc + ch
+                if seq in ("[", "O", "]") or (
+                    seq.startswith("[") and not ("\x40" <= ch <= "\x7e") and len(seq) < 32
+                ):
+                    self._esc = seq
+                    continue
+                self._esc = None
+                if seq == "[200~":
+                    self._paste = True
+                elif seq == "[201~":
+                    self._paste = False
+                self._begin()
+                continue
+            if ch == "\x1b":
+                self._esc = ""
+                continue
+            if self.screen.alt:
+                self._typed.clear()
+                self._start = None
+                continue
+            if ch in ("\r", "\n") and not self._paste:
+                if ch == "\n" and self._start is None and not self._typed:
+                    continue
+                self._enter()
+                continue
+            self._begin()
+            if ch in ("\x7f", "\x08"):
+                if self._typed:
+                    self._typed.pop()
+            elif ch == "\x15":
+                self._typed.clear()
+            elif ch == "\x17":
+                while self._typed and self._typed[-1] == " ":
+                    self._typed.pop()
+                while self._typed and self._typed[-1] != " ":
+                    self._typed.pop()
+            elif ch in ("\x03", "\x07"):
+                if ch == "\x03":
+                    self._typed.clear()
+                    self._start = None
+            elif ch >= " " and len(self._typed) < MAX_LINE:
+                self._typed.append(ch)
+
+    def _begin(self) -> None:
+        """The first key of a line: the command starts where the cursor stands (or at the
+        OSC 133 B mark)."""
+        if self._start is not None or self.screen.alt:
+            return
+        if self._mark is not None:
+            self._start, self._mark = self._mark, None
+            return
+        s = self.screen
+        y, x = s.cursor.y, min(s.cursor.x, s.columns)
+        self._start = (y, x, s.scrolled, s.row(y)[:x])
+
+    def _enter(self) -> None:
+        self._begin()
+        y, x, scrolled, prompt = self._start
+        s = self.screen
+        end = s.cursor.y + s.scrolled
+        p = _Pending(y, x, scrolled, prompt, "".join(self._typed), self._clock(), end)
+        p.deferred = bool(self._armed)  # typed before the shell read the previous line
+        if not p.deferred and p.want:
+            # echoed already (the user waited, e.g. for a completion): the screen shows it
+            shown = "".join(
+                s.row(r) for r in range(max(y - (s.scrolled - scrolled), 0), s.cursor.y + 1)
+            )
+            if not Counter(p.want.decode("utf-8", "replace")) - Counter(shown):
+                p.matched = len(p.want)
+        if p.deferred:
+            p.prompt = self._armed[-1].prompt
+        self._armed.append(p)
+        self._start = None
+        self._typed.clear()
+        while len(self._armed) > 100:
+            self._armed.popleft()
+
+    # output ------------------------------------------------------------------
+    def _output(self, data: bytes) -> None:
+        pos = 0
+        for m in _OSC133.finditer(data):
+            self._feed(data[pos : m.start()])
+            pos = m.end()
+            kind = m.group(1).upper()
+            if kind == b"B":
+                s = self.screen
+                y, x = s.cursor.y, s.cursor.x
+                mark = (y, x, s.scrolled, s.row(y)[:x])
+                if self._start is not None:  # the shell redrew its prompt: it starts here
+                    self._start = mark
+                else:
+                    self._mark = mark
+            elif kind in (b"A", b"C", b"D") and self._held is not None and not self._armed:
+                self._flush()
+        self._feed(data[pos:])
+
+    def _feed(self, data: bytes) -> None:
+        while data:
+            if not self._armed:
+                self._stream.feed(data)
+                return
+            i = data.find(b"\n")
+            seg = data if i < 0 else data[:i]
+            self._echo(seg)
+            self._stream.feed(seg)
+            if i < 0:
+                return
+            self._at_line_feed()
+            self._stream.feed(b"\n")
+            data = data[i + 1 :]
+
+    def _echo(self, seg: bytes) -> None:
+        """Match the head line's typed characters against the output, in order."""
+        p = self._armed[0]
+        if p.matched >= len(p.want):
+            return
+        text, self._esc_out = _strip_escapes(seg, self._esc_out)
+        want, m = p.want, p.matched
+        for b in text:
+            if b == want[m]:
+                m += 1
+                if m >= len(want):
+                    break
+        p.matched = m
+
+    def _at_line_feed(self) -> None:
+        """A line feed while Enter waits: the shell moves past the command line once its
+        echo is complete; a line feed with no progress of the echo means it is not coming."""
+        p = self._armed[0]
+        s = self.screen
+        if p.matched >= len(p.want):
+            if p.deferred or s.cursor.y + s.scrolled >= p.end:
+                self._capture(self._armed.popleft())
+            return
+        p.lfs += 1
+        if p.matched == 0 or p.lfs > 50 or PASSWORD_PROMPT.search(p.prompt):
+            self._armed.popleft()
+            self._log([HIDDEN], p.at)
+
+    def _capture(self, p: _Pending) -> None:
+        s = self.screen
+        if s.alt:
+            return
+        y0 = p.y - (s.scrolled - p.scrolled)
+        y1 = s.cursor.y
+        x0 = p.x
+        if p.deferred:
+            # typed ahead: the shell showed it after its next prompt (the last one seen)
+            y0, x0 = y1, 0
+            prompt = p.prompt.strip()
+            for y in range(y1, max(y1 - 5, -1), -1):
+                row = s.row(y)
+                if prompt and row.startswith(p.prompt.rstrip()):
+                    y0, x0 = y, len(p.prompt)
+                    break
+        if y0 < 0:
+            y0, x0 = 0, 0
+        rows = []
+        for y in range(y0, max(y1, y0) + 1):
+            rows.append(s.row(y)[x0 if y == y0 else 0 :])
+        # rows filled to the right margin wrap into the next one
+        lines: list[str] = []
+        cur = ""
+        for i, r in enumerate(rows):
+            full = len(r.rstrip()) == len(r) and r and (i > 0 or x0 + len(r) == s.columns)
+            cur += r if full else r.rstrip()
+            if not full:
+                lines.append(cur)
+                cur = ""
+        if cur:
+            lines.append(cur)
+        lines = [ln.strip()[:MAX_LINE] for ln in lines if ln.strip()]
+        text = "\n".join(lines)
+        if p.typed:
+            if PASSWORD_PROMPT.search(p.prompt) or not text:
+                self._log([HIDDEN], p.at)
+                return
+            if Counter(p.typed.replace("\t", "")) - Counter(text):
+                self._log([HIDDEN], p.at)  # typed characters the terminal did not show
+                return
+        if not lines:
+            return
+        if p.prompt.rstrip() == ">" and self._held is not None:
+            self._held[-1] += "\n" + lines[0]
+            lines = lines[1:]
+            if not lines:
+                self._held_at = self._clock()
+                return
+        if self._held is not None:
+            self._flush()
+        self._held = lines
+        self._held_at = self._clock()
+        self._held_enter = p.at
+
+    def _log(self, lines: list[str], at: float) -> None:
+        if self._held is not None:
+            self._flush()
+        self._emit([(line, at) for line in lines])
+
+    def _flush(self) -> None:
+        held, self._held = self._held, None
+        if held:
+            self._emit([(line, self._held_enter) for line in held])
+
+
+class _Worker:
+    """One thread per process feeds the sessions' emulators, a batch every `PERIOD`."""
+
+    PERIOD = 0.02
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._dirty: set[ScreenLog] = set()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def mark(self, gate: ScreenLog) -> None:
+        if gate.dirty:
+            return
+        with self._lock:
+            gate.dirty = True
+            self._dirty.add(gate)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="screenlog", daemon=True)
+                self._thread.start()
+        self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            time.sleep(self.PERIOD)  # batch what arrives meanwhile
+            with self._lock:
+                self._wake.clear()
+                gates, self._dirty = self._dirty, set()
+                for g in gates:
+                    g.dirty = False
+            for g in gates:
+                try:
+                    g.process()
+                except Exception:
+                    log.exception("command log: feeding the screen failed")
+
+
+WORKER = _Worker()

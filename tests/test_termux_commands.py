@@ -1,0 +1,114 @@
+"""The command log read off the screen (issue 20, section 1), against the real sshd and bash:
+commands after a full-screen program, history recall, tab completion, hidden input,
+keystrokes inside a full-screen program, a bracketed paste of two lines."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+import requests
+
+from portal.terminal.linelog import HIDDEN
+from portal.terminal.screenlog import ScreenLog
+from tests.fixtures.terminal import wait_for
+
+pytestmark = pytest.mark.timeout(120)
+
+PROMPT = r"\x1b\[\?2004h\$ $"
+
+
+def _send(t, data: str, pattern: str, timeout: float = 15.0) -> None:
+    """Send `data`, then wait for `pattern` in the output that follows it."""
+    mark = len(t.out)
+    t.send(data)
+    rx = re.compile(pattern.encode())
+    deadline = time.monotonic() + timeout
+    while not rx.search(t.out, mark):
+        assert time.monotonic() < deadline, f"{pattern!r} not seen: {bytes(t.out[mark:])!r}"
+        try:
+            t.recv_one(0.2)
+        except Exception:
+            pass
+
+
+def _commands(live_server, auth, owner, sid, n):
+    def get():
+        r = requests.get(f"{live_server.url}/api/sessions/{sid}", headers=auth(owner), timeout=10)
+        cmds = [c["command"] for c in r.json()["commands"]]
+        return cmds if len(cmds) >= n else None
+
+    return wait_for(get, timeout=15, interval=0.2)
+
+
+def test_commands_are_read_off_the_screen(term_env, live_server, auth):
+    owner, _machine, open_term = term_env
+    t = open_term("cols=100&rows=30")
+    sid = t.wait_control("ready")["session_id"]
+    _send(t, "export PS1='$ ' HISTFILE=/dev/null; bind 'set enable-bracketed-paste on'\r", PROMPT)
+    # a full-screen program (less on the alternate screen), q, then a command
+    _send(t, "seq 1 300 | less\r", r"\x1b\[\?1049h")
+    _send(t, "jjjGq", r"(?s)\x1b\[\?1049l.*" + PROMPT)
+    _send(t, "echo after-less-$((1+1))\r", r"after-less-2\r\n.*" + PROMPT)
+    # Up-arrow recall
+    _send(t, "\x1b[A\r", r"after-less-2\r\n.*" + PROMPT)
+    # tab completion of a unique file name
+    _send(t, "cd $(mktemp -d) && echo hi > zqxcomplete-me.txt\r", r"\r\n.*" + PROMPT)
+    _send(t, "cat zqxcomp\t", r"complete-me\.txt ")
+    _send(t, "\r", r"hi\r\n" + PROMPT)
+    # read -s: not echoed
+    _send(t, 'read -s -p "Secret> " X; echo got-$((1+1))\r', r"\rSecret> $")
+    _send(t, "hunter2-s3cret\r", r"got-2\r\n.*" + PROMPT)
+    # vim keystrokes are not commands
+    _send(t, "vi -u NONE /dev/null\r", r"\x1b\[\?1049h")
+    _send(t, "ihello-in-vim\r:w\r\x1b:q!\r", r"(?s)\x1b\[\?1049l.*" + PROMPT)
+    # a bracketed paste of two lines, then Enter
+    _send(t, "\x1b[200~echo one-$((0+1))\recho two-$((1+1))\x1b[201~", r"two-\$\(\(1\+1\)\)")
+    _send(t, "\r", r"(?s)one-1\r\n.*two-2\r\n.*" + PROMPT)
+    _send(t, "echo last-$((2+3))\r", r"last-5\r\n")
+
+    cmds = _commands(live_server, auth, owner, sid, 11)
+    assert cmds[1:] == [
+        "seq 1 300 | less",
+        "echo after-less-$((1+1))",
+        "echo after-less-$((1+1))",
+        "cd $(mktemp -d) && echo hi > zqxcomplete-me.txt",
+        "cat zqxcomplete-me.txt",
+        'read -s -p "Secret> " X; echo got-$((1+1))',
+        HIDDEN,
+        "vi -u NONE /dev/null",
+        "echo one-$((0+1))",
+        "echo two-$((1+1))",
+        "echo last-$((2+3))",
+    ], cmds
+    assert not any("hunter2" in c or "hello-in-vim" in c for c in cmds)
+    # each carries its moment in the recording (ms from the session's start), in order
+    r = requests.get(f"{live_server.url}/api/sessions/{sid}", headers=auth(owner), timeout=10)
+    offsets = [c["offset_ms"] for c in r.json()["commands"]]
+    assert all(isinstance(o, int) and o >= 0 for o in offsets) and offsets == sorted(offsets)
+    assert offsets[-1] > offsets[0]
+
+
+def test_continuation_prompts_are_joined_and_marks_are_used():
+    """Unit level, on recorded bytes: a multi-line command is one entry; OSC 133 B marks
+    where the command starts even when the prompt is not what the cursor says."""
+    out: list[str] = []
+    g = ScreenLog(lambda lines: out.extend(t for t, _at in lines), 80, 24)
+    g.note_output(b"$ ")
+    g.note_input(b"for i in 1 2; do\r")
+    g.note_output(b"for i in 1 2; do\r\n> ")
+    g.note_input(b"echo $i; done\r")
+    g.note_output(b"echo $i; done\r\n1\r\n2\r\n\x1b]133;A\x07[me@x]$ \x1b]133;B\x07")
+    g.process()
+    g.expire(final=True)
+    assert out == ["for i in 1 2; do\necho $i; done"]
+    # with marks, the command starts at B even if typing began elsewhere
+    out.clear()
+    g.note_input(b"\x1b[A")  # recall: bash redraws the line
+    g.note_output(b"\rls -l\x1b]133;A\x07[me@x]$ \x1b]133;B\x07ls -l")
+    g.note_input(b"\r")
+    g.note_output(b"\r\n\x1b]133;C\x07total 0\r\n")
+    g.process()
+    g.expire(final=True)
+    assert out == ["ls -l"]
