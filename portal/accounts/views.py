@@ -24,7 +24,7 @@ from portal.accounts import avatars, identities, membership, oauth, settings, to
 from portal.accounts import users as user_services
 from portal.accounts.api import auth_limit
 from portal.accounts.models import User
-from portal.errors import PortalError, ValidationError
+from portal.errors import PortalError
 from portal.extensions import db, limiter
 from portal.web import admin_required, is_htmx, login_required, safe_next
 
@@ -68,12 +68,24 @@ def signup():
     if current_user.is_authenticated:
         return redirect(_home())
     is_open = settings.signup_open() or user_services.user_count() == 0
-    ctx = {"providers": oauth.providers(), "signup_open": is_open}
+    ctx = {
+        "providers": oauth.providers(),
+        "signup_open": is_open,
+        "limits": user_services.FORM_LIMITS,
+    }
     if request.method == "POST":
         f = request.form
+        errors = {}
+        if is_open:
+            errors = membership.signup_field_errors(
+                email=f.get("email", ""),
+                username=f.get("username", ""),
+                password=f.get("password") or "",
+            )
         if f.get("password") != f.get("password_confirm"):
-            err = ValidationError("the passwords do not match", field="password_confirm")
-            return _form_error("accounts/signup.html", err, **ctx)
+            errors["password_confirm"] = "the passwords do not match"  # noqa: S105 (a message)
+        if errors:
+            return render_template("accounts/signup.html", errors=errors, form=f, **ctx), 422
         try:
             user = membership.sign_up(
                 email=f.get("email", ""),

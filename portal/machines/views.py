@@ -92,6 +92,9 @@ def _new_ctx(**extra):
         "auth_methods": AUTH_METHODS,
         "gateways": gateways,
         "mode": "direct",
+        "name_max": inventory.NAME_MAX,
+        "scanned": [],
+        "host_key_ack": False,
     }
     ctx.update(extra)
     return ctx
@@ -109,19 +112,32 @@ def new():
         )
     data = request.form.to_dict()
     data["trust_host_key"] = False  # the page pins only the key lines the user confirmed
-    confirmed = "\n".join(request.form.getlist("host_key_confirmed"))
+    confirmed_lines = request.form.getlist("host_key_confirmed")
+    confirmed = "\n".join(confirmed_lines)
+
+    def again(errors: dict, status: int):
+        # Everything typed, pasted or fetched comes back (no-store page): the private key,
+        # password, the fetched host keys and whether their box was ticked.
+        ctx = _new_ctx(
+            errors=errors,
+            form=data,
+            scanned=inventory.host_key_choices(confirmed_lines),
+            host_key_ack=bool(data.get("host_key_ack")),
+        )
+        return render_template("machines/new.html", **ctx), status
+
+    errors = inventory.field_errors(g.user, data)
     if not (data.get("host_key") or "").strip() and confirmed:
         if not data.get("host_key_ack"):
-            msg = "tick the box to confirm you compared the fingerprints"
-            ctx = _new_ctx(errors={"host_key": msg}, form=data)
-            return render_template("machines/new.html", **ctx), 422
+            errors["host_key"] = "tick the box to confirm you compared the fingerprints"
         data["host_key"] = confirmed
+    if errors:
+        return again(errors, 422)
     try:
         machine, _ = inventory.create_machine(g.user, data)
     except PortalError as err:
         errors = {err.field or "_form": err.message}
-        status = _error_status(err)
-        return render_template("machines/new.html", **_new_ctx(errors=errors, form=data)), status
+        return again(errors, _error_status(err))
     if machine.status == "online":
         flash(f"{machine.name} added and reachable.", "success")
     elif machine.auth_method == "portal_key":

@@ -1,0 +1,106 @@
+"""Issue 20, forms that never lose work: the add-machine page shows every field error of a
+submit at once, keeps what was pasted or fetched, is never cached, and its limits are the
+server's."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from portal.machines.inventory import NAME_MAX
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _errors(html: str) -> dict[str, str]:
+    return dict(re.findall(r'<p class="field-error" id="e-([a-z_]+)">([^<]+)</p>', html))
+
+
+def test_add_machine_all_errors_at_once_and_key_kept(client, login, make_user, sshd):
+    csrf = login(make_user("alice"))
+    html = client.get("/machines/new").get_data(as_text=True)
+    assert f'maxlength="{NAME_MAX}"' in html
+    form = {
+        "csrf_token": csrf,
+        "name": "n" * (NAME_MAX + 1),
+        "host": sshd.host,
+        "port": "99999",
+        "username": "",
+        "auth_method": "key",
+        "private_key": sshd.client_key_private_text,
+        "passphrase": "not-needed",
+        "host_key_confirmed": sshd.host_key_lines,
+    }
+    r = client.post("/machines/new", data=form)
+    html = r.get_data(as_text=True)
+    assert r.status_code == 422
+    assert r.headers["Cache-Control"] == "no-store"
+    errors = _errors(html)
+    assert set(errors) >= {"name", "port", "username"}, errors
+    assert "at most 65535" in errors["port"]
+    # the unticked trust box is reported too, outside the collapsed section
+    top = html.split("<details")[0]
+    assert "tick the box" in top
+    # the pasted key, its passphrase and the fetched host keys come back
+    assert sshd.client_key_private_text.splitlines()[1] in html
+    assert 'value="not-needed"' in html
+    for fp in sshd.host_key_fingerprints:
+        assert fp in html
+    assert html.count('name="host_key_confirmed"') == len(sshd.host_key_lines)
+    assert "checked" not in re.search(r'<input type="checkbox" name="host_key_ack"[^>]*>', html)[0]
+    # a ticked box stays ticked across another error
+    r = client.post("/machines/new", data={**form, "host_key_ack": "1"})
+    box = re.search(r'<input type="checkbox" name="host_key_ack"[^>]*>', r.get_data(as_text=True))
+    assert "checked" in box[0]
+    assert "tick the box" not in r.get_data(as_text=True)
+    # nothing was stored
+    assert "machines-table" in client.get("/machines").get_data(as_text=True)
+    assert "nnnnnnnnnn" not in client.get("/machines").get_data(as_text=True)
+
+
+def test_add_machine_fixed_without_repasting(client, login, make_user, sshd):
+    csrf = login(make_user("alice"))
+    form = {
+        "csrf_token": csrf,
+        "name": "fixed",
+        "host": sshd.host,
+        "port": "0",
+        "username": sshd.username,
+        "auth_method": "password",
+        "password": sshd.password,
+        "host_key_confirmed": sshd.host_key_lines,
+        "host_key_ack": "1",
+    }
+    r = client.post("/machines/new", data=form)
+    assert r.status_code == 422 and "port" in _errors(r.get_data(as_text=True))
+    kept = re.search(r'id="f-password"[^>]*value="([^"]*)"', r.get_data(as_text=True))[1]
+    assert kept == sshd.password
+    r = client.post("/machines/new", data={**form, "port": sshd.port, "password": kept})
+    assert r.status_code == 303
+
+
+def test_signup_all_errors_in_one_submit(client, open_signup):
+    from portal.accounts.users import EMAIL_MAX, USERNAME_MAX
+
+    html = client.get("/signup").get_data(as_text=True)
+    assert f'maxlength="{EMAIL_MAX}"' in html and f'maxlength="{USERNAME_MAX}"' in html
+    from tests.conftest import csrf_from
+
+    r = client.post(
+        "/signup",
+        data={
+            "csrf_token": csrf_from(html),
+            "email": "not-an-email",
+            "username": "x",
+            "password": "",
+            "password_confirm": "something",
+        },
+    )
+    assert r.status_code == 422
+    errors = _errors(r.get_data(as_text=True))
+    assert set(errors) == {"email", "username", "password", "password_confirm"}, errors
+    assert "not a valid address" in errors["email"]
+    assert "2-32" in errors["username"]
+    assert "required" in errors["password"]
+    assert 'value="not-an-email"' in r.get_data(as_text=True)  # what was typed stays
