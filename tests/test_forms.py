@@ -104,3 +104,35 @@ def test_signup_all_errors_in_one_submit(client, open_signup):
     assert "2-32" in errors["username"]
     assert "required" in errors["password"]
     assert 'value="not-an-email"' in r.get_data(as_text=True)  # what was typed stays
+
+
+def test_first_run_sign_in_offers_admin_account(client, make_user):
+    html = client.get("/login").get_data(as_text=True)
+    assert "no accounts yet" in html and "Create the admin account" in html
+    assert 'href="/signup"' in html
+    make_user("alice")
+    html = client.get("/login").get_data(as_text=True)
+    assert "no accounts yet" not in html and "Create the admin account" not in html
+
+
+def test_404_names_what_was_missing_and_429_says_when(client, app, login, make_user):
+    r = client.get("/no/such/thing")
+    assert r.status_code == 404 and "/no/such/thing" in r.get_data(as_text=True)
+    login(make_user("alice"))
+    r = client.get("/machines/doesnotexist")
+    assert r.status_code == 404 and "machine not found" in r.get_data(as_text=True)
+
+
+def test_429_says_when_to_retry(client, app):
+    app.config["PORTAL_AUTH_RATE_LIMIT"] = "3 per minute"
+    # the sign-in form is rate limited per address: hit it until it answers 429
+    from tests.conftest import csrf_from
+
+    token = csrf_from(client.get("/login").get_data(as_text=True))
+    for _ in range(5):
+        r = client.post("/login", data={"csrf_token": token, "login": "x", "password": "y"})
+        if r.status_code == 429:
+            break
+    assert r.status_code == 429
+    assert int(r.headers["Retry-After"]) >= 1
+    assert "try again in" in r.get_data(as_text=True)

@@ -73,3 +73,30 @@ def test_signup_all_errors_phone(live_server, phone, open_signup, make_user):
     expect(phone.locator("#f-email")).to_have_value("nope")
     shot(phone, "signup-errors-375")
     assert not js_errors
+
+
+@pytest.mark.parametrize("device", ["phone", "page"])
+def test_nav_all_items_visible_and_skip_link(request, device, live_server, make_user):
+    page = request.getfixturevalue(device)
+    make_user("root", role="admin")  # admins see one more item (Users)
+    base = live_server.url
+    sign_in(page, base, "root", PASSWORD)
+    width = page.viewport_size["width"]
+    for path in ("/dashboard", "/machines", "/machines/new", "/sessions", "/community"):
+        page.goto(base + path)
+        links = page.locator("nav.nav a")
+        assert links.count() >= 4
+        for i in range(links.count()):
+            box = links.nth(i).bounding_box()
+            assert box and box["x"] >= 0 and box["x"] + box["width"] <= width + 1, (path, i, box)
+        assert page.evaluate("document.documentElement.scrollWidth") <= width + 1
+    shot(page, f"nav-{device}")
+    # keyboard: the first Tab lands on the skip link, Enter moves focus to the content
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.className") == "skip-link"
+    expect(page.locator(".skip-link")).to_be_in_viewport()
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "main"
+    page.goto(base + "/no/such/page")
+    expect(page.locator("main")).to_contain_text("/no/such/page")
+    shot(page, f"404-{device}")

@@ -47,7 +47,12 @@ def _form_error(template: str, err: PortalError, status: int | None = None, **ct
 def login():
     if current_user.is_authenticated:
         return redirect(safe_next(request.args.get("next"), _home()))
-    ctx = {"providers": oauth.providers(), "signup_open": settings.signup_open()}
+    first_run = user_services.user_count() == 0
+    ctx = {
+        "providers": oauth.providers(),
+        "signup_open": settings.signup_open(),
+        "first_run": first_run,
+    }
     if request.method == "POST":
         try:
             user = user_services.authenticate(
