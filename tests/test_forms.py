@@ -136,3 +136,28 @@ def test_429_says_when_to_retry(client, app):
     assert r.status_code == 429
     assert int(r.headers["Retry-After"]) >= 1
     assert "try again in" in r.get_data(as_text=True)
+
+
+def test_run_top_without_terminal_hints_at_a_terminal(client, login, make_user, sshd_machine):
+    from portal.machines.commands import needs_terminal
+
+    assert needs_terminal("top") and needs_terminal("sudo vim /etc/hosts")
+    assert needs_terminal("TERM=xterm less x") and not needs_terminal("python3 x.py")
+    assert not needs_terminal("ls -l") and not needs_terminal("")
+    alice = make_user("alice")
+    m = sshd_machine(alice)
+    csrf = login(alice)
+    r = client.post(
+        f"/machines/{m.agent_id}/run",
+        data={"command": "top", "csrf_token": csrf},
+        headers={"HX-Request": "true"},
+    )
+    html = r.get_data(as_text=True)
+    assert r.status_code == 200 and "needs a terminal" in html
+    assert f"/machines/{m.agent_id}/terminal" in html
+    r = client.post(
+        f"/machines/{m.agent_id}/run",
+        data={"command": "false", "csrf_token": csrf},
+        headers={"HX-Request": "true"},
+    )
+    assert "needs a terminal" not in r.get_data(as_text=True)

@@ -100,3 +100,57 @@ def test_nav_all_items_visible_and_skip_link(request, device, live_server, make_
     page.goto(base + "/no/such/page")
     expect(page.locator("main")).to_contain_text("/no/such/page")
     shot(page, f"404-{device}")
+
+
+@pytest.mark.parametrize("device", ["phone", "page"])
+def test_fix_to_broadcast_prefill_confirm_and_link_back(
+    request, device, app, live_server, make_user, sshd_machine
+):
+    page = request.getfixturevalue(device)
+    from portal.community import fixes, issues
+    from portal.extensions import db
+
+    alice = make_user("alice")
+    sshd_machine(alice, name="web-a", tags="web")
+    sshd_machine(alice, name="web-b", tags="web")
+    with app.app_context():
+        from portal.accounts.models import User
+
+        author = db.session.get(User, alice.id)
+        issue = issues.create_issue(author, {"title": "Disk full on web", "body": "help"})
+        fix = fixes.create_fix(
+            author, issue, {"body": "Run this:\n\n```\necho from-the-fix\n```\n"}
+        )
+        fixes.accept_fix(author, issue, fix)
+        db.session.commit()
+        issue_id, fix_id = issue.id, fix.id
+    base = live_server.url
+    sign_in(page, base, "alice", PASSWORD)
+    page.goto(f"{base}/community/issues/{issue_id}")
+    page.click(f"#fix-{fix_id} >> text=Run on machines…")
+    page.wait_for_url(f"{base}/machines/broadcast*")
+    expect(page.locator("#broadcast-form input[name=command]")).to_have_value("echo from-the-fix")
+    expect(page.locator("#broadcast-results")).to_be_empty()  # nothing ran
+    button = page.locator("#broadcast-form button[type=submit]")
+    expect(button).to_have_text("Pick machines or a tag")
+    page.click("#broadcast-form button[type=submit]")  # nothing picked: said in words
+    expect(page.locator("#broadcast-error")).to_have_text("Pick at least one machine or a tag.")
+    page.check("input[name=agent_ids] >> nth=0")
+    page.check("input[name=agent_ids] >> nth=1")
+    expect(button).to_have_text("Run on 2 machines")
+    page.once("dialog", lambda d: d.dismiss())  # declined: nothing runs
+    button.click()
+    expect(page.locator("#broadcast-results")).to_be_empty()
+    messages = []
+
+    def accept(d):
+        messages.append(d.message)
+        d.accept()
+
+    page.once("dialog", accept)
+    button.click()
+    expect(page.locator("#broadcast-results tr.done")).to_have_count(2)
+    assert messages == ["Run “echo from-the-fix” on 2 machines?"]
+    shot(page, f"fix-broadcast-{device}")
+    page.click("#broadcast-results >> text=from the fix")
+    page.wait_for_url(f"{base}/community/issues/{issue_id}*")

@@ -125,6 +125,8 @@ def test_phone_pages_and_broadcast(live_server, phone, make_user, make_machine, 
     phone.goto(f"{base}/machines/broadcast")
     phone.fill("#broadcast-form input[name=command]", "echo fleet-ok")
     phone.select_option("#bc-tag", "fleet")
+    expect(phone.locator("#broadcast-form button[type=submit]")).to_have_text("Run on tag fleet")
+    phone.once("dialog", lambda d: d.accept())  # it asks first (issue 20)
     phone.click("#broadcast-form button[type=submit]")
     expect(phone.locator("#broadcast-results tr.done")).to_have_count(3)
     expect(phone.locator("#broadcast-results")).to_contain_text("fleet-ok")

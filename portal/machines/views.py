@@ -259,6 +259,9 @@ def run(agent_id: str):
             command=data["command"],
             recent=recent,
             oob=True,
+            needs_terminal=result is not None
+            and result.exit_code != 0
+            and commands.needs_terminal(data["command"]),
         ),
         status,
     )
@@ -401,6 +404,18 @@ def delete(agent_id: str):
 # ---------------------------------------------------------------- broadcast
 
 
+_FIELD_WORDS = {
+    "choose machines (agent_ids) or a tag": "pick at least one machine or a tag",
+    "agent_ids must be a list of strings": "pick machines from the list",
+    "tag must be a string": "pick a tag from the list",
+}
+
+
+def _in_words(message: str) -> str:
+    """The page speaks of machines and tags, not of the API's field names."""
+    return _FIELD_WORDS.get(message, message.replace("agent_ids", "machines"))
+
+
 @bp.get("/machines/broadcast")
 @login_required
 def broadcast_page():
@@ -417,7 +432,29 @@ def broadcast_page():
         machines=machines,
         tags=tags,
         selected=request.args.getlist("agent_id"),
+        # "Run on machines…" from a community fix only fills the box; nothing runs until
+        # the person picks machines and confirms.
+        prefill=(request.args.get("command") or "")[: commands.MAX_COMMAND],
+        command_max=commands.MAX_COMMAND,
+        from_fix=_fix_link(request.args.get("issue"), request.args.get("fix")),
     )
+
+
+def _fix_link(issue_id, fix_id) -> dict | None:
+    """The accepted community fix a prefilled command came from (a link back), or None."""
+    from portal.community import fixes, issues
+
+    if not issue_id or not fix_id:
+        return None
+    try:
+        issue = issues.get_issue(issue_id)
+        fix = fixes.get_fix(issue, fix_id)
+    except PortalError:
+        return None
+    return {
+        "title": issue.title,
+        "url": url_for("community.issue", issue_id=issue.id) + f"#fix-{fix.id}",
+    }
 
 
 @bp.post("/machines/broadcast")
@@ -431,14 +468,18 @@ def broadcast_run():
         "agent_ids": request.form.getlist("agent_ids") or None,
         "tag": request.form.get("tag") or None,
     }
+    from_fix = _fix_link(request.form.get("issue"), request.form.get("fix"))
     try:
         run = commands.start_broadcast(g.user, data)
     except PortalError as err:
-        body = json.dumps({"error": err.message}) + "\n"
+        body = json.dumps({"error": _in_words(err.message)}) + "\n"
         status = 422 if err.status in (400, 422) else err.status
         return Response(body, status=status, mimetype="application/x-ndjson")
     head = render_template(
-        "machines/_broadcast_table.html", machines=run.machines, command=run.command
+        "machines/_broadcast_table.html",
+        machines=run.machines,
+        command=run.command,
+        from_fix=from_fix,
     )
 
     def stream():
