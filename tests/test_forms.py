@@ -161,3 +161,24 @@ def test_run_top_without_terminal_hints_at_a_terminal(client, login, make_user, 
         headers={"HX-Request": "true"},
     )
     assert "needs a terminal" not in r.get_data(as_text=True)
+
+
+def test_avatar_too_large_is_said_on_the_profile_page(client, login, make_user):
+    import io
+
+    csrf = login(make_user("alice"))
+    # over the 2 MB avatar limit: the profile page with the message next to the field
+    from werkzeug.datastructures import FileStorage
+    from werkzeug.test import encode_multipart
+
+    upload = FileStorage(io.BytesIO(b"0" * (3 << 20)), "a.png")
+    boundary, body = encode_multipart({"csrf_token": csrf, "avatar": upload})
+    r = client.post(
+        "/profile/avatar",
+        data=body,
+        content_type=f"multipart/form-data; boundary={boundary}",
+    )
+    assert r.status_code == 413 and 'id="e-avatar"' in r.get_data(as_text=True)
+    assert "at most 2 MB" in r.get_data(as_text=True) and "<h2>Avatar</h2>" in r.get_data(
+        as_text=True
+    )

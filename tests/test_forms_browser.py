@@ -154,3 +154,36 @@ def test_fix_to_broadcast_prefill_confirm_and_link_back(
     shot(page, f"fix-broadcast-{device}")
     page.click("#broadcast-results >> text=from the fix")
     page.wait_for_url(f"{base}/community/issues/{issue_id}*")
+
+
+@pytest.mark.parametrize("device", ["phone", "page"])
+def test_profile_api_key_copy_regenerate_asks_avatar_limit(request, device, live_server, make_user):
+    page = request.getfixturevalue(device)
+    make_user("alice")
+    base = live_server.url
+    sign_in(page, base, "alice", PASSWORD)
+    page.goto(f"{base}/profile")
+    page.click("button:has-text('Create key')")  # no key yet: nothing to lose, no question
+    key = page.input_value("#new-api-key")
+    assert key
+    expect(page.locator("button[data-copy='#new-api-key']")).to_be_visible()
+    asked = []
+
+    def decline(d):
+        asked.append(d.message)
+        d.dismiss()
+
+    page.once("dialog", decline)
+    page.click("button:has-text('Regenerate key')")
+    assert asked and "stops working" in asked[0]
+    assert page.input_value("#new-api-key") == key  # declined: the same key, still shown
+    # an avatar over 2 MB is refused in the browser, next to the field, with no upload
+    uploads = []
+    page.on("request", lambda r: uploads.append(r) if "/profile/avatar" in r.url else None)
+    big = {"name": "big.png", "mimeType": "image/png", "buffer": b"\x89PNG" + b"0" * (3 << 20)}
+    page.set_input_files("#f-avatar", big)
+    expect(page.locator("#e-avatar")).to_contain_text("the limit is 2 MB")
+    page.click("button:has-text('Upload')")
+    expect(page.locator("#e-avatar")).to_be_visible()
+    assert uploads == []
+    shot(page, f"profile-{device}")

@@ -196,6 +196,7 @@ def _profile(status: int = 200, errors: dict | None = None, new_api_key: str | N
         providers=oauth.providers(),
         linked=linked,
         errors=errors or {},
+        avatar_max=avatars.AVATAR_MAX,
         new_api_key=new_api_key,
     ), status
 
