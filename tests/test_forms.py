@@ -182,3 +182,16 @@ def test_avatar_too_large_is_said_on_the_profile_page(client, login, make_user):
     assert "at most 2 MB" in r.get_data(as_text=True) and "<h2>Avatar</h2>" in r.get_data(
         as_text=True
     )
+
+
+def test_broadcast_list_tells_look_alike_names_apart(client, login, make_user, make_machine):
+    alice = make_user("alice")
+    make_machine(alice, name="web", host="10.0.0.1", status="online")
+    make_machine(alice, name="WEB", host="10.0.0.2", status="online")
+    make_machine(alice, name="db", host="10.0.0.3", status="online")
+    login(alice)
+    html = client.get("/machines/broadcast?command=uptime").get_data(as_text=True)
+    assert "@10.0.0.1:" in html and "@10.0.0.2:" in html
+    assert "@10.0.0.3:" not in html  # a unique name needs no address
+    assert 'value="uptime"' in html  # prefill only: nothing ran
+    assert "broadcast-results" in html and "<table" not in html.split("broadcast-results")[1]
