@@ -195,3 +195,17 @@ def test_broadcast_list_tells_look_alike_names_apart(client, login, make_user, m
     assert "@10.0.0.3:" not in html  # a unique name needs no address
     assert 'value="uptime"' in html  # prefill only: nothing ran
     assert "broadcast-results" in html and "<table" not in html.split("broadcast-results")[1]
+
+
+def test_community_issue_form_all_errors_at_once(client, login, make_user):
+    csrf = login(make_user("alice"))
+    r = client.post(
+        "/community/issues/new",
+        data={"csrf_token": csrf, "title": "x", "body": "", "tags": ",".join("abcdefghij")},
+    )
+    html = r.get_data(as_text=True)
+    assert r.status_code == 422
+    assert "e-title" in html and "at least 3" in html
+    assert "at most 8" in html
+    assert html.count('class="field-error"') >= 3, html.count('class="field-error"')
+    assert 'value="a,b,c,d,e,f,g,h,i,j"' in html  # what was typed stays
