@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from urllib.parse import urlsplit
 
 from flask import (
@@ -252,12 +253,19 @@ def init_app(app) -> None:
             429: "too many requests; slow down and try again shortly",
         }
         msg = messages.get(code, err.name.lower())
+        retry_after = None
+        if code == 404 and not wants_json():
+            msg = f"there is no page at {request.path[:200]}"
+        if code == 429:
+            retry_after = _retry_after_seconds(err)
+            if retry_after:
+                msg = f"too many requests; try again in {_seconds_in_words(retry_after)}"
         if wants_json():
             resp = error_json(msg, code, err.name.lower().replace(" ", "_"))
         else:
-            resp = render_error(code, msg)
-        if code == 429 and getattr(err, "retry_after", None):
-            resp.headers["Retry-After"] = str(err.retry_after)
+            resp = make_response(render_error(code, msg))
+        if retry_after:
+            resp.headers["Retry-After"] = str(retry_after)
         if code == 405 and getattr(err, "valid_methods", None):
             resp.headers["Allow"] = ", ".join(err.valid_methods)
         return resp
@@ -293,6 +301,24 @@ def init_app(app) -> None:
         if wants_json():
             return error_json("internal error", 500, "internal")
         return render_error(500, "something went wrong on our side")
+
+
+def _retry_after_seconds(err) -> int | None:
+    """Seconds until the breached limit resets (flask-limiter's public current_limit)."""
+    from portal.extensions import limiter
+
+    current = limiter.current_limit
+    if current is not None and current.reset_at:
+        return max(1, int(current.reset_at - time.time()) + 1)
+    value = getattr(err, "retry_after", None)
+    return int(value) if value else None
+
+
+def _seconds_in_words(seconds: int) -> str:
+    if seconds < 90:
+        return f"{seconds} second{'s' if seconds != 1 else ''}"
+    minutes = round(seconds / 60)
+    return f"{minutes} minutes"
 
 
 def render_error(status: int, message: str):

@@ -82,8 +82,9 @@ def test_desktop_add_machine_trust_step(live_server, page, make_user, sshd):
     shot(page, "add-1280")
     page.click("button:has-text('Add machine')")
     expect(page.locator(".field-error")).to_contain_text("confirm")  # box not ticked
-    page.fill("#f-password", sshd.password)
-    page.click("text=Fetch host key")
+    # nothing to paste or fetch again: the password and the fetched keys are still there
+    expect(page.locator("#f-password")).to_have_value(sshd.password)
+    expect(page.locator("#hostkey-scan")).to_contain_text(sshd.host_key_fingerprints[0])
     page.check("input[name=host_key_ack]")
     page.click("button:has-text('Add machine')")
     page.wait_for_url(f"{base}/machines/*")
@@ -124,6 +125,8 @@ def test_phone_pages_and_broadcast(live_server, phone, make_user, make_machine, 
     phone.goto(f"{base}/machines/broadcast")
     phone.fill("#broadcast-form input[name=command]", "echo fleet-ok")
     phone.select_option("#bc-tag", "fleet")
+    expect(phone.locator("#broadcast-form button[type=submit]")).to_have_text("Run on tag fleet")
+    phone.once("dialog", lambda d: d.accept())  # it asks first (issue 20)
     phone.click("#broadcast-form button[type=submit]")
     expect(phone.locator("#broadcast-results tr.done")).to_have_count(3)
     expect(phone.locator("#broadcast-results")).to_contain_text("fleet-ok")

@@ -18,7 +18,7 @@ from portal.accounts.settings import signup_open
 from portal.accounts.tokens import revoke_all_tokens, sha256
 from portal.accounts.users import create_user, normalize_email, normalize_username, user_count
 from portal.db import utcnow
-from portal.errors import AccessDenied, Conflict, NotFound, ValidationError
+from portal.errors import AccessDenied, Conflict, NotFound, PortalError, ValidationError
 from portal.extensions import db
 from portal.validation import get_int, get_str
 
@@ -172,6 +172,23 @@ def spend(invite: Invite | None, user: User) -> None:
             "invite_used",
         )
     db.session.refresh(invite)
+
+
+def signup_field_errors(*, email, username, password) -> dict[str, str]:
+    """Every problem of a sign-up form at once (a page shows them all in one submit);
+    sign_up still checks each one itself."""
+    errors: dict[str, str] = {}
+    data = {"email": email, "username": username}
+    for field, check in (
+        ("email", lambda: normalize_email(data)),
+        ("username", lambda: normalize_username(data)),
+        ("password", lambda: check_password_strength(password)),
+    ):
+        try:
+            check()
+        except PortalError as err:
+            errors[err.field or field] = err.message
+    return errors
 
 
 def sign_up(*, email, username, password, invite=None) -> User:

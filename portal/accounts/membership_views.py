@@ -16,7 +16,7 @@ from flask import (
 )
 from flask_login import current_user, login_user
 
-from portal.accounts import membership, oauth
+from portal.accounts import membership, oauth, users
 from portal.accounts.api import auth_limit
 from portal.accounts.membership_api import invite_url
 from portal.accounts.models import User
@@ -41,6 +41,7 @@ def _invite_page(token, invite=None, status: int = 200, errors: dict | None = No
         "invite": invite,
         "invite_token": token if invite is not None else None,
         "invite_error": None,
+        "limits": users.FORM_LIMITS,
         "errors": errors or {},
         "form": request.form if request.method == "POST" else {},
     }

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from portal import metrics, signals
 from portal.accounts import stepup
 from portal.accounts.models import User
-from portal.accounts.passwords import check_password_strength, dummy_hash, hasher
+from portal.accounts.passwords import PASSWORD_MAX, check_password_strength, dummy_hash, hasher
 from portal.accounts.settings import signup_open
 from portal.accounts.tokens import revoke_all_tokens
 from portal.db import utcnow
@@ -25,19 +25,22 @@ from portal.errors import (
 from portal.extensions import db
 from portal.validation import get_str
 
+EMAIL_MAX, USERNAME_MAX = 254, 32  # the sign-up page's maxlength attributes come from here
+# what the account forms tell the browser (maxlength), from the limits validated here
+FORM_LIMITS = {"email": EMAIL_MAX, "username": USERNAME_MAX, "password": PASSWORD_MAX}
 USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{1,31}$")
 EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
 
 
 def normalize_email(data: dict, key: str = "email") -> str:
-    email = get_str(data, key, max_len=254).lower()
+    email = get_str(data, key, max_len=EMAIL_MAX).lower()
     if not EMAIL_RE.match(email):
         raise ValidationError("email is not a valid address", field=key)
     return email
 
 
 def normalize_username(data: dict, key: str = "username") -> str:
-    username = get_str(data, key, max_len=32)
+    username = get_str(data, key, max_len=USERNAME_MAX)
     if not USERNAME_RE.match(username):
         raise ValidationError(
             "username must be 2-32 letters, digits, '.', '_' or '-', starting with a letter or digit",

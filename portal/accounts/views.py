@@ -26,7 +26,7 @@ from portal.accounts import users as user_services
 from portal.accounts.api import auth_limit
 from portal.accounts.models import User
 from portal.accounts.stepup import StepUpRequired
-from portal.errors import PortalError, ValidationError
+from portal.errors import PortalError
 from portal.extensions import db, limiter
 from portal.web import admin_required, is_htmx, login_required, safe_next
 
@@ -49,7 +49,12 @@ def _form_error(template: str, err: PortalError, status: int | None = None, **ct
 def login():
     if current_user.is_authenticated:
         return redirect(safe_next(request.args.get("next"), _home()))
-    ctx = {"providers": oauth.providers(), "signup_open": settings.signup_open()}
+    first_run = user_services.user_count() == 0
+    ctx = {
+        "providers": oauth.providers(),
+        "signup_open": settings.signup_open(),
+        "first_run": first_run,
+    }
     if request.method == "POST":
         try:
             user = user_services.authenticate(
@@ -70,12 +75,24 @@ def signup():
     if current_user.is_authenticated:
         return redirect(_home())
     is_open = settings.signup_open() or user_services.user_count() == 0
-    ctx = {"providers": oauth.providers(), "signup_open": is_open}
+    ctx = {
+        "providers": oauth.providers(),
+        "signup_open": is_open,
+        "limits": user_services.FORM_LIMITS,
+    }
     if request.method == "POST":
         f = request.form
+        errors = {}
+        if is_open:
+            errors = membership.signup_field_errors(
+                email=f.get("email", ""),
+                username=f.get("username", ""),
+                password=f.get("password") or "",
+            )
         if f.get("password") != f.get("password_confirm"):
-            err = ValidationError("the passwords do not match", field="password_confirm")
-            return _form_error("accounts/signup.html", err, **ctx)
+            errors["password_confirm"] = "the passwords do not match"  # noqa: S105 (a message)
+        if errors:
+            return render_template("accounts/signup.html", errors=errors, form=f, **ctx), 422
         try:
             user = membership.sign_up(
                 email=f.get("email", ""),
@@ -182,6 +199,7 @@ def _profile(status: int = 200, errors: dict | None = None, new_api_key: str | N
         providers=oauth.providers(),
         linked=linked,
         errors=errors or {},
+        avatar_max=avatars.AVATAR_MAX,
         new_api_key=new_api_key,
     ), status
 

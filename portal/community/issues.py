@@ -10,13 +10,29 @@ from portal.community import markdown
 from portal.community.models import Attachment, Issue, IssueTag
 from portal.community.uploads import bind_attachments, unlink_after_commit
 from portal.db import utcnow
-from portal.errors import AccessDenied, NotFound, ValidationError
+from portal.errors import AccessDenied, NotFound, PortalError, ValidationError
 from portal.extensions import db
 from portal.validation import get_str, get_tags
 
 TITLE_MIN, TITLE_MAX = 3, 200
 BODY_MAX = 20_000
 MAX_TAGS = 8
+
+
+def issue_field_errors(data) -> dict[str, str]:
+    """Every problem of an issue form at once (title, body, tags), for a page to show them
+    all in one submit; clean_issue_input still checks each one itself."""
+    errors: dict[str, str] = {}
+    for field, check in (
+        ("title", lambda: get_str(data, "title", min_len=TITLE_MIN, max_len=TITLE_MAX)),
+        ("body", lambda: get_str(data, "body", max_len=BODY_MAX, strip=False)),
+        ("tags", lambda: get_tags(data, "tags", max_tags=MAX_TAGS)),
+    ):
+        try:
+            check()
+        except PortalError as err:
+            errors[err.field or field] = err.message
+    return errors
 
 
 def clean_issue_input(data: dict, *, partial: bool = False) -> dict:

@@ -66,6 +66,9 @@ def index():
 @login_required
 def new_issue():
     if request.method == "POST":
+        errors = issues.issue_field_errors(request.form)
+        if errors:
+            return _issue_form(request.form, errors, None, 422)
         try:
             issue = issues.create_issue(g.user, request.form)
         except PortalError as err:
@@ -89,6 +92,9 @@ def edit_issue(issue_id: int):
     issue = issues.get_issue(issue_id)
     issues.check_can_edit(g.user, issue)
     if request.method == "POST":
+        errors = issues.issue_field_errors(request.form)
+        if errors:
+            return _issue_form(request.form, errors, issue, 422)
         try:
             issues.update_issue(g.user, issue, request.form)
         except PortalError as err:

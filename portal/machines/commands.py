@@ -94,6 +94,28 @@ def log_command(
     return entry
 
 
+# Programs that draw on a terminal (full-screen or interactive): run without one (the
+# "Run a command" box, the API, broadcast) they exit with an error or hang on input.
+NEEDS_TERMINAL = frozenset(
+    "top htop btop atop vim vi nvim nano emacs less more man watch tmux screen mc ssh "
+    "mysql psql python python3 bash sh zsh".split()
+)
+
+
+def needs_terminal(command: str) -> bool:
+    """True when the command starts with a program that needs a terminal (e.g. `top`,
+    `sudo vim x`), so a page can say "open a terminal" instead of a bare exit code."""
+    words = (command or "").strip().split()
+    while words and (words[0] in ("sudo", "env", "nice", "exec") or "=" in words[0]):
+        words = words[1:]
+    if not words:
+        return False
+    program = words[0].rsplit("/", 1)[-1]
+    if program in ("python", "python3", "bash", "sh", "zsh", "mysql", "psql", "ssh"):
+        return len(words) == 1  # with arguments these usually run a script or a query
+    return program in NEEDS_TERMINAL
+
+
 def command_args(data: dict) -> tuple[str, int]:
     command = data.get("command")
     if not isinstance(command, str):

@@ -114,8 +114,55 @@ def all_tags(user) -> list[str]:
     return sorted(tags)
 
 
+NAME_MAX = 100  # the page's maxlength comes from here too
+
+
 def _name(data: dict) -> str:
-    return get_str(data, "name", max_len=100)
+    return get_str(data, "name", max_len=NAME_MAX)
+
+
+def field_errors(user, data: dict) -> dict[str, str]:
+    """Every field problem of an add-machine form at once (no connection is made), so a
+    page can show them all next to their fields in one submit. create_machine still checks
+    each one itself; this only collects."""
+    errors: dict[str, str] = {}
+    checks = [
+        ("name", lambda: _name(data)),
+        ("tags", lambda: get_tags(data)),
+        ("host", lambda: clean_host(data)),
+        ("port", lambda: get_int(data, "port", default=22, min_value=1, max_value=65535)),
+        ("username", lambda: clean_username(data)),
+        ("gateway", lambda: _gateway(user, data)),
+    ]
+    for field, check in checks:
+        try:
+            check()
+        except PortalError as err:
+            errors.setdefault(err.field or field, err.message)
+    try:
+        method = get_choice(data, "auth_method", AUTH_METHODS, label="auth_method")
+    except PortalError as err:
+        errors.setdefault("auth_method", err.message)
+        return errors
+    try:
+        _credentials(data, method)
+    except PortalError as err:
+        errors.setdefault(
+            err.field or ("private_key" if method == "key" else "password"), err.message
+        )
+    return errors
+
+
+def host_key_choices(lines: list[str]) -> list[tuple[str, str]]:
+    """(line, fingerprint) of host key lines a page sent back (the fetched keys shown again
+    after an error); lines that do not parse are dropped."""
+    out = []
+    for line in lines[:10]:
+        try:
+            out.append((line, ssh.fingerprint(line)))
+        except (PortalError, ValueError):
+            continue
+    return out
 
 
 class HostKeyUnconfirmed(Unprocessable):

@@ -93,6 +93,9 @@ def _new_ctx(**extra):
         "auth_methods": AUTH_METHODS,
         "gateways": gateways,
         "mode": "direct",
+        "name_max": inventory.NAME_MAX,
+        "scanned": [],
+        "host_key_ack": False,
     }
     ctx.update(extra)
     return ctx
@@ -110,19 +113,32 @@ def new():
         )
     data = request.form.to_dict()
     data["trust_host_key"] = False  # the page pins only the key lines the user confirmed
-    confirmed = "\n".join(request.form.getlist("host_key_confirmed"))
+    confirmed_lines = request.form.getlist("host_key_confirmed")
+    confirmed = "\n".join(confirmed_lines)
+
+    def again(errors: dict, status: int):
+        # Everything typed, pasted or fetched comes back (no-store page): the private key,
+        # password, the fetched host keys and whether their box was ticked.
+        ctx = _new_ctx(
+            errors=errors,
+            form=data,
+            scanned=inventory.host_key_choices(confirmed_lines),
+            host_key_ack=bool(data.get("host_key_ack")),
+        )
+        return render_template("machines/new.html", **ctx), status
+
+    errors = inventory.field_errors(g.user, data)
     if not (data.get("host_key") or "").strip() and confirmed:
         if not data.get("host_key_ack"):
-            msg = "tick the box to confirm you compared the fingerprints"
-            ctx = _new_ctx(errors={"host_key": msg}, form=data)
-            return render_template("machines/new.html", **ctx), 422
+            errors["host_key"] = "tick the box to confirm you compared the fingerprints"
         data["host_key"] = confirmed
+    if errors:
+        return again(errors, 422)
     try:
         machine, _ = inventory.create_machine(g.user, data)
     except PortalError as err:
         errors = {err.field or "_form": err.message}
-        status = _error_status(err)
-        return render_template("machines/new.html", **_new_ctx(errors=errors, form=data)), status
+        return again(errors, _error_status(err))
     if machine.status == "online":
         flash(f"{machine.name} added and reachable.", "success")
     elif machine.auth_method == "portal_key":
@@ -252,6 +268,9 @@ def run(agent_id: str):
             command=data["command"],
             recent=recent,
             oob=True,
+            needs_terminal=result is not None
+            and result.exit_code != 0
+            and commands.needs_terminal(data["command"]),
         ),
         status,
     )
@@ -396,6 +415,18 @@ def delete(agent_id: str):
 # ---------------------------------------------------------------- broadcast
 
 
+_FIELD_WORDS = {
+    "choose machines (agent_ids) or a tag": "pick at least one machine or a tag",
+    "agent_ids must be a list of strings": "pick machines from the list",
+    "tag must be a string": "pick a tag from the list",
+}
+
+
+def _in_words(message: str) -> str:
+    """The page speaks of machines and tags, not of the API's field names."""
+    return _FIELD_WORDS.get(message, message.replace("agent_ids", "machines"))
+
+
 @bp.get("/machines/broadcast")
 @login_required
 def broadcast_page():
@@ -412,7 +443,29 @@ def broadcast_page():
         machines=machines,
         tags=tags,
         selected=request.args.getlist("agent_id"),
+        # "Run on machines…" from a community fix only fills the box; nothing runs until
+        # the person picks machines and confirms.
+        prefill=(request.args.get("command") or "")[: commands.MAX_COMMAND],
+        command_max=commands.MAX_COMMAND,
+        from_fix=_fix_link(request.args.get("issue"), request.args.get("fix")),
     )
+
+
+def _fix_link(issue_id, fix_id) -> dict | None:
+    """The accepted community fix a prefilled command came from (a link back), or None."""
+    from portal.community import fixes, issues
+
+    if not issue_id or not fix_id:
+        return None
+    try:
+        issue = issues.get_issue(issue_id)
+        fix = fixes.get_fix(issue, fix_id)
+    except PortalError:
+        return None
+    return {
+        "title": issue.title,
+        "url": url_for("community.issue", issue_id=issue.id) + f"#fix-{fix.id}",
+    }
 
 
 @bp.post("/machines/broadcast")
@@ -426,16 +479,20 @@ def broadcast_run():
         "agent_ids": request.form.getlist("agent_ids") or None,
         "tag": request.form.get("tag") or None,
     }
+    from_fix = _fix_link(request.form.get("issue"), request.form.get("fix"))
     try:
         run = commands.start_broadcast(g.user, data)
     except StepUpRequired:  # a page asks for the code (accounts/mfa_views.py)
         raise
     except PortalError as err:
-        body = json.dumps({"error": err.message}) + "\n"
+        body = json.dumps({"error": _in_words(err.message)}) + "\n"
         status = 422 if err.status in (400, 422) else err.status
         return Response(body, status=status, mimetype="application/x-ndjson")
     head = render_template(
-        "machines/_broadcast_table.html", machines=run.machines, command=run.command
+        "machines/_broadcast_table.html",
+        machines=run.machines,
+        command=run.command,
+        from_fix=from_fix,
     )
 
     def stream():

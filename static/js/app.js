@@ -24,6 +24,38 @@
       var old = btn.textContent; btn.textContent = "Copied"; setTimeout(function () { btn.textContent = old; }, 1500);
     });
   });
+  // issue 20: form[data-confirm] asks before it is sent (e.g. regenerating an API key).
+  document.addEventListener("submit", function (e) {
+    var msg = e.target.getAttribute && e.target.getAttribute("data-confirm");
+    if (msg && !window.confirm(msg)) e.preventDefault();
+  });
+  // input[type=file][data-max-bytes]: too large a file is refused here, next to the field,
+  // before any upload (the server checks again).
+  function tooLarge(input) {
+    var max = parseInt(input.getAttribute("data-max-bytes"), 10);
+    var file = input.files && input.files[0];
+    return file && max && file.size > max ? max : 0;
+  }
+  function showFileError(input) {
+    var max = tooLarge(input);
+    var slot = document.getElementById(input.getAttribute("aria-describedby") || "");
+    if (slot) {
+      slot.textContent = max ? "That file is " + (input.files[0].size / 1048576).toFixed(1) +
+        " MB; the limit is " + Math.round(max / 1048576) + " MB. Choose a smaller image." : "";
+      slot.hidden = !max;
+    }
+    input.setAttribute("aria-invalid", max ? "true" : "false");
+    return max;
+  }
+  document.addEventListener("change", function (e) {
+    if (e.target.matches && e.target.matches("input[type=file][data-max-bytes]")) showFileError(e.target);
+  });
+  document.addEventListener("submit", function (e) {
+    var inputs = e.target.querySelectorAll ? e.target.querySelectorAll("input[type=file][data-max-bytes]") : [];
+    Array.prototype.forEach.call(inputs, function (input) {
+      if (showFileError(input)) e.preventDefault();
+    });
+  });
 })();
 
 /* Installable on a phone: the service worker (static shell and an offline page only). */

@@ -124,4 +124,23 @@
     Array.prototype.forEach.call(e.target.files || [], function (f) { upload(ta, f); });
     e.target.value = "";
   });
+
+  // An accepted fix's one-line code blocks get "Run on machines…": it only opens the
+  // broadcast page with the command filled in; nothing runs until the person confirms there.
+  function addRunLinks(root) {
+    (root || document).querySelectorAll(".cm-fix[data-run-url] .markdown pre").forEach(function (pre) {
+      if (pre.nextElementSibling && pre.nextElementSibling.classList.contains("cm-run")) return;
+      var lines = pre.textContent.split("\n").filter(function (l) { return l.trim(); });
+      if (lines.length !== 1) return;
+      var command = lines[0].trim().replace(/^\$\s+/, "");
+      var base = pre.closest(".cm-fix").getAttribute("data-run-url");
+      var a = document.createElement("a");
+      a.className = "btn sm cm-run";
+      a.href = base + "&command=" + encodeURIComponent(command);
+      a.textContent = "Run on machines…";
+      pre.insertAdjacentElement("afterend", a);
+    });
+  }
+  document.addEventListener("DOMContentLoaded", function () { addRunLinks(); });
+  document.addEventListener("htmx:afterSettle", function (e) { addRunLinks(e.target); });
 })();

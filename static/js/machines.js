@@ -78,16 +78,56 @@
     }).then(function () { button.disabled = false; });
   }
 
+  // Broadcast: the button says what it will do, and asks before doing it (issue 20).
+  function broadcastPlan(form) {
+    var tag = form.querySelector("select[name=tag]").value;
+    if (tag) return "Run on tag " + tag;
+    var n = form.querySelectorAll("input[name=agent_ids]:checked").length;
+    if (!n) return "";
+    return "Run on " + n + (n === 1 ? " machine" : " machines");
+  }
+  function syncBroadcastButton(form) {
+    var button = form.querySelector("[data-bc-run]");
+    if (button) button.textContent = broadcastPlan(form) || "Pick machines or a tag";
+  }
+  document.addEventListener("change", function (e) {
+    var form = e.target.form;
+    if (form && form.id === "broadcast-form") syncBroadcastButton(form);
+  });
+  document.addEventListener("click", function (e) {
+    if (e.target.closest && e.target.closest("[data-select-all]")) {
+      var form = document.getElementById("broadcast-form");
+      if (form) syncBroadcastButton(form);
+    }
+  });
+
   document.addEventListener("submit", function (e) {
-    if (e.target.id === "broadcast-form" && window.fetch && window.ReadableStream) {
+    if (e.target.id !== "broadcast-form") return;
+    var form = e.target;
+    var plan = broadcastPlan(form);
+    var err = document.getElementById("broadcast-error");
+    var command = form.querySelector("input[name=command]").value.trim();
+    if (!command || !plan) {
       e.preventDefault();
-      runBroadcast(e.target);
+      err.textContent = !command ? "Type the command to run." : "Pick at least one machine or a tag.";
+      err.hidden = false;
+      return;
+    }
+    if (!window.confirm(plan.replace(/^Run/, "Run “" + command + "”") + "?")) {
+      e.preventDefault();
+      return;
+    }
+    if (window.fetch && window.ReadableStream) {
+      e.preventDefault();
+      runBroadcast(form);
     }
   });
 
   document.addEventListener("DOMContentLoaded", function () {
     var form = document.getElementById("add-machine");
     if (form) syncAuth(form);
+    var bc = document.getElementById("broadcast-form");
+    if (bc) syncBroadcastButton(bc);
   });
   // A successful command clears the box for the next one.
   document.addEventListener("htmx:afterRequest", function (e) {
