@@ -1,7 +1,7 @@
 """terminal command lines carry their moment in the recording
 
-Revision ID: 0009_termux
-Revises: 0008_signup_invites
+Revision ID: 0012_command_offset
+Revises: 0011_files
 Create Date: 2026-12-06 15:40:00
 
 `command_logs.offset_ms`: milliseconds from the terminal session's start to the Enter that
@@ -12,8 +12,8 @@ recording there.
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009_termux"
-down_revision = "0008_signup_invites"
+revision = "0012_command_offset"
+down_revision = "0011_files"
 branch_labels = None
 depends_on = None
 

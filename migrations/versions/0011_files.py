@@ -1,7 +1,7 @@
 """files: a record of every file transfer
 
-Revision ID: 0009_files
-Revises: 0008_signup_invites
+Revision ID: 0011_files
+Revises: 0010_mfa
 Create Date: 2026-12-06 15:20:00
 
 `file_uploads`: resumable (tus) uploads in progress, with their offset.
@@ -14,8 +14,8 @@ from alembic import op
 
 import portal.db
 
-revision = "0009_files"
-down_revision = "0008_signup_invites"
+revision = "0011_files"
+down_revision = "0010_mfa"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """second factor: TOTP factors, recovery codes, per-account failure throttle, machines.sensitive
 
-Revision ID: 0009_mfa
-Revises: 0008_signup_invites
+Revision ID: 0010_mfa
+Revises: 0009_audit
 Create Date: 2026-12-06 15:20:00
 """
 
@@ -10,8 +10,8 @@ from alembic import op
 
 import portal.db
 
-revision = "0009_mfa"
-down_revision = "0008_signup_invites"
+revision = "0010_mfa"
+down_revision = "0009_audit"
 branch_labels = None
 depends_on = None
 
