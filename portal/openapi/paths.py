@@ -26,6 +26,94 @@ RATE = (429,)
 
 A, U, M, T, D, C, H = ("auth", "users", "machines", "terminal", "dashboard", "community", "health")
 
+
+F = "files"
+FILE_ERRORS = (403, 404, 409, 502, 504, 507)
+_PATH = [q("path", S, "a path on the machine (absolute, or relative to the SSH user's home)")]
+_RAW = "application/octet-stream"
+FILES_PATHS: dict[str, dict[str, dict]] = {
+    "/api/machines/<agent_id>/files": {
+        "GET": op(
+            "List a folder (folders first)",
+            F,
+            params=_PATH + [q("hidden", S)] + PAGE,
+            errors=FILE_ERRORS,
+        )
+    },
+    "/api/machines/<agent_id>/files/stat": {
+        "GET": op("One entry", F, params=_PATH, errors=FILE_ERRORS)
+    },
+    "/api/machines/<agent_id>/files/content": {
+        "GET": op(
+            "Download a file (streamed; Range gives 206)",
+            F,
+            params=_PATH,
+            content_type=_RAW,
+            errors=FILE_ERRORS + (416,),
+        ),
+        "PUT": op(
+            "Upload a small file (the body is the file)",
+            F,
+            ok=201,
+            params=_PATH + [q("overwrite", S)],
+            errors=FILE_ERRORS + (413, 415),
+        ),
+    },
+    "/api/machines/<agent_id>/files/zip": {
+        "GET": op(
+            "A folder as a zip, streamed",
+            F,
+            params=_PATH,
+            content_type="application/zip",
+            errors=FILE_ERRORS,
+        )
+    },
+    "/api/machines/<agent_id>/files/mkdir": {
+        "POST": op("New folder", F, ok=201, body=obj({"path": S}, ("path",)), errors=FILE_ERRORS)
+    },
+    "/api/machines/<agent_id>/files/rename": {
+        "POST": op(
+            "Rename or move",
+            F,
+            body=obj({"path": S, "to": S, "overwrite": B}, ("path", "to")),
+            errors=FILE_ERRORS,
+        )
+    },
+    "/api/machines/<agent_id>/files/delete": {
+        "POST": op(
+            "Delete (folders recursively)", F, body=obj({"path": S}, ("path",)), errors=FILE_ERRORS
+        )
+    },
+    "/api/machines/<agent_id>/files/chmod": {
+        "POST": op(
+            "Change a mode",
+            F,
+            body=obj({"path": S, "mode": S}, ("path", "mode")),
+            errors=FILE_ERRORS,
+        )
+    },
+    "/api/machines/<agent_id>/files/transfers": {
+        "GET": op("The machine's latest transfers", F, errors=(403, 404))
+    },
+    "/api/machines/<agent_id>/files/tus": {
+        "POST": op(
+            "tus 1.0 creation (Upload-Length, Upload-Metadata headers)",
+            F,
+            ok=201,
+            errors=FILE_ERRORS + (412, 413),
+        )
+    },
+    "/api/machines/<agent_id>/files/tus/<upload_id>": {
+        "PATCH": op(
+            "tus 1.0: append bytes at Upload-Offset",
+            F,
+            ok=204,
+            errors=FILE_ERRORS + (410, 412, 415),
+        ),
+        "DELETE": op("tus 1.0 termination", F, ok=204, errors=FILE_ERRORS + (410, 412)),
+    },
+}
+
 PATHS: dict[str, dict[str, dict]] = {
     # ---------------------------------------------------------------- authentication
     "/api/signup": {
@@ -403,6 +491,68 @@ PATHS: dict[str, dict[str, dict]] = {
             errors=(422,) + RATE,
         )
     },
+    # ---------------------------------------------------------------- second factor (MFA)
+    "/api/profile/mfa": {"GET": op("The caller's second factors", U)},
+    "/api/profile/mfa/totp": {
+        "POST": op("Start enrolling an authenticator app", U, ok=201, errors=(409,)),
+        "DELETE": op(
+            "Remove the authenticator app (password again)",
+            U,
+            body=obj({"password": S}),
+            errors=(400,) + RATE,
+        ),
+    },
+    "/api/profile/mfa/totp/confirm": {
+        "POST": op(
+            "Confirm the app with a code; answers the recovery codes once",
+            U,
+            body=obj({"code": S}, ("code",)),
+            errors=(400, 409) + RATE,
+        )
+    },
+    "/api/profile/mfa/recovery-codes": {
+        "POST": op(
+            "New recovery codes (the old ones die)",
+            U,
+            body=obj({"password": S}),
+            errors=(400, 409) + RATE,
+        )
+    },
+    "/api/users/<int:user_id>/mfa/reset": {
+        "POST": op("Admin: remove every factor of a user", U, errors=(403, 404))
+    },
+    "/api/admin/mfa-required": {
+        "POST": op(
+            "Admin: require a second factor for everyone",
+            U,
+            body=obj({"required": B}, ("required",)),
+            errors=(403,),
+        )
+    },
+    # ---------------------------------------------------------------- audit log
+    "/api/audit": {
+        "GET": op(
+            "Audit events, newest first (admins: all; others: their own)",
+            "audit",
+            out=obj({"events": arr(), "next_cursor": {"type": ["string", "null"]}}),
+            params=[
+                q(n)
+                for n in ("actor", "action", "machine", "result", "since", "until", "q", "cursor")
+            ]
+            + [q("limit", {"type": "integer", "minimum": 1, "maximum": 200})],
+        )
+    },
+    "/api/audit/export": {
+        "GET": op(
+            "Audit events streamed as JSON Lines or CSV",
+            "audit",
+            content_type="application/x-ndjson",
+            params=[q("format", {"type": "string", "enum": ["jsonl", "csv"]})]
+            + [q(n) for n in ("actor", "action", "machine", "result", "since", "until", "q")],
+        )
+    },
+    # ---------------------------------------------------------------- files
+    **FILES_PATHS,
     # ---------------------------------------------------------------- health and the spec
     "/health": {
         "GET": op(

@@ -20,13 +20,17 @@ ERRORS = {
     403: "Not allowed",
     404: "Not found (also objects the caller may not see)",
     409: "Conflicts with existing data",
+    410: "Gone (an upload that expired or was terminated)",
+    412: "Precondition failed (tus: unsupported Tus-Resumable version)",
     413: "Too large",
     415: "Wrong content type",
+    416: "Range not satisfiable",
     422: "Well-formed but not acceptable",
     429: "Rate limited (see Retry-After)",
     502: "The machine is unreachable or its host key does not match",
     504: "The machine did not answer in time",
     503: "A dependency (database, Redis) is unreachable",
+    507: "The machine's disk is full",
 }
 
 # Every body that takes JSON also answers these.
