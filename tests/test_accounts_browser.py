@@ -96,6 +96,7 @@ def test_profile_api_key_and_avatar_in_browser(live_server, page, make_user, tmp
     page.set_input_files("#f-avatar", str(img))
     page.click("form[action$='/profile/avatar'] button")
     page.wait_for_selector("img.avatar.lg")
+    page.wait_for_function("(i => i && i.complete)(document.querySelector('img.avatar.lg'))")
     natural = page.evaluate("document.querySelector('img.avatar.lg').naturalWidth")
     assert natural == 256
     bad = tmp_path / "evil.png"
