@@ -112,3 +112,32 @@ def test_continuation_prompts_are_joined_and_marks_are_used():
     g.process()
     g.expire(final=True)
     assert out == ["ls -l"]
+
+
+def test_a_paste_whose_echo_is_half_shown_at_enter_is_still_two_commands():
+    """The race CI met: Enter (and the next line, typed ahead) reach the log while the
+    paste's echo is only half on the screen. What is shown counts, in order; the rest is
+    matched in the output that follows, so the command output `p1` is never a command and
+    the typed-ahead line is not taken for hidden input."""
+    out: list[str] = []
+    g = ScreenLog(lambda lines: out.extend(t for t, _at in lines), 80, 24)
+    g.note_output(b"$ ")
+    g.note_input(b"\x1b[200~echo p$((1+0))\recho p$((1+1))\r\x1b[201~")
+    g.note_output(b"\x1b[7mecho p$((1+0))\r\necho p$(")  # half the echo so far
+    g.note_input(b"\recho p$((1+2))\r")
+    g.note_output(b"(1+1))\r\n\x1b[27m\r\np1\r\np2\r\n$ echo p$((1+2))\r\np3\r\n$ ")
+    g.process()
+    g.expire(final=True)
+    assert out == ["echo p$((1+0))", "echo p$((1+1))", "echo p$((1+2))"]
+
+
+def test_a_line_typed_before_the_prompt_is_drawn_leaves_the_prompt_out():
+    """The first keys can reach the log before the shell's first prompt does."""
+    out: list[str] = []
+    g = ScreenLog(lambda lines: out.extend(t for t, _at in lines), 80, 24)
+    g.note_input(b"echo abX\x7fc\r")
+    g.note_output(b"\x1b[?2004hme@vm:~$ echo abX\x08\x1b[Kc\r\n\x1b[?2004l\rabc\r\n")
+    g.note_output(b"\x1b[?2004hme@vm:~$ ")
+    g.process()
+    g.expire(final=True)
+    assert out == ["echo abc"]

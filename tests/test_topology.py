@@ -145,11 +145,14 @@ class TcpRelay:
         self.lock = threading.Lock()
         self.conns: list[socket.socket] = []
         self.listener = None
+        self.open = False
 
     def restore(self) -> None:
         import threading
 
         self.listener = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
+        with self.lock:
+            self.open = True
         threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
 
     def _accept(self, listener) -> None:
@@ -167,6 +170,10 @@ class TcpRelay:
                 continue
             upstream.settimeout(None)
             with self.lock:
+                if not self.open:  # cut() ran while this one was being connected
+                    client.close()
+                    upstream.close()
+                    continue
                 self.conns += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
@@ -185,9 +192,16 @@ class TcpRelay:
                 pass
 
     def cut(self) -> None:
-        self.listener.close()
         with self.lock:
+            self.open = False
             conns, self.conns = self.conns, []
+        # close() alone does not wake a thread blocked in accept() on Linux (it would go on
+        # accepting); shutdown() does, with an error
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.listener.close()
         for s in conns:
             try:
                 s.shutdown(socket.SHUT_RDWR)

@@ -252,16 +252,26 @@ class ScreenLog:
         self._begin()
         y, x, scrolled, prompt = self._start
         s = self.screen
-        end = s.cursor.y + s.scrolled
+        cy = s.cursor.y
+        while cy > max(y - (s.scrolled - scrolled), 0) and not s.row(cy).strip():
+            cy -= 1  # a paste that ends with a newline leaves the cursor on an empty row
+        end = cy + s.scrolled
         p = _Pending(y, x, scrolled, prompt, "".join(self._typed), self._clock(), end)
         p.deferred = bool(self._armed)  # typed before the shell read the previous line
         if not p.deferred and p.want:
-            # echoed already (the user waited, e.g. for a completion): the screen shows it
-            shown = "".join(
-                s.row(r) for r in range(max(y - (s.scrolled - scrolled), 0), s.cursor.y + 1)
-            )
-            if not Counter(p.want.decode("utf-8", "replace")) - Counter(shown):
-                p.matched = len(p.want)
+            # echoed already, wholly or in part (the user waited for a completion, or a
+            # paste's echo is still arriving): what the screen shows since the line began
+            # counts, in order, and the rest is matched against the output that follows
+            top = y - (s.scrolled - scrolled)
+            first = s.row(top)[x:] if top >= 0 else ""
+            shown = first + "".join(s.row(r) for r in range(max(top + 1, 0), s.cursor.y + 1))
+            want, m = p.want, 0
+            for b in shown.encode("utf-8", "replace"):
+                if b == want[m]:
+                    m += 1
+                    if m >= len(want):
+                        break
+            p.matched = m
         if p.deferred:
             p.prompt = self._armed[-1].prompt
         self._armed.append(p)
@@ -328,7 +338,14 @@ class ScreenLog:
                 self._capture(self._armed.popleft())
             return
         p.lfs += 1
-        if p.matched == 0 or p.lfs > 50 or PASSWORD_PROMPT.search(p.prompt):
+        if p.matched == 0 and p.deferred:
+            # typed ahead: the earlier command's output comes first; it is hidden only if
+            # the shell's prompt came and went without it
+            prompt = p.prompt.strip()
+            gone = bool(prompt) and s.row(s.cursor.y).lstrip().startswith(prompt)
+        else:
+            gone = p.matched == 0
+        if gone or p.lfs > 50 or PASSWORD_PROMPT.search(p.prompt):
             self._armed.popleft()
             self._log([HIDDEN], p.at)
 
@@ -348,6 +365,13 @@ class ScreenLog:
                 if prompt and row.startswith(p.prompt.rstrip()):
                     y0, x0 = y, len(p.prompt)
                     break
+        elif not p.prompt and p.typed and 0 <= y0 < s.lines:
+            # typed before the shell drew its prompt (nothing stood left of the cursor): the
+            # command starts where its first typed word shows, past the prompt drawn since
+            head = p.typed.split("\t")[0].strip()[:16]
+            i = s.row(y0).find(head, x0) if head else -1
+            if i > x0:
+                x0 = i
         if y0 < 0:
             y0, x0 = 0, 0
         rows = []
