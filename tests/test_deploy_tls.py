@@ -55,7 +55,9 @@ def _site(tmp: Path, backend: int, http_port: int, https_port: int) -> str:
     }
     for pattern, repl in replaced.items():
         site, n = re.subn(pattern, repl, site)
-        assert n == (2 if "letsencrypt" in pattern else 1), f"deploy/nginx/portal.conf no longer has {pattern!r}: update this test"
+        assert n == (2 if "letsencrypt" in pattern else 1), (
+            f"deploy/nginx/portal.conf no longer has {pattern!r}: update this test"
+        )
     site = re.sub(r"^\s*listen \[::\]:\d+.*$", "", site, flags=re.M)  # no IPv6 needed here
     site, n = re.subn(
         r"(upstream portal \{)(.*?)(\n\s*keepalive)",
@@ -123,9 +125,7 @@ def tls_site(live_server, tmp_path):
         proc.wait(10)
 
 
-def test_the_shipped_site_serves_the_portal_over_tls_and_redirects_plain_http(
-    tls_site, make_user
-):
+def test_the_shipped_site_serves_the_portal_over_tls_and_redirects_plain_http(tls_site, make_user):
     r = requests.get(
         f"{tls_site['http']}/machines?x=1", allow_redirects=False, timeout=5
     )  # port 80 only redirects
