@@ -394,6 +394,8 @@ export class Tab {
       this.restored = false;
       this.sessionId = null;
       this.conn.attempt = 0;
+      const lost = this.discardHeld(); // typed for that session: never into a new shell
+      if (lost) this.term.write("\x1b[2m(" + lost + ")\x1b[0m\r\n");
     }
   }
 
