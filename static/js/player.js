@@ -169,11 +169,22 @@ function castPlayer(el, src) {
     theme: Object.assign({}, THEMES.dark, { cursor: "#0b1120" })
   });
   term.open(screen);
+  // The recording's width on this screen: smaller text down to 7 px, then scaled down
+  // (a 200-column session on a phone), never wider than the page.
   function fitWidth() {
-    var avail = screen.clientWidth - 8, size = 13;
+    var avail = screen.clientWidth - 16, size = 13;
+    var box = term.element;
+    if (box) box.style.transform = "";
+    screen.style.height = "";
     term.options.fontSize = size;
     var s = screen.querySelector(".xterm-screen");
-    while (s && s.offsetWidth > avail && size > 6) { size -= 1; term.options.fontSize = size; }
+    while (s && s.offsetWidth > avail && size > 7) { size -= 1; term.options.fontSize = size; }
+    if (s && box && avail > 0 && s.offsetWidth > avail) {
+      var scale = avail / s.offsetWidth;
+      box.style.transformOrigin = "0 0";
+      box.style.transform = "scale(" + scale + ")";
+      screen.style.height = Math.ceil(s.offsetHeight * scale) + 16 + "px";
+    }
   }
   window.addEventListener("resize", fitWidth);
 

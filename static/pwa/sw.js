@@ -3,7 +3,7 @@
    network and are never stored; when the network is gone a page load shows the offline page. */
 "use strict";
 
-const CACHE = "portal-shell-v1";
+const CACHE = "portal-shell-v2"; // bump when a SHELL file changes (app.css is served from this cache first)
 const OFFLINE = "/static/pwa/offline.html";
 const SHELL = [
   OFFLINE,

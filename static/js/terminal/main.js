@@ -5,7 +5,7 @@ import { Keybar } from "./keybar.js";
 import { onWake } from "./connection.js";
 import { TabStrip } from "./tabs.js";
 import { THEMES, initialTheme, isTheme, saveTheme } from "./themes.js";
-import { bufferText, el, store, trackViewport } from "./util.js";
+import { COMPACT, bufferText, el, store, trackViewport } from "./util.js";
 
 const STORE_FONT = "portal.term.fontSize";
 const FONT_MIN = 8, FONT_MAX = 32;
@@ -19,8 +19,8 @@ class App {
     this.root = root;
     this.touchLike = window.matchMedia("(pointer: coarse)").matches;
     const storedFont = parseInt(store("local", STORE_FONT), 10);
-    const narrow = window.matchMedia("(max-width: 640px)").matches;
-    this.fontSize = storedFont >= FONT_MIN && storedFont <= FONT_MAX ? storedFont : (narrow ? 13 : 15);
+    const compact = window.matchMedia(COMPACT).matches;
+    this.fontSize = storedFont >= FONT_MIN && storedFont <= FONT_MAX ? storedFont : (compact ? 13 : 15);
     this.theme = initialTheme();
 
     this.strip = new TabStrip(this, root);
@@ -62,6 +62,7 @@ class App {
         case "status-new": if (this.active) this.active.restart(); else this.newTab({}); break;
         case "empty-new": this.newTab({}); break;
         case "pick-machine": this.strip.toggleMenu(); return;
+        case "site-nav": this.toggleSiteNav(); return;
         default: return;
       }
       // Back to typing after a toolbar click (not on phones: that would pop the keyboard up).
@@ -79,8 +80,28 @@ class App {
         }
       });
     }
+    document.addEventListener("keydown", (e) => {
+      if (e.key !== "Escape" || !document.body.classList.contains("term-nav-open")) return;
+      if (!e.target.closest || !e.target.closest(".topbar")) return;
+      this.toggleSiteNav(false);
+      const btn = this.root.querySelector("[data-action=site-nav]");
+      if (btn) btn.focus();
+    });
     // Coming back from the background: phones drop sockets while locked.
     onWake(() => this.wakeAll(), () => { if (this.active) this.renderStatus(this.active); });
+  }
+
+  // Phones: the site header is hidden behind the toolbar's menu button (terminal.css).
+  toggleSiteNav(open) {
+    const body = document.body;
+    if (open === undefined) open = !body.classList.contains("term-nav-open");
+    body.classList.toggle("term-nav-open", open);
+    const btn = this.root.querySelector("[data-action=site-nav]");
+    if (btn) btn.setAttribute("aria-expanded", open ? "true" : "false");
+    if (open) {
+      const first = document.querySelector(".topbar .nav a");
+      if (first && !this.touchLike) first.focus();
+    }
   }
 
   wakeAll() {

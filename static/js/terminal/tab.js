@@ -5,9 +5,16 @@ import { THEMES } from "./themes.js";
 import { debounce, el, store } from "./util.js";
 
 const RESIZE_DELAY = 100;
+// Typed while the socket is down: held (whole keystrokes or pastes, up to this many bytes)
+// and sent once the session is re-attached; past the limit nothing more is kept.
+export const HOLD_MAX = 4096;
+const NOTICE_MS = 6000;
 const FONT_FAMILY = '"DejaVu Sans Mono", ui-monospace, "SFMono-Regular", Menlo, Consolas, "Liberation Mono", monospace';
 
 const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+function chars(n) { return n + (n === 1 ? " character" : " characters"); }
 
 function loadAddons(term) {
   const fit = new window.FitAddon.FitAddon();
@@ -49,6 +56,10 @@ export class Tab {
     this.restored = !!spec.restored; // re-attaching from sessionStorage: fall back to a new shell if gone
     this.bytesIn = 0;
     this.sentSize = null;
+    this.held = [];        // Uint8Array chunks typed while not connected
+    this.heldBytes = 0;
+    this.heldChars = 0;
+    this.droppedChars = 0; // refused over HOLD_MAX (everything after the first refusal)
     this.conn = new Connection({
       url: () => this.socketUrl(),
       state: () => this.renderState(),
@@ -112,6 +123,7 @@ export class Tab {
     card.appendChild(again);
     this.overlay.appendChild(card);
     this.pane.appendChild(this.overlay);
+    this.buildReconnect();
 
     const term = new window.Terminal({
       allowProposedApi: true,
@@ -141,6 +153,143 @@ export class Tab {
     this.host.addEventListener("contextmenu", (e) => app.contextMenu(this, e));
   }
 
+  // Over the terminal while the socket is down (and, briefly, what became of the input
+  // typed meanwhile): the status line alone is easy to miss, and hidden on phones.
+  buildReconnect() {
+    const box = el("div", "term-reconnect");
+    box.hidden = true;
+    box.setAttribute("data-role", "reconnect");
+    const card = el("div", "term-reconnect-card");
+    card.setAttribute("role", "status");
+    card.setAttribute("aria-live", "polite");
+    this.rcTitle = el("p", "term-reconnect-title");
+    this.rcHeld = el("p", "term-reconnect-held");
+    this.rcHeld.setAttribute("data-role", "held");
+    const actions = el("div", "term-reconnect-actions");
+    this.rcRetry = el("button", "term-btn", "Retry now");
+    this.rcRetry.type = "button";
+    this.rcRetry.setAttribute("data-action", "retry-now");
+    this.rcRetry.addEventListener("click", () => { this.conn.wake(); if (!this.app.touchLike) this.term.focus(); });
+    this.rcOk = el("button", "term-btn", "OK");
+    this.rcOk.type = "button";
+    this.rcOk.setAttribute("data-action", "notice-ok");
+    this.rcOk.addEventListener("click", () => { this.hideNotice(); if (!this.app.touchLike) this.term.focus(); });
+    actions.appendChild(this.rcRetry);
+    actions.appendChild(this.rcOk);
+    card.appendChild(this.rcTitle);
+    card.appendChild(this.rcHeld);
+    card.appendChild(actions);
+    // Tapping these must not take the focus (and the phone's keyboard) from the terminal.
+    actions.addEventListener("pointerdown", function (e) { e.preventDefault(); });
+    actions.addEventListener("mousedown", function (e) { e.preventDefault(); });
+    box.appendChild(card);
+    this.reconnectEl = box;
+    this.pane.appendChild(box);
+  }
+
+  renderReconnect() {
+    const box = this.reconnectEl;
+    if (this.state === "reconnecting") {
+      clearTimeout(this.noticeTimer);
+      this.noticeText = "";
+      box.hidden = false;
+      box.setAttribute("data-mode", "reconnecting");
+      this.rcTitle.textContent = "Reconnecting\u2026 (attempt " + this.attempt + ")" +
+        (navigator.onLine === false ? " \u00b7 offline" : "");
+      this.rcHeld.textContent = this.heldText();
+      this.rcRetry.hidden = false;
+      this.rcOk.hidden = true;
+      return;
+    }
+    if (this.noticeText) {
+      box.hidden = false;
+      box.setAttribute("data-mode", this.noticeWarn ? "warning" : "notice");
+      this.rcTitle.textContent = this.noticeText;
+      this.rcHeld.textContent = "";
+      this.rcRetry.hidden = true;
+      this.rcOk.hidden = false;
+      return;
+    }
+    box.hidden = true;
+    box.removeAttribute("data-mode");
+  }
+
+  heldText() {
+    if (this.droppedChars) {
+      return "Input limit reached (" + (HOLD_MAX / 1024) + " KiB): " + chars(this.heldChars) +
+        " will be sent when the terminal is back; " + chars(this.droppedChars) + " typed after that will not.";
+    }
+    if (this.heldChars) return chars(this.heldChars) + " typed: sent when the terminal is back.";
+    return "What you type now is sent when the terminal is back.";
+  }
+
+  // A message in the same box once connected again; a warning stays until OK.
+  notice(text, warn) {
+    this.noticeText = text;
+    this.noticeWarn = !!warn;
+    clearTimeout(this.noticeTimer);
+    if (!warn) this.noticeTimer = setTimeout(() => this.hideNotice(), NOTICE_MS);
+    this.renderReconnect();
+  }
+
+  hideNotice() {
+    clearTimeout(this.noticeTimer);
+    this.noticeText = "";
+    this.renderReconnect();
+  }
+
+  // ---- input typed while the socket is down
+
+  hold(bytes) {
+    if (this.conn.ended || this.conn.closing) return; // a closed terminal says so already
+    const n = decoder.decode(bytes).length;
+    // Whole chunks only, and nothing after a refused one: half a paste, or the Enter typed
+    // after a dropped command, must not run on its own.
+    if (this.droppedChars || this.heldBytes + bytes.length > HOLD_MAX) this.droppedChars += n;
+    else {
+      this.held.push(bytes);
+      this.heldBytes += bytes.length;
+      this.heldChars += n;
+    }
+    this.renderReconnect();
+  }
+
+  // Re-attached (or a first shell ready): send what was typed meanwhile, in order.
+  flushHeld() {
+    if (!this.heldBytes && !this.droppedChars) return;
+    const sentChars = this.heldChars, dropped = this.droppedChars;
+    let ok = true;
+    if (this.heldBytes) {
+      const all = new Uint8Array(this.heldBytes);
+      let at = 0;
+      this.held.forEach(function (c) { all.set(c, at); at += c.length; });
+      ok = this.conn.sendBytes(all);
+    }
+    if (!ok) return; // dropped again at once: still held, sent on the next ready
+    this.clearHeld();
+    if (dropped) {
+      this.notice("Reconnected. Sent " + chars(sentChars) + " typed meanwhile; the " + chars(dropped) +
+        " typed after the " + (HOLD_MAX / 1024) + " KiB limit were not sent.", true);
+    } else {
+      this.notice("Reconnected. Sent the " + chars(sentChars) + " typed meanwhile.", false);
+    }
+  }
+
+  // The input cannot go anywhere (the session is gone): say so, return the sentence.
+  discardHeld() {
+    const n = this.heldChars + this.droppedChars;
+    this.clearHeld();
+    if (!n) return "";
+    return "What you typed while reconnecting (" + chars(n) + ") was not sent.";
+  }
+
+  clearHeld() {
+    this.held = [];
+    this.heldBytes = 0;
+    this.heldChars = 0;
+    this.droppedChars = 0;
+  }
+
   mount() {
     this.term.open(this.host);
     loadWebgl(this.term);
@@ -159,6 +308,7 @@ export class Tab {
   renderState() {
     this.tabEl.setAttribute("data-state", this.state);
     this.pane.setAttribute("data-state", this.state);
+    this.renderReconnect();
     this.app.renderStatus(this);
   }
 
@@ -204,6 +354,7 @@ export class Tab {
     this.restored = false;
     this.app.saveTabs();
     this.sendResize(true);
+    this.flushHeld();
     if (this === this.app.active && !this.app.touchLike) term.focus();
   }
 
@@ -214,7 +365,9 @@ export class Tab {
       this.sessionId = null;
       this.conn.attempt = 0;
       this.conn.quietClose();
-      this.term.write("\x1b[2m(previous session is gone: " + reason + "; starting a new one)\x1b[0m\r\n");
+      const lost = this.discardHeld(); // typed for the old shell: never into a new one
+      this.term.write("\x1b[2m(previous session is gone: " + reason + "; starting a new one" +
+        (lost ? ". " + lost : "") + ")\x1b[0m\r\n");
       this.connect();
       return;
     }
@@ -227,7 +380,10 @@ export class Tab {
   onClosed(reason) {
     this.sessionId = null;
     this.term.write("\x1b[?25l"); // no blinking cursor in a dead terminal (a new session resets it)
-    this.overlayMsg.textContent = "Session closed: " + reason;
+    const lost = this.discardHeld();
+    this.hideNotice();
+    this.overlayMsg.textContent = "Session closed: " + reason + (lost ? ". " + lost : "");
+    this.overlay.setAttribute("data-lost", lost ? "true" : "false");
     this.overlay.hidden = false;
     this.app.saveTabs();
   }
@@ -238,12 +394,18 @@ export class Tab {
       this.restored = false;
       this.sessionId = null;
       this.conn.attempt = 0;
+      const lost = this.discardHeld(); // typed for that session: never into a new shell
+      if (lost) this.term.write("\x1b[2m(" + lost + ")\x1b[0m\r\n");
     }
   }
 
   wake() { this.conn.wake(); }
 
-  sendBytes(bytes) { return this.conn.sendBytes(bytes); }
+  sendBytes(bytes) {
+    if (this.conn.sendBytes(bytes)) return true;
+    this.hold(bytes);
+    return false;
+  }
 
   send(text) {
     if (!text) return false;
@@ -258,6 +420,8 @@ export class Tab {
   }
 
   restart() {
+    this.clearHeld();
+    this.hideNotice();
     this.conn.reset();
     this.sessionId = null;
     this.restored = false;

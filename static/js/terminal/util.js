@@ -36,16 +36,31 @@ export function bufferText(term) {
   return lines.join("\n");
 }
 
-// Phones: keep the terminal and the key bar above the on-screen keyboard (the visual
-// viewport shrinks when it opens; 100dvh does not).
+// Phones, portrait or landscape (and other short windows): the terminal page goes
+// full-screen (terminal.css hides the site header behind a menu button) with smaller text.
+// The same query is in terminal.css.
+export const COMPACT = "(max-width: 640px), (max-height: 500px)";
+
+// Phones: keep the terminal and the key bar above the on-screen keyboard. The keyboard
+// shrinks the visual viewport, not the layout viewport (100dvh does not follow it), and iOS
+// may pan the visual viewport down to the focused input: the page is sized to the visual
+// viewport and moved to where it is; the terminal's ResizeObserver then refits xterm.
 export function trackViewport() {
   const vv = window.visualViewport;
-  if (!vv || !document.body.classList.contains("term-body")) return;
+  const body = document.body;
+  if (!vv || !body.classList.contains("term-body")) return;
+  let frame = 0;
   const apply = function () {
-    if (Math.abs(vv.scale - 1) > 0.01) { document.body.style.height = ""; return; } // pinch-zoomed
-    document.body.style.height = Math.round(vv.height) + "px";
+    frame = 0;
+    if (Math.abs(vv.scale - 1) > 0.01) { body.style.height = ""; body.style.transform = ""; return; } // pinch-zoomed
+    body.style.height = Math.round(vv.height) + "px";
     if (window.scrollY) window.scrollTo(0, 0);
+    const top = Math.max(0, Math.round(vv.offsetTop));
+    body.style.transform = top ? "translateY(" + top + "px)" : "";
+    body.setAttribute("data-vv", Math.round(vv.width) + "x" + Math.round(vv.height) + "+" + top);
   };
-  vv.addEventListener("resize", apply);
+  const later = function () { if (!frame) frame = requestAnimationFrame(apply); };
+  vv.addEventListener("resize", later);
+  vv.addEventListener("scroll", later);
   apply();
 }
