@@ -4,12 +4,15 @@ static shell, never pages or API answers, and shows the offline page when the po
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import requests
 
 from tests.fixtures.browser import CHROMIUM, CHROMIUM_ARGS, LiveServer
 from tests.fixtures.terminal import wait_for
 
+ROOT = Path(__file__).resolve().parent.parent
 SHELL = {
     "/static/pwa/offline.html",
     "/static/css/app.css",
@@ -92,6 +95,27 @@ def test_installable_on_a_phone_and_offline_page_when_the_portal_is_gone(app, in
             }"""
         )
         assert set(cached) == SHELL
+        # A shell file changed since it was cached (an upgrade): online, the page gets the
+        # served one, and the offline copy is refreshed with it.
+        served = (ROOT / "static/css/app.css").read_text()
+        stale = phone.evaluate(
+            """async () => {
+                for (const name of await caches.keys()) {
+                    await (await caches.open(name)).put(
+                        '/static/css/app.css', new Response('/* an older app.css */'));
+                }
+                const got = await (await fetch('/static/css/app.css')).text();
+                await new Promise((done) => setTimeout(done, 300));
+                const copies = [];
+                for (const name of await caches.keys()) {
+                    const hit = await (await caches.open(name)).match('/static/css/app.css');
+                    copies.push(await hit.text());
+                }
+                return [got, copies];
+            }"""
+        )
+        assert stale[0] == served
+        assert stale[1] and all(c == served for c in stale[1])
     finally:
         server.stop()
     # The portal is gone: a page load shows the offline page, not the browser's error.

@@ -3,7 +3,7 @@
    network and are never stored; when the network is gone a page load shows the offline page. */
 "use strict";
 
-const CACHE = "portal-shell-v2"; // bump when a SHELL file changes (app.css is served from this cache first)
+const CACHE = "portal-shell-v2"; // the shell files are fetched fresh whenever online; the cache is the offline copy
 const OFFLINE = "/static/pwa/offline.html";
 const SHELL = [
   OFFLINE,
@@ -35,7 +35,19 @@ self.addEventListener("fetch", (event) => {
     return;
   }
   if (SHELL.includes(url.pathname)) {
-    event.respondWith(caches.match(req, { ignoreSearch: true }).then((hit) => hit || fetch(req)));
+    // Network first (a changed app.css is seen at once), refreshing the offline copy; the
+    // cached copy only when the network is gone.
+    event.respondWith(
+      fetch(req)
+        .then((resp) => {
+          if (resp.ok) {
+            const copy = resp.clone();
+            caches.open(CACHE).then((cache) => cache.put(url.pathname, copy));
+          }
+          return resp;
+        })
+        .catch(() => caches.match(req, { ignoreSearch: true }))
+    );
   }
   // Everything else (API, HTMX partials, other static files): the network, uncached.
 });
