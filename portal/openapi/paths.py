@@ -17,7 +17,28 @@ MACHINE = obj({"machine": OBJ}, required=("machine",))
 ISSUE = obj({"issue": OBJ}, required=("issue",))
 FIX = obj({"fix": OBJ}, required=("fix",))
 LIKE = obj({"likes": I, "liked": B}, required=("likes", "liked"))
-SESSIONS = obj({"sessions": arr()}, required=("sessions",))
+_NSTR = {"type": ["string", "null"]}
+#: API.md `session`; bytes_in/bytes_out are live for a session the answering process holds,
+#: else as last written by its holder (every 5 s, and the totals on close).
+SESSION = obj(
+    {
+        "id": S,
+        "machine": {"type": ["object", "null"]},
+        "user": {"type": ["object", "null"]},
+        "status": {"type": "string", "enum": ["active", "detached", "closed"]},
+        "started_at": S,
+        "ended_at": _NSTR,
+        "close_reason": _NSTR,
+        "cols": I,
+        "rows": I,
+        "bytes_in": {"type": "integer", "description": "bytes typed (sent to the machine)"},
+        "bytes_out": {"type": "integer", "description": "bytes received from the machine"},
+        "shared": B,
+        "last_activity_at": _NSTR,
+    },
+    ("id", "status", "bytes_in", "bytes_out"),
+)
+SESSIONS = obj({"sessions": arr(SESSION)}, required=("sessions",))
 LOGS = obj({"logs": arr(), "next_cursor": {"type": ["string", "null"]}}, required=("logs",))
 USER_REF = obj({"user": {"type": ["string", "integer"]}}, required=("user",))
 ROLE = {"type": "string", "enum": ["viewer", "operator", "admin"]}
@@ -418,7 +439,11 @@ PATHS: dict[str, dict[str, dict]] = {
     "/api/terminal/sessions/<sid>": {"DELETE": op("Close a live session", T, errors=(409,))},
     "/api/terminal/sessions/<sid>/share": {
         "POST": op(
-            "Share a session read-only", T, body=obj({"shared": B}, ("shared",)), errors=(409,)
+            "Share a session read-only",
+            T,
+            body=obj({"shared": B}, ("shared",)),
+            out=obj({"session": SESSION}, ("session",)),
+            errors=(409,),
         )
     },
     "/api/sessions/<sid>": {
@@ -426,7 +451,7 @@ PATHS: dict[str, dict[str, dict]] = {
             "A session with its commands",
             T,
             out=obj(
-                {"session": OBJ, "commands": arr(), "recording_url": {"type": ["string", "null"]}},
+                {"session": SESSION, "commands": arr(), "recording_url": _NSTR},
                 ("session",),
             ),
         )

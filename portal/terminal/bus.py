@@ -10,7 +10,8 @@ tickets, a signed envelope on control requests, signed frames on relays.
 
 Messages on `<prefix>:out:<session>`: b"o" + output, b"s" + nonce(32) + screen,
 b"r" + b"COLSxROWS" (the owner resized), b"e" + reason (the session ended). Requests on `<prefix>:ctl`: JSON
-{"op": "close"|"snapshot"|"relay", "sid", ...}. A re-attach served by another process than
+{"op": "close"|"share"|"snapshot"|"watching"|"unwatched"|"relay", "sid", ...} (a watcher's
+snapshot, lease renewal and leave carry its nonce: the owner counts its watchers by it). A re-attach served by another process than
 the owner's talks to it on `<prefix>:relay:<attachment>:i|o` (signed frames, see relay.py).
 """
 

@@ -62,6 +62,7 @@ class Janitor:
                         s.close(f"idle for more than {reg.idle_timeout} s")
                         continue
                     s.settle_lines()
+                    s.expire_watchers(now)
                 except Exception:
                     log.exception("terminal janitor failed on %s", s.sid)
             if now - last_flush >= FLUSH_EVERY:

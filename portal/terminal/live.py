@@ -15,6 +15,7 @@ import logging
 import socket
 import threading
 import time
+from collections import deque
 
 import paramiko
 
@@ -47,7 +48,7 @@ def cut_socket(client) -> None:
 class Client:
     """One attached WebSocket (terminal owner)."""
 
-    __slots__ = ("ws", "send_lock", "unacked", "acks", "kick", "peer", "event", "sock")
+    __slots__ = ("ws", "send_lock", "unacked", "acks", "kick", "peer", "event", "sock", "notices")
 
     def __init__(self, ws, peer: str = "", sock: socket.socket | None = None):
         self.ws = ws
@@ -59,6 +60,20 @@ class Client:
         # Set by another thread to end this socket: ("error", message) or ("exit", code, reason).
         self.kick: tuple | None = None
         self.peer = peer
+        # The latest control notice for this socket (e.g. the watcher count), set by any
+        # thread and sent by the socket's own request thread (take_notice): a slow socket
+        # never blocks the bus or the janitor. maxlen 1: only the newest state matters.
+        self.notices: deque = deque(maxlen=1)
+
+    def notify(self, msg: dict) -> None:
+        self.notices.append(msg)
+        self.event.set()
+
+    def take_notice(self) -> dict | None:
+        try:
+            return self.notices.popleft()
+        except IndexError:
+            return None
 
     def send(self, data: bytes | str) -> None:
         with self.send_lock:
@@ -100,6 +115,9 @@ class LiveSession:
         self.reservation = None  # its place while it was being opened (Registry.reserve)
         self.shared = shared
         self.watched_until = 0.0  # monotonic; see WATCH_LEASE
+        # Watch sockets anywhere (their id -> lease end, monotonic): joined with their
+        # snapshot request, renewed with their lease, gone on "unwatched" or lease expiry.
+        self.watchers: dict[str, float] = {}
         self.lock = threading.Lock()
         self.cond = threading.Condition(self.lock)
         self.ring = RingBuffer(ring_size)
@@ -150,6 +168,8 @@ class LiveSession:
                 client.ws.send(snapshot[i : i + FRAME_MAX])
         finally:
             client.send_lock.release()
+        if self.watchers or self.shared:  # a new window learns who is watching
+            client.notify(self.audience())
         if old is not None and old is not client:
             old.kick = ("error", "this terminal was opened in another window")
             old.wake()
@@ -250,7 +270,46 @@ class LiveSession:
         pump.ack(self, client, nbytes)
 
     def set_shared(self, shared: bool) -> None:
+        changed = shared != self.shared
         self.shared = shared
+        if changed:
+            self.tell_audience()
+
+    # ------------------------------------------------------------ watchers
+
+    def audience(self) -> dict:
+        """The `watchers` control message: how many watch sockets, and whether it is shared."""
+        return {"type": "watchers", "count": len(self.watchers), "shared": bool(self.shared)}
+
+    def tell_audience(self) -> None:
+        client = self.client
+        if client is not None and not self.closed:
+            client.notify(self.audience())
+
+    def watcher_joined(self, wid: str, lease: float = WATCH_LEASE) -> None:
+        """A watch socket started (or renewed its lease): count it until it leaves."""
+        with self.lock:
+            new = wid not in self.watchers
+            self.watchers[wid] = time.monotonic() + lease
+        if new:
+            self.tell_audience()
+
+    def watcher_left(self, wid: str) -> None:
+        with self.lock:
+            gone = self.watchers.pop(wid, None) is not None
+        if gone:
+            self.tell_audience()
+
+    def expire_watchers(self, now: float) -> None:
+        """Watchers whose lease ran out (their process died without saying so)."""
+        if not self.watchers:
+            return
+        with self.lock:
+            stale = [w for w, until in self.watchers.items() if until <= now]
+            for w in stale:
+                del self.watchers[w]
+        if stale:
+            self.tell_audience()
 
     def watched(self, lease: float = WATCH_LEASE) -> None:
         """Someone watches: publish output for `lease` seconds (renewed by the watcher)."""

@@ -7,10 +7,13 @@ Every service and socket route asks here, with the acting user passed explicitly
 
 from __future__ import annotations
 
+from sqlalchemy import and_, false, or_, select, true
+
 from portal.accounts import stepup
 from portal.errors import AccessDenied
 from portal.machines import access as machine_access
 from portal.machines.inventory import get_machine
+from portal.machines.models import Machine, MachineAccess
 from portal.terminal import access
 from portal.terminal.models import LIVE, TerminalSession
 
@@ -50,6 +53,25 @@ def can_see(user, row: TerminalSession, machine=None) -> bool:
         bool(row.shared)
         and row.status in LIVE
         and machine_access.allowed(user, machine, "watch_shared", role)
+    )
+
+
+def visible_sessions_clause(user):
+    """`can_see` as a WHERE clause over TerminalSession, for lists filtered and paged in SQL
+    (tests/test_terminal_listing.py checks the two agree)."""
+    if user is None or not getattr(user, "is_authenticated", False):
+        return false()
+    if user.is_admin:
+        return true()
+    owned = select(Machine.id).where(Machine.owner_id == user.id)
+    granted = select(MachineAccess.machine_id).where(MachineAccess.user_id == user.id)
+    admin_of = granted.where(MachineAccess.role == "admin")
+    ts = TerminalSession
+    return or_(
+        ts.user_id == user.id,
+        ts.machine_id.in_(owned),
+        ts.machine_id.in_(admin_of),  # watch_any: the machine's admins
+        and_(ts.shared.is_(True), ts.status.in_(LIVE), ts.machine_id.in_(granted)),
     )
 
 

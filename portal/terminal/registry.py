@@ -325,10 +325,19 @@ class Registry:
                 sess.watched()  # before the snapshot: no output falls between the two
                 self.bus.publish_resize(sid, sess.cols, sess.rows)  # the size, then the screen
                 self.bus.publish_snapshot(sid, nonce, sess.snapshot())
+                sess.watcher_joined(nonce[:64])  # the owner's socket hears the new count
         elif op == "watching":
             sess = self.get(sid)
+            nonce = msg.get("nonce")
             if sess is not None:
                 sess.watched()
+                if isinstance(nonce, str):
+                    sess.watcher_joined(nonce[:64])  # renews its place in the count
+        elif op == "unwatched":
+            sess = self.get(sid)
+            nonce = msg.get("nonce")
+            if sess is not None and isinstance(nonce, str):
+                sess.watcher_left(nonce[:64])
         elif op in self.control_ops:  # e.g. "relay": a re-attach served by another process
             self.control_ops[op](self, msg)
 

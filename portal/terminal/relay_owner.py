@@ -173,6 +173,9 @@ class _OwnerLink:
                         last = {"type": "error", "message": kick[1]}
                     self.out.send(b"e", signing.to_json(last))
                     return
+                notice = c.take_notice()
+                if notice is not None:  # e.g. the watcher count
+                    c.send_json(notice)
                 with self.lock:
                     items = list(self.inbox)
                     self.inbox.clear()

@@ -53,8 +53,20 @@ def registry():
 # ---------------------------------------------------------------- serialisation
 
 
+def byte_counters(row: TerminalSession) -> tuple[int, int]:
+    """(typed, received) bytes: this process's live counters for a session it holds, else
+    the row's (written every few seconds by the holder, and on close)."""
+    if row.status in LIVE:
+        reg = current_app.extensions.get("portal_terminal")
+        sess = reg.get(row.id) if reg is not None else None
+        if sess is not None:
+            return sess.bytes_in, sess.bytes_out
+    return row.bytes_in or 0, row.bytes_out or 0
+
+
 def session_dict(row: TerminalSession, machine=None) -> dict:
     machine = machine if machine is not None else access.machine_by_id(row.machine_id)
+    bytes_in, bytes_out = byte_counters(row)
     return {
         "id": row.id,
         "machine": {"agent_id": machine.agent_id, "name": machine.name} if machine else None,
@@ -65,8 +77,8 @@ def session_dict(row: TerminalSession, machine=None) -> dict:
         "close_reason": row.close_reason,
         "cols": row.cols,
         "rows": row.rows,
-        "bytes_in": row.bytes_in,
-        "bytes_out": row.bytes_out,
+        "bytes_in": bytes_in,
+        "bytes_out": bytes_out,
         "shared": bool(row.shared),
         "last_activity_at": iso(row.last_activity_at),
     }

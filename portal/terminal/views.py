@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from flask import Blueprint, g, render_template, request, url_for
 
-from portal.terminal import policy, services
-from portal.web import login_required
+from portal.terminal import listing, policy, services
+from portal.web import is_htmx, login_required
 
 bp = Blueprint("terminal", __name__)
 
@@ -29,12 +29,29 @@ def page(agent_id):
 @bp.get("/sessions")
 @login_required
 def sessions():
-    rows = services.list_for_user(g.user)
+    found = listing.search(g.user, request.args)
+    rows = found.rows
     # Its user, global admins and the machine's admins may close a session.
     closable = {r.id for r in rows if r.status != "closed" and policy.can_close(g.user, r)}
+    ctx = {
+        "sessions": services.sessions_dicts(rows),
+        "closable": closable,
+        "found": found,
+        "statuses": list(listing.STATUSES),
+    }
+    status = 400 if found.errors else 200
+    if is_htmx() and request.headers.get("HX-Target") == "sessions-rows":
+        # The rows' own poll gets the rows; the filter form and the pager get the rows with
+        # the pager, the count and the field messages (swapped out of band).
+        poll = request.headers.get("HX-Trigger") == "sessions-rows"
+        tpl = "terminal/_session_rows.html" if poll else "terminal/_session_results.html"
+        return render_template(tpl, **ctx), status
     return render_template(
-        "terminal/sessions.html", sessions=services.sessions_dicts(rows), closable=closable
-    )
+        "terminal/sessions.html",
+        machines=listing.filter_machines(g.user),
+        user_filter=listing.may_see_others(g.user),
+        **ctx,
+    ), status
 
 
 @bp.get("/sessions/<sid>")
@@ -52,6 +69,14 @@ def session_detail(sid):
         can_close=policy.can_close(g.user, row) and row.status != "closed",
         can_share=policy.can_share(g.user, row) and row.status != "closed",
     )
+
+
+@bp.get("/sessions/<sid>/traffic")
+@login_required
+def traffic(sid):
+    """The detail page's live counters (polled while the session is live)."""
+    row = services.get_session(g.user, sid)
+    return render_template("terminal/_traffic.html", session=services.session_dict(row))
 
 
 @bp.get("/sessions/<sid>/watch")

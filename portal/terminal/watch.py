@@ -166,7 +166,7 @@ def watch(ws, sid):
                     refuse(ws, why, CLOSE_NORMAL)
                     return
                 # An unshared session publishes only while watched: renew the lease.
-                reg.bus.request({"op": "watching", "sid": sid})
+                reg.bus.request({"op": "watching", "sid": sid, "nonce": q.nonce})
             # Watchers are read-only: drain and ignore what they send (ping excepted).
             while True:
                 try:
@@ -190,6 +190,10 @@ def watch(ws, sid):
     finally:
         reg.bus.unsubscribe(handle)
         reg.watchers.remove(q)
+        try:  # the owner's count drops now, not when this watcher's lease runs out
+            reg.bus.request({"op": "unwatched", "sid": sid, "nonce": q.nonce})
+        except Exception:
+            log.warning("terminal bus: telling the owner a watcher left failed", exc_info=True)
 
 
 def _send_resize(ws, data: bytes) -> None:

@@ -156,6 +156,13 @@ def _serve(ws, sess, client: Client, receiver: Receiver) -> None:
             return
         if receiver.done or not ws.connected:
             return
+        notice = client.take_notice()
+        if notice is not None:  # e.g. the watcher count: sent from this socket's own thread
+            try:
+                client.send_json(notice)
+            except Exception:
+                return
+            continue
         if feeder.backlog:
             feeder.drain()
             continue

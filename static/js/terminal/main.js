@@ -2,6 +2,7 @@
 // toolbar (font size, theme, search, key bar), the status line, copy and paste.
 // No inline script anywhere (CSP): the page hands data over in data-* attributes.
 import { Keybar } from "./keybar.js";
+import { Share } from "./share.js";
 import { onWake } from "./connection.js";
 import { TabStrip } from "./tabs.js";
 import { THEMES, initialTheme, isTheme, saveTheme } from "./themes.js";
@@ -37,6 +38,7 @@ class App {
     this.applyTheme();
     this.renderFont();
     this.keys.init();
+    this.share = new Share(this, root); // before the tabs: it hears their first frames
     this.strip.restoreTabs();
   }
 

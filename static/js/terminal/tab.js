@@ -341,6 +341,7 @@ export class Tab {
       case "error": this.onEnd("error", msg.message || msg.error || "error", msg); break;
       default: break; // unknown control frames are ignored (forward compatible)
     }
+    this.pane.dispatchEvent(new CustomEvent("term:control", { bubbles: true, detail: { tab: this, msg: msg } })); // share.js
   }
 
   onReady(msg) {

@@ -119,6 +119,7 @@ export class TabStrip {
       t.tabBtn.setAttribute("aria-selected", on ? "true" : "false");
       t.tabBtn.tabIndex = on ? 0 : -1;
     });
+    this.root.dispatchEvent(new CustomEvent("term:activate", { detail: { tab: tab } })); // share.js
     if (!tab) return;
     tab.fit();
     if (!this.app.touchLike) tab.term.focus();
