@@ -104,6 +104,7 @@ def age_session(ctx, app, base, seconds: int) -> None:
 
 
 def sign_out(ctx, page, base):
+    page.goto("about:blank")  # first leave the page: its requests in flight set cookies again
     ctx.clear_cookies()
     page.goto(f"{base}/login")
 
