@@ -164,3 +164,20 @@ def test_a_passkey_is_a_factor_sign_in_asks_for_it_and_reset_removes_it(
     resp = client.post(f"/api/users/{user.id}/mfa/reset", headers=auth(admin))
     assert resp.status_code == 200
     assert passkey_names(app, user) == []
+
+
+def test_adding_an_app_beside_a_passkey_needs_a_step_up(client, make_user, auth, stored_passkey):
+    user = make_user("mo")
+    # signed in with the password while the account had no factor (no fresh check)
+    token = csrf_from(client.get("/login").get_data(as_text=True))
+    client.post("/login", data={"login": "mo", "password": PASSWORD, "csrf_token": token})
+    stored_passkey(user)
+    resp = client.post("/api/profile/mfa/totp", headers=auth(user))
+    assert resp.status_code == 401 and resp.get_json()["step_up_required"] is True
+    assert resp.get_json()["action"] == "totp.add"
+    # the page shows the prompt (with the passkey button), not an error on the profile
+    token = csrf_from(client.get("/profile/mfa").get_data(as_text=True))
+    page = client.post("/profile/mfa/totp", data={"csrf_token": token})
+    assert page.status_code == 401
+    html = page.get_data(as_text=True)
+    assert "Confirm it is you" in html and 'id="passkey-step-up"' in html

@@ -134,6 +134,8 @@ def profile_mfa():
 def profile_mfa_begin():
     try:
         started = mfa.begin_totp(g.user)
+    except stepup.StepUpRequired:  # beside a passkey: the prompt, then this form again
+        raise
     except PortalError as err:
         return _page(err.status, {"_form": err.message})
     return _page(uri=started["otpauth_uri"])
