@@ -154,6 +154,14 @@ def load_config(instance_path: str, given: Mapping | None = None) -> dict:
         "PORTAL_MFA_FAILURE_WINDOW": _int("PORTAL_MFA_FAILURE_WINDOW", 300),
         # Step-up: risky actions need a second factor checked within this many seconds.
         "PORTAL_STEP_UP_MAX_AGE": _int("PORTAL_STEP_UP_MAX_AGE", 600),
+        # Passkeys (WebAuthn): the relying party id (a domain, never an IP address) and the
+        # origin(s) the browser must report (comma-separated). Unset: PORTAL_BASE_URL's, else
+        # the request's own host and scheme (see docs/mfa.md).
+        "PORTAL_WEBAUTHN_RP_ID": env("PORTAL_WEBAUTHN_RP_ID") or None,
+        "PORTAL_WEBAUTHN_ORIGIN": env("PORTAL_WEBAUTHN_ORIGIN") or None,
+        "PORTAL_WEBAUTHN_RP_NAME": env("PORTAL_WEBAUTHN_RP_NAME") or "Web Terminal Portal",
+        # Seconds a passkey ceremony (its challenge) stays valid.
+        "PORTAL_WEBAUTHN_TIMEOUT": _int("PORTAL_WEBAUTHN_TIMEOUT", 300),
         "PORTAL_REFRESH_TTL": _int("PORTAL_REFRESH_TTL", 30 * 24 * 3600),
         "PORTAL_MAX_SESSIONS_PER_USER": _int("PORTAL_MAX_SESSIONS_PER_USER", 10),
         "PORTAL_FILES_MAX_PUT": _int("PORTAL_FILES_MAX_PUT", 256 * 1024 * 1024),

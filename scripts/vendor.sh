@@ -53,7 +53,7 @@ node -e '
 # Build the new tree in a staging dir, then swap it in, so a failure midway
 # leaves static/vendor/ as it was.
 STAGE="$TMP/stage"
-mkdir -p "$STAGE/htmx" "$STAGE/xterm" "$STAGE/asciinema-player" "$STAGE/swagger-ui"
+mkdir -p "$STAGE/htmx" "$STAGE/xterm" "$STAGE/asciinema-player" "$STAGE/swagger-ui" "$STAGE/simplewebauthn"
 
 # htmx: the minified browser build, defines window.htmx.
 cp "$NM/htmx.org/dist/htmx.min.js" "$STAGE/htmx/htmx.min.js"
@@ -99,10 +99,16 @@ for f in swagger-ui-bundle.js swagger-ui.css LICENSE NOTICE; do
 done
 cp "$NM/swagger-ui-dist/swagger-ui-bundle.js.LICENSE.txt" "$STAGE/swagger-ui/THIRD-PARTY-LICENSES"
 
-for d in htmx xterm asciinema-player swagger-ui; do
+# @simplewebauthn/browser: the minified UMD bundle (passkey ceremonies on the MFA, sign-in
+# and step-up pages), defines window.SimpleWebAuthnBrowser. No runtime dependencies.
+cp "$NM/@simplewebauthn/browser/dist/bundle/index.umd.min.js" "$STAGE/simplewebauthn/index.umd.min.js"
+cp "$NM/@simplewebauthn/browser/LICENSE.md" "$STAGE/simplewebauthn/LICENSE.md"
+
+for d in htmx xterm asciinema-player swagger-ui simplewebauthn; do
   rm -rf "$VENDOR/$d"
   cp -R "$STAGE/$d" "$VENDOR/$d"
 done
-chmod -R u=rwX,go=rX "$VENDOR/htmx" "$VENDOR/xterm" "$VENDOR/asciinema-player" "$VENDOR/swagger-ui"
+chmod -R u=rwX,go=rX "$VENDOR/htmx" "$VENDOR/xterm" "$VENDOR/asciinema-player" "$VENDOR/swagger-ui" \
+  "$VENDOR/simplewebauthn"
 
 echo "vendor.sh: static/vendor re-created from $(node -p 'Object.entries(require(process.argv[1]).dependencies).map(([n,v])=>n+"@"+v).join(", ")' "$PINS")"

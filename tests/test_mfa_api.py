@@ -39,7 +39,7 @@ def test_enrol_gives_otpauth_uri_and_ten_codes_and_secret_is_never_shown_again(
     user, secret, codes = enrolled
     assert len(codes) == 10 and len(set(codes)) == 10
     status = client.get("/api/profile/mfa", headers=auth(user)).get_json()
-    assert status == {"totp": True, "recovery_codes_left": 10, "required": False}
+    assert status == {"totp": True, "passkeys": 0, "recovery_codes_left": 10, "required": False}
     for path in ("/api/profile", "/api/profile/mfa"):
         assert secret not in client.get(path, headers=auth(user)).get_data(as_text=True)
     # a second enrolment while one is active is refused

@@ -1,5 +1,6 @@
-"""Second factor: TOTP (pyotp) and single-use recovery codes. Enrolment, verification with a
-per-account failure limit, removal and regeneration (both need the password again).
+"""Second factor: TOTP (pyotp), single-use recovery codes and passkeys (portal/accounts/
+passkeys.py). Enrolment, verification with a per-account failure limit, removal and
+regeneration (both need the password, or a passkey, again).
 Every event is sent as `signals.mfa_event`; services flush, callers commit."""
 
 from __future__ import annotations
@@ -59,9 +60,16 @@ def totp_factor(user: User) -> TotpFactor | None:
     return db.session.get(TotpFactor, user.id)
 
 
-def has_factor(user: User) -> bool:
+def has_totp(user: User) -> bool:
     row = totp_factor(user)
     return row is not None and row.confirmed_at is not None
+
+
+def has_factor(user: User) -> bool:
+    """An authenticator app or at least one passkey."""
+    from portal.accounts import passkeys
+
+    return has_totp(user) or passkeys.has_passkey(user)
 
 
 def required_for_everyone() -> bool:
@@ -91,6 +99,10 @@ def begin_totp(user: User) -> dict:
     row = totp_factor(user)
     if row is not None and row.confirmed_at is not None:
         raise Conflict("an authenticator app is already set up; remove it first")
+    if passkeys_only(user):
+        from portal.accounts import stepup
+
+        stepup.require(user, "totp.add")  # adding a factor beside a passkey: as for a passkey
     secret = pyotp.random_base32()
     if row is None:
         row = TotpFactor(user_id=user.id, secret_enc=vault.encrypt(secret))
@@ -126,7 +138,7 @@ def confirm_totp(user: User, code) -> list[str]:
     row = totp_factor(user)
     if row is None or row.confirmed_at is not None:
         raise Conflict("no pending authenticator app to confirm; start again")
-    _check_throttle(user)
+    check_throttle(user)
     step = _match_totp(row, code)
     if step is None:
         _fail(user, "totp")
@@ -134,7 +146,7 @@ def confirm_totp(user: User, code) -> list[str]:
     row.last_step = step
     row.confirmed_at = utcnow()
     codes = _new_recovery_codes(user)
-    _clear_throttle(user)
+    clear_throttle(user)
     _event(user, "totp_enrolled", "totp")
     return codes
 
@@ -157,10 +169,36 @@ def recovery_codes_left(user: User) -> int:
     return len(rows)
 
 
+def passkeys_only(user: User) -> bool:
+    return not has_totp(user) and has_factor(user)
+
+
+def check_reauth(user: User, password=None, passkey=None) -> None:
+    """The password again, or (`passkey`: an assertion for a "reauth" check) a passkey of
+    the account. Wrong -> ValidationError on the `password` field."""
+    from portal.accounts import passkeys as passkey_service
+
+    assertion = passkey_service.parse_assertion(passkey)
+    if assertion is not None:
+        try:
+            passkey_service.finish_authentication(assertion, "reauth", user)
+        except AuthenticationRequired as err:
+            raise ValidationError(err.message, field="password") from None
+        return
+    _check_password(user, password)
+
+
+def drop_orphan_recovery_codes(user: User) -> None:
+    """Recovery codes stand in for a factor; with no factor left they go too."""
+    if not has_factor(user):
+        db.session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
+        db.session.flush()
+
+
 def _check_password(user: User, password) -> None:
     from portal.accounts.users import verify_password
 
-    if not user.password_hash and has_factor(user):
+    if not user.password_hash and has_totp(user):
         # An OAuth-only account has no password: a fresh code from its app stands in for it.
         try:
             verify_code(user, password, purpose="re-authentication")
@@ -172,21 +210,21 @@ def _check_password(user: User, password) -> None:
         raise ValidationError("the password is wrong", field="password")
 
 
-def remove_totp(user: User, password) -> None:
-    _check_password(user, password)
+def remove_totp(user: User, password, passkey=None) -> None:
+    check_reauth(user, password, passkey)
     row = totp_factor(user)
     if row is None:
         raise Conflict("no authenticator app is set up")
     db.session.delete(row)
-    db.session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
     db.session.flush()
+    drop_orphan_recovery_codes(user)  # kept while a passkey is left
     _event(user, "totp_removed", "totp")
 
 
-def regenerate_recovery_codes(user: User, password) -> list[str]:
-    _check_password(user, password)
+def regenerate_recovery_codes(user: User, password, passkey=None) -> list[str]:
+    check_reauth(user, password, passkey)
     if not has_factor(user):
-        raise Conflict("set up an authenticator app first")
+        raise Conflict("set up an authenticator app or a passkey first")
     codes = _new_recovery_codes(user)
     _event(user, "recovery_regenerated", "recovery")
     return codes
@@ -201,9 +239,12 @@ def reset_factors(actor: User, user: User) -> None:
     from portal.accounts import stepup
 
     stepup.require(actor, "user.mfa_reset")
+    from portal.accounts import passkeys
+
     row = totp_factor(user)
     if row is not None:
         db.session.delete(row)
+    passkeys.remove_all(user)
     db.session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
     db.session.flush()
     _event(user, "factors_reset", None, actor=actor)
@@ -238,7 +279,7 @@ def _throttle(user: User) -> MfaThrottle:
     return row
 
 
-def _check_throttle(user: User) -> None:
+def check_throttle(user: User) -> None:
     row = db.session.get(MfaThrottle, user.id)
     if row is None:
         return
@@ -251,15 +292,18 @@ def _check_throttle(user: User) -> None:
         raise TooManyAttempts()
 
 
-def _fail(user: User, method: str | None) -> None:
+def count_failure(user: User, method: str | None, **details) -> None:
     row = _throttle(user)
     row.failures = (row.failures or 0) + 1
     db.session.flush()
-    _event(user, "failed", method)
+    _event(user, "failed", method, **details)
     db.commit_now("a wrong second-factor code counts against the account although it fails")
 
 
-def _clear_throttle(user: User) -> None:
+_fail = count_failure
+
+
+def clear_throttle(user: User) -> None:
     row = db.session.get(MfaThrottle, user.id)
     if row is not None:
         row.failures = 0
@@ -280,10 +324,11 @@ def verify(user: User, totp=None, recovery_code=None, purpose: str = "sign-in") 
     The failure counter is flushed so the caller can commit it even though it refuses."""
     if not totp and not recovery_code:
         raise AuthenticationRequired(
-            "a second factor is required: send `totp` (the 6-digit code) or `recovery_code`",
+            "a second factor is required: send `totp` (the 6-digit code) or `recovery_code`, "
+            "or sign in with a passkey (POST /api/auth/passkey)",
             mfa_required=True,
         )
-    _check_throttle(user)
+    check_throttle(user)
     if totp:
         row = totp_factor(user)
         step = _match_totp(row, totp) if row is not None and row.confirmed_at else None
@@ -312,7 +357,7 @@ def verify(user: User, totp=None, recovery_code=None, purpose: str = "sign-in") 
             )
         rc.used_at = utcnow()
         method = "recovery"
-    _clear_throttle(user)
+    clear_throttle(user)
     db.session.flush()
     _event(user, "used", method, purpose=purpose)
     return method

@@ -1,5 +1,7 @@
 """HTML face of the second factor: the sign-in step after the password (or OAuth), and the
-"Two-step sign-in" page of the profile. Routes hang on the accounts blueprint."""
+"Two-step sign-in" page of the profile (authenticator app, recovery codes, passkeys). Routes
+hang on the accounts blueprint. The passkey ceremonies themselves run in static/js/passkeys.js
+against the JSON routes in mfa_api.py."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import time
 from flask import flash, g, redirect, render_template, request, session, url_for
 from flask_login import login_user
 
-from portal.accounts import mfa, stepup
+from portal.accounts import mfa, passkeys, stepup
 from portal.accounts.api import auth_limit
 from portal.accounts.models import User
 from portal.accounts.views import _home, bp
@@ -39,7 +41,26 @@ def finish_sign_in(user: User, remember: bool, nxt: str | None, status: int = 30
     return redirect(safe_next(nxt, _home()), status)
 
 
-def _pending_user() -> tuple[User | None, dict]:
+def complete_mfa_sign_in(user: User, pending: dict) -> str:
+    """The second factor passed for a half-signed-in user: sign the browser in. Returns where
+    to go next."""
+    session.pop("mfa_pending", None)
+    login_user(user, remember=pending["remember"])
+    session.permanent = True
+    stepup.mark_fresh()
+    return safe_next(pending["next"], _home())
+
+
+def passwordless_sign_in(user: User, nxt: str | None = None) -> str:
+    """A passkey alone (discoverable, user verified) signed this browser in."""
+    session.pop("mfa_pending", None)
+    login_user(user)
+    session.permanent = True
+    stepup.mark_fresh()
+    return safe_next(nxt, _home())
+
+
+def pending_user() -> tuple[User | None, dict]:
     pending = session.get("mfa_pending")
     if not isinstance(pending, dict) or time.time() - pending.get("at", 0) > PENDING_TTL:
         session.pop("mfa_pending", None)
@@ -54,7 +75,7 @@ def _pending_user() -> tuple[User | None, dict]:
 @bp.route("/login/mfa", methods=["GET", "POST"])
 @limiter.limit(auth_limit, methods=["POST"])
 def login_mfa():
-    user, pending = _pending_user()
+    user, pending = pending_user()
     if user is None:
         flash("Sign in again: the second step expired.", "error")
         return redirect(url_for("accounts.login"))
@@ -63,15 +84,19 @@ def login_mfa():
             mfa.verify_code(user, request.form.get("code"))
         except PortalError as err:
             errors = {"code": err.message}
-            return render_template("accounts/login_mfa.html", errors=errors, form={}), (
-                429 if err.status == 429 else 401
-            )
-        session.pop("mfa_pending", None)
-        login_user(user, remember=pending["remember"])
-        session.permanent = True
-        session["mfa_at"] = int(time.time())
-        return redirect(safe_next(pending["next"], _home()), 303)
-    return render_template("accounts/login_mfa.html", errors={}, form={})
+            return _login_mfa_page(user, errors), (429 if err.status == 429 else 401)
+        return redirect(complete_mfa_sign_in(user, pending), 303)
+    return _login_mfa_page(user, {})
+
+
+def _login_mfa_page(user: User, errors: dict):
+    return render_template(
+        "accounts/login_mfa.html",
+        errors=errors,
+        form={},
+        passkey=passkeys.has_passkey(user),
+        codes=mfa.has_totp(user) or mfa.recovery_codes_left(user) > 0,
+    )
 
 
 # ---------------------------------------------------------------- profile: two-step sign-in
@@ -80,13 +105,17 @@ def login_mfa():
 def _page(status: int = 200, errors: dict | None = None, **ctx):
     user = g.user
     uri = ctx.pop("uri", None) or mfa.pending_uri(user)
-    if uri and not mfa.has_factor(user):
+    if uri and not mfa.has_totp(user):
         ctx.setdefault("qr", mfa.qr_svg(uri))
         ctx.setdefault("secret", mfa.secret_of_uri(uri))
+    keys = passkeys.user_passkeys(user)
     return render_template(
         "accounts/mfa.html",
         user=user,
-        enrolled=mfa.has_factor(user),
+        enrolled=mfa.has_totp(user),
+        any_factor=mfa.has_factor(user),
+        passkeys=keys,
+        has_password=bool(user.password_hash),
         codes_left=mfa.recovery_codes_left(user),
         required=mfa.required_for_everyone(),
         errors=errors or {},
@@ -105,6 +134,8 @@ def profile_mfa():
 def profile_mfa_begin():
     try:
         started = mfa.begin_totp(g.user)
+    except stepup.StepUpRequired:  # beside a passkey: the prompt, then this form again
+        raise
     except PortalError as err:
         return _page(err.status, {"_form": err.message})
     return _page(uri=started["otpauth_uri"])
@@ -117,7 +148,7 @@ def profile_mfa_confirm():
         codes = mfa.confirm_totp(g.user, request.form.get("code"))
     except PortalError as err:
         return _page(422 if err.status == 400 else err.status, {"code": err.message})
-    session["mfa_at"] = int(time.time())
+    stepup.mark_fresh()
     return _page(recovery_codes=codes)
 
 
@@ -125,7 +156,7 @@ def profile_mfa_confirm():
 @login_required
 def profile_mfa_remove():
     try:
-        mfa.remove_totp(g.user, request.form.get("password"))
+        mfa.remove_totp(g.user, request.form.get("password"), request.form.get("passkey_assertion"))
     except PortalError as err:
         return _page(422 if err.status == 400 else err.status, {"remove_password": err.message})
     flash("The authenticator app was removed.", "success")
@@ -136,10 +167,40 @@ def profile_mfa_remove():
 @login_required
 def profile_mfa_regenerate():
     try:
-        codes = mfa.regenerate_recovery_codes(g.user, request.form.get("codes_password"))
+        codes = mfa.regenerate_recovery_codes(
+            g.user, request.form.get("codes_password"), request.form.get("passkey_assertion")
+        )
     except PortalError as err:
         return _page(422 if err.status == 400 else err.status, {"codes_password": err.message})
     return _page(recovery_codes=codes)
+
+
+@bp.post("/profile/mfa/passkeys/<int:passkey_id>/rename")
+@login_required
+def profile_passkey_rename(passkey_id: int):
+    try:
+        passkeys.rename(g.user, passkey_id, request.form.get("name"))
+    except PortalError as err:
+        return _page(422 if err.status == 400 else err.status, {f"name_{passkey_id}": err.message})
+    flash("Passkey renamed.", "success")
+    return redirect(url_for("accounts.profile_mfa") + "#passkeys", 303)
+
+
+@bp.post("/profile/mfa/passkeys/<int:passkey_id>/remove")
+@login_required
+def profile_passkey_remove(passkey_id: int):
+    try:
+        passkeys.remove(
+            g.user,
+            passkey_id,
+            password=request.form.get("password"),
+            passkey=request.form.get("passkey_assertion"),
+        )
+    except PortalError as err:
+        status = 422 if err.status == 400 else err.status
+        return _page(status, {f"remove_{passkey_id}": err.message}, open_remove=passkey_id)
+    flash("The passkey was removed.", "success")
+    return redirect(url_for("accounts.profile_mfa") + "#passkeys", 303)
 
 
 # ---------------------------------------------------------------- step-up prompt
@@ -162,11 +223,26 @@ def _step_up_prompt(err: stepup.StepUpRequired):
         ctx = {"action": url_for("accounts.step_up"), "fields": [("next", request.full_path)]}
     else:
         fields = [
-            (k, v) for k, v in request.form.items(multi=True) if k not in ("csrf_token", "mfa_code")
+            (k, v)
+            for k, v in request.form.items(multi=True)
+            if k not in ("csrf_token", "mfa_code", "mfa_passkey")
         ]
         ctx = {"action": request.url, "fields": fields}
-    bad = request.form.get("mfa_code") if request.method == "POST" else None
-    return render_template("accounts/step_up.html", error=err.message if bad else None, **ctx), 401
+    bad = request.method == "POST" and (
+        request.form.get("mfa_code") or request.form.get("mfa_passkey")
+    )
+    return render_template(
+        "accounts/step_up.html",
+        error=err.message if bad else None,
+        passkey=_user_has_passkey(),
+        **ctx,
+    ), 401
+
+
+def _user_has_passkey() -> bool:
+    from flask_login import current_user
+
+    return current_user.is_authenticated and passkeys.has_passkey(current_user)
 
 
 @bp.route("/step-up", methods=["GET", "POST"])
@@ -178,11 +254,13 @@ def step_up():
         try:
             stepup.require(g.user, "page")
         except stepup.StepUpRequired as err:
+            bad = request.form.get("mfa_code") or request.form.get("mfa_passkey")
             return render_template(
                 "accounts/step_up.html",
                 action=url_for("accounts.step_up"),
                 fields=[("next", nxt or "")],
-                error=err.message if request.form.get("mfa_code") else None,
+                error=err.message if bad else None,
+                passkey=_user_has_passkey(),
             ), 401
         return redirect(safe_next(nxt, _home()), 303)
     return render_template(
@@ -190,6 +268,7 @@ def step_up():
         action=url_for("accounts.step_up"),
         fields=[("next", nxt or "")],
         error=None,
+        passkey=_user_has_passkey(),
     )
 
 

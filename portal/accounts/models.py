@@ -5,7 +5,18 @@ from __future__ import annotations
 import datetime as dt
 
 from flask import url_for
-from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, UniqueConstraint, false, true
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+    true,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.db import Base, UTCDateTime, iso, utcnow
@@ -205,3 +216,48 @@ class MfaThrottle(Base):
     )
     failures: Mapped[int] = mapped_column(Integer, default=0)
     window_start: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Passkey(Base):
+    """A WebAuthn credential (passkey or security key) of a user. Only the public key is
+    stored; `sign_count` is the authenticator's counter at its last use (an assertion that
+    does not move it forward is refused, unless the authenticator never counts: 0 and 0)."""
+
+    __tablename__ = "passkeys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    # base64url of the credential id (as the browser sends `rawId`)
+    credential_id: Mapped[str] = mapped_column(String(1400), unique=True)
+    public_key: Mapped[bytes] = mapped_column(LargeBinary)
+    sign_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    transports: Mapped[str] = mapped_column(String(200), default="")  # comma-separated
+    # WebAuthn user.id (base64url, random, the same for all of a user's passkeys): a
+    # discoverable credential returns it at passwordless sign-in.
+    user_handle: Mapped[str] = mapped_column(String(100))
+    name: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "transports": [t for t in (self.transports or "").split(",") if t],
+            "created_at": iso(self.created_at),
+            "last_used_at": iso(self.last_used_at),
+        }
+
+
+class WebauthnChallenge(Base):
+    """A pending WebAuthn ceremony. The browser session holds its id; verifying deletes the
+    row first, so a challenge works once (a replayed cookie finds nothing) and only until
+    `expires_at`."""
+
+    __tablename__ = "webauthn_challenges"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    challenge: Mapped[str] = mapped_column(String(128))  # base64url
+    purpose: Mapped[str] = mapped_column(String(16))  # register | mfa | login | step-up | reauth
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)

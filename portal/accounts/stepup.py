@@ -1,7 +1,8 @@
 """Step-up: a fresh second-factor check before a risky action. The one rule every service
 calls (`require`). Freshness belongs to the credential: the browser session's `mfa_at`, or
 the JWT's `mfa_at` claim; otherwise the request itself may carry a code (`totp` /
-`recovery_code` in a JSON body, `mfa_code` in a form, or the `X-MFA-Code` header)."""
+`recovery_code` in a JSON body, `mfa_code` in a form, or the `X-MFA-Code` header), or a passkey
+assertion for a "step-up" check (`passkey` in a JSON body, `mfa_passkey` in a form)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from flask import current_app, g, has_request_context, request, session
 from portal import signals
 from portal.accounts import mfa
 from portal.accounts.models import User
-from portal.errors import AuthenticationRequired
+from portal.errors import AuthenticationRequired, PortalError
 
 
 class StepUpRequired(AuthenticationRequired):
@@ -57,6 +58,23 @@ def offered_code() -> tuple[str | None, str | None]:
     return None, None
 
 
+def offered_passkey():
+    """A passkey assertion offered with this request (an object), if any."""
+    from portal.accounts import passkeys
+
+    value = None
+    if request.is_json:
+        data = request.get_json(silent=True)
+        if isinstance(data, dict):
+            value = data.get("passkey")
+    elif request.form:
+        value = request.form.get("mfa_passkey")
+    try:
+        return passkeys.parse_assertion(value)
+    except PortalError:
+        return None
+
+
 def require_terminal_rights(user: User) -> None:
     """An API key made without terminal rights may call the API but never open a terminal
     (through `?token=`, `X-API-Key` or a ticket asked for with it)."""
@@ -68,6 +86,11 @@ def require_terminal_rights(user: User) -> None:
     key = request.headers.get("X-API-Key") or _bearer() or request.args.get("token") or ""
     if key.startswith(tokens.API_KEY_PREFIX) and not user.api_key_terminal:
         raise AccessDenied("this API key was made without terminal rights")
+
+
+def mark_fresh() -> None:
+    """This browser session passed a second factor just now."""
+    session["mfa_at"] = int(time.time())
 
 
 def applies_to(user: User) -> bool:
@@ -91,22 +114,29 @@ def require(user: User, action: str) -> None:
             step_up_required=True,
         )
     totp, rc = offered_code()
-    if not totp and not rc:
+    assertion = offered_passkey() if not totp and not rc else None
+    if not totp and not rc and assertion is None:
         raise StepUpRequired(step_up_required=True, action=action)
     try:
-        method = mfa.verify(user, totp=totp, recovery_code=rc, purpose=f"step-up: {action}")
+        if assertion is not None:
+            from portal.accounts import passkeys
+
+            passkeys.finish_authentication(assertion, "step-up", user)
+            method = "passkey"
+        else:
+            method = mfa.verify(user, totp=totp, recovery_code=rc, purpose=f"step-up: {action}")
     except AuthenticationRequired as err:
         signals.send(
             signals.mfa_event,
             user=user,
             action="step_up_failed",
-            method="recovery" if rc else "totp",
+            method="passkey" if assertion is not None else ("recovery" if rc else "totp"),
             actor=user,
             details={"for": action},
         )
         raise StepUpRequired(err.message, step_up_required=True, action=action) from None
     if not _bearer() and not request.headers.get("X-API-Key"):
-        session["mfa_at"] = int(time.time())  # the browser stays fresh for the next minutes
+        mark_fresh()  # the browser stays fresh for the next minutes
     signals.send(
         signals.mfa_event,
         user=user,

@@ -44,6 +44,11 @@ USER_REF = obj({"user": {"type": ["string", "integer"]}}, required=("user",))
 ROLE = {"type": "string", "enum": ["viewer", "operator", "admin"]}
 ISSUE_BODY = obj({"title": S, "body": S, "tags": {"type": ["array", "string"]}})
 RATE = (429,)
+PASSKEY = obj(
+    {"id": I, "name": S, "transports": arr(S), "created_at": S, "last_used_at": S},
+    required=("id", "name"),
+)
+WEBAUTHN_OPTIONS = obj({"options": OBJ}, required=("options",))
 
 A, U, M, T, D, C, H = ("auth", "users", "machines", "terminal", "dashboard", "community", "health")
 
@@ -521,9 +526,9 @@ PATHS: dict[str, dict[str, dict]] = {
     "/api/profile/mfa/totp": {
         "POST": op("Start enrolling an authenticator app", U, ok=201, errors=(409,)),
         "DELETE": op(
-            "Remove the authenticator app (password again)",
+            "Remove the authenticator app (password again, or a `reauth` passkey assertion)",
             U,
-            body=obj({"password": S}),
+            body=obj({"password": S, "passkey": OBJ}),
             errors=(400,) + RATE,
         ),
     },
@@ -537,9 +542,9 @@ PATHS: dict[str, dict[str, dict]] = {
     },
     "/api/profile/mfa/recovery-codes": {
         "POST": op(
-            "New recovery codes (the old ones die)",
+            "New recovery codes (the old ones die; password or a `reauth` passkey assertion)",
             U,
-            body=obj({"password": S}),
+            body=obj({"password": S, "passkey": OBJ}),
             errors=(400, 409) + RATE,
         )
     },
@@ -552,6 +557,85 @@ PATHS: dict[str, dict[str, dict]] = {
             U,
             body=obj({"required": B}, ("required",)),
             errors=(403,),
+        )
+    },
+    # ---------------------------------------------------------------- passkeys (WebAuthn)
+    "/api/profile/mfa/passkeys": {
+        "GET": op("The caller's passkeys", U, out=obj({"passkeys": arr(PASSKEY)}, ("passkeys",))),
+        "POST": op(
+            "Register a passkey: the browser's answer to the options",
+            U,
+            ok=201,
+            out=obj({"passkey": PASSKEY}, ("passkey",)),
+            body=obj({"credential": OBJ, "name": S}, ("credential",)),
+            errors=(401, 409),
+            description="`credential` is the RegistrationResponseJSON of "
+            "`navigator.credentials.create()` (as @simplewebauthn/browser returns it). The "
+            "challenge of the options works once and for PORTAL_WEBAUTHN_TIMEOUT seconds.",
+        ),
+    },
+    "/api/profile/mfa/passkeys/options": {
+        "POST": op(
+            "Start registering a passkey (PublicKeyCredentialCreationOptionsJSON)",
+            U,
+            out=WEBAUTHN_OPTIONS,
+            errors=(401, 409),
+            description="Adding a factor to an account that has one needs a step-up "
+            "(401 `step_up_required`).",
+        )
+    },
+    "/api/profile/mfa/passkeys/<int:passkey_id>": {
+        "PATCH": op(
+            "Rename a passkey",
+            U,
+            out=obj({"passkey": PASSKEY}, ("passkey",)),
+            body=obj({"name": S}, ("name",)),
+            errors=(404,),
+        ),
+        "DELETE": op(
+            "Remove a passkey (the password again, or a `reauth` passkey assertion)",
+            U,
+            body=obj({"password": S, "passkey": OBJ}),
+            errors=(404,) + RATE,
+        ),
+    },
+    "/api/auth/passkey/options": {
+        "POST": op(
+            "Start a passkey check (PublicKeyCredentialRequestOptionsJSON)",
+            A,
+            out=WEBAUTHN_OPTIONS,
+            public=True,
+            body=obj(
+                {"purpose": {"type": "string", "enum": ["login", "mfa", "step-up", "reauth"]}}
+            ),
+            errors=(401, 409) + RATE,
+            description="`login`: passwordless sign-in with a discoverable passkey (anyone); "
+            "`mfa`: the second step of this browser's password sign-in; `step-up` / `reauth`: "
+            "the caller's own passkeys (send the answer as `passkey` with the request it "
+            "guards). The challenge is kept server-side, bound to this session, and works "
+            "once.",
+        )
+    },
+    "/api/auth/passkey": {
+        "POST": op(
+            "Finish a passkey sign-in (`login` or `mfa`)",
+            A,
+            out=obj({"user": OBJ, "redirect": S, "token": S, "refresh_token": S}),
+            public=True,
+            body=obj(
+                {
+                    "purpose": {"type": "string", "enum": ["login", "mfa"]},
+                    "credential": OBJ,
+                    "tokens": B,
+                    "next": S,
+                },
+                ("credential",),
+            ),
+            errors=(401, 403) + RATE,
+            description="Signs this browser session in. `tokens: true` also answers a JWT "
+            "pair whose access token carries `mfa_at`. Refused (401 `passkey_refused`): "
+            "another origin or RP id, a reused or expired challenge, a sign count that did "
+            "not move forward, an unknown passkey.",
         )
     },
     # ---------------------------------------------------------------- audit log
