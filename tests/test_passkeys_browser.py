@@ -21,6 +21,7 @@ import requests
 from playwright.sync_api import expect
 
 from tests.conftest import PASSWORD
+from tests.fixtures.browser import age_session
 
 SHOTS = os.environ.get("PORTAL_SHOTS_DIR")  # set to save screenshots for a human to look at
 VENDOR_JS = os.path.join(
@@ -90,17 +91,6 @@ def register(page, base, name: str):
     page.fill("#f-passkey-name", name)
     page.click("#passkey-add button[type=submit]")
     expect(page.locator(".passkey-name", has_text=name)).to_be_visible()
-
-
-def age_session(ctx, app, base, seconds: int) -> None:
-    """Move this browser's last second-factor check `seconds` into the past (the session
-    cookie re-signed with the app's own serializer), as if it signed in that long ago."""
-    serializer = app.session_interface.get_signing_serializer(app)
-    cookie = next(c for c in ctx.cookies(base) if c["name"] == app.config["SESSION_COOKIE_NAME"])
-    data = serializer.loads(cookie["value"])
-    assert "mfa_at" in data
-    data["mfa_at"] -= seconds
-    ctx.add_cookies([{**cookie, "value": serializer.dumps(data)}])
 
 
 def sign_out(ctx, page, base):
