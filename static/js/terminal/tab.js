@@ -204,6 +204,8 @@ export class Tab {
     this.restored = false;
     this.app.saveTabs();
     this.sendResize(true);
+    // Typed once into a new shell (the files drawer's "open a terminal here": `cd -- '<path>'`).
+    if (this.initialInput && !msg.resumed) { this.send(this.initialInput); this.initialInput = null; }
     if (this === this.app.active && !this.app.touchLike) term.focus();
   }
 
