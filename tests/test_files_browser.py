@@ -157,15 +157,20 @@ def test_drawer_browses_uploads_and_manages(box, folder, sshd_user, page):
     page.uncheck("[data-role=files-hidden]")
     row(page, ".hidden-file").wait_for(state="detached")
 
-    # upload with the file picker (tus): listed, on the machine's disk, the right bytes
+    # upload several files with the file picker (tus; three at a time, the rest wait):
+    # listed, on the machine's disk, the right bytes
     data = secrets.token_bytes(300_000)
+    extra = {f"m{i}.txt": secrets.token_bytes(1000 + i) for i in range(4)}
     page.set_input_files(
         "[data-role=files-input]",
-        files=[{"name": "up.bin", "mimeType": "application/octet-stream", "buffer": data}],
+        files=[{"name": "up.bin", "mimeType": "application/octet-stream", "buffer": data}]
+        + [{"name": n, "mimeType": "text/plain", "buffer": b} for n, b in extra.items()],
     )
-    page.locator(".files-upload[data-upload-name='up.bin'][data-state=done]").wait_for()
-    row(page, "up.bin").wait_for()
+    for name in ["up.bin", *extra]:
+        page.locator(f".files-upload[data-upload-name='{name}'][data-state=done]").wait_for()
+        row(page, name).wait_for()
     assert sha(os.path.join(path, "up.bin")) == hashlib.sha256(data).hexdigest()
+    assert all(read(os.path.join(path, n)) == b for n, b in extra.items())
     # the same name again: asked, "keep both" writes "up (1).bin"
     page.set_input_files(
         "[data-role=files-input]",

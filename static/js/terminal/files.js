@@ -14,6 +14,7 @@ const PAGE = 200;
 const STORE_STATE = "portal.files."; // + agent id, sessionStorage: {open, path, hidden}
 const TUS_SRC = "/static/vendor/tus-js-client/tus.min.js";
 const WRITE_ROLES = ["operator", "admin"];
+const PARALLEL = 3; // uploads running at once; the rest wait their turn
 
 function icon(kind) {
   const s = el("span", "files-icon files-icon-" + kind);
@@ -47,6 +48,8 @@ export class FilesDrawer {
     this.hidden = false;
     this.canWrite = false;
     this.uploads = []; // live and finished uploads of this page (tests read them)
+    this.queue = [];
+    this.running = 0;
     this.chunkSize = 16 * 1024 * 1024; // tus PATCH size: a proxy's body cap never bites
     this.loadSeq = 0;
     const saved = this.savedState();
@@ -678,6 +681,7 @@ export class FilesDrawer {
       }
       this.startUpload(tus, file, folder, conflict, resuming);
     }
+    this.showUnfinished(); // those now continuing leave the list
   }
 
   async previousUpload(tus, folder, file) {
@@ -746,8 +750,9 @@ export class FilesDrawer {
       onSuccess: () => {
         bar.value = bar.max;
         item.sent = file.size;
-        setState("done", "uploaded to " + shownName(folder) + (conflict === "keep" ? " (kept both)" : ""));
+        setState("done", "uploaded" + (folder !== this.path ? " to " + shownName(folder) : "") + (conflict === "keep" ? " (kept both)" : ""));
         cancel.remove();
+        release();
         setTimeout(function () { row.remove(); }, 15000);
         if (folder === this.path) this.load(this.path);
         this.showUnfinished();
@@ -759,26 +764,53 @@ export class FilesDrawer {
           try { text = JSON.parse(resp.getBody()).error || text; } catch (e) { /* not JSON */ }
         }
         setState("failed", "failed: " + text);
+        release();
         if (!resp || resp.getStatus() >= 500) row.appendChild(retry);
       }
     });
     // After the retries ran out (a long outage): continue by hand, from the machine's offset.
     const retry = button("term-btn files-retry", "Retry", null, "Continue uploading " + shownName(file.name));
-    retry.addEventListener("click", () => { retry.remove(); setState("resuming", "resuming\u2026"); upload.start(); });
+    retry.addEventListener("click", () => { retry.remove(); setState("queued", "waiting\u2026"); this.enqueue(item); });
     item.upload = upload;
+    const release = () => {
+      if (!item.running) return;
+      item.running = false;
+      this.running--;
+      this.pump();
+    };
+    item.begin = () => {
+      item.running = true;
+      this.running++;
+      setState(item.resume ? "resuming" : "starting", item.resume ? "resuming\u2026" : "starting\u2026");
+      upload.start();
+    };
     cancel.addEventListener("click", () => {
       if (item.state === "failed") { row.remove(); return; } // dismiss
+      const queued = this.queue.indexOf(item);
+      if (queued >= 0) this.queue.splice(queued, 1);
       setState("cancelled", "cancelled");
       cancel.remove();
+      release();
       upload.abort(true).catch(function () { /* the server forgets it when it expires */ });
       setTimeout(function () { row.remove(); }, 4000);
     });
     if (previous) {
       upload.resumeFromPreviousUpload(previous);
-      setState("resuming", "resuming\u2026");
+      item.resume = true;
+      item.url = previous.uploadUrl;
     }
-    upload.start();
+    setState("queued", "waiting\u2026");
+    this.enqueue(item);
     return item;
+  }
+
+  enqueue(item) {
+    this.queue.push(item);
+    this.pump();
+  }
+
+  pump() {
+    while (this.running < PARALLEL && this.queue.length) this.queue.shift().begin();
   }
 
   // Uploads a reload interrupted (tus keeps them in localStorage): pick the file again to
@@ -790,7 +822,7 @@ export class FilesDrawer {
     try { tus = await this.tus(); } catch (e) { return; }
     let list = [];
     try { list = await tus.defaultOptions.urlStorage.findAllUploads(); } catch (e) { list = []; }
-    const live = this.uploads.filter(function (u) { return u.state === "uploading" || u.state === "starting" || u.state === "resuming"; })
+    const live = this.uploads.filter(function (u) { return ["uploading", "starting", "resuming", "queued"].indexOf(u.state) >= 0; })
       .map(function (u) { return u.url; });
     const mine = list.filter((u) => u.urlStorageKey && u.urlStorageKey.indexOf("portal-tus\u0000" + this.agentId + "\u0000") >= 0 && live.indexOf(u.uploadUrl) < 0);
     this.unfinishedEl.textContent = "";
