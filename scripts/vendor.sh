@@ -53,7 +53,8 @@ node -e '
 # Build the new tree in a staging dir, then swap it in, so a failure midway
 # leaves static/vendor/ as it was.
 STAGE="$TMP/stage"
-mkdir -p "$STAGE/htmx" "$STAGE/xterm" "$STAGE/asciinema-player" "$STAGE/swagger-ui" "$STAGE/simplewebauthn"
+mkdir -p "$STAGE/htmx" "$STAGE/xterm" "$STAGE/asciinema-player" "$STAGE/swagger-ui" \
+  "$STAGE/simplewebauthn" "$STAGE/tus-js-client" "$STAGE/codemirror"
 
 # htmx: the minified browser build, defines window.htmx.
 cp "$NM/htmx.org/dist/htmx.min.js" "$STAGE/htmx/htmx.min.js"
@@ -92,6 +93,39 @@ cp "$NM/asciinema-player/LICENSE" "$STAGE/asciinema-player/LICENSE"
   done
 } > "$STAGE/asciinema-player/THIRD-PARTY-LICENSES"
 
+# tus-js-client: the browserify bundle (resumable uploads for the files drawer), defines
+# window.tus. Its browser dependencies are compiled in: ship their licences too (buffer,
+# base64-js and ieee754 come from browserify's Node shims, fetched at the versions below).
+cp "$NM/tus-js-client/dist/tus.min.js" "$STAGE/tus-js-client/tus.min.js"
+cp "$NM/tus-js-client/LICENSE" "$STAGE/tus-js-client/LICENSE"
+(
+  cd "$TMP"
+  for shim in buffer@5.7.1 base64-js@1.5.1 ieee754@1.2.1; do
+    npm pack "$shim" --loglevel=error >/dev/null
+    mkdir -p "shim-${shim%@*}" && tar xzf "${shim%@*}-${shim#*@}.tgz" -C "shim-${shim%@*}"
+  done
+)
+{
+  echo "Licences of third-party code compiled into tus.min.js (tus-js-client's browser bundle)."
+  for dep in js-base64 url-parse querystringify requires-port buffer base64-js ieee754; do
+    if [ -d "$TMP/shim-$dep" ]; then dir="$TMP/shim-$dep/package"; else dir="$NM/$dep"; fi
+    lic="$(ls "$dir"/LICENSE* "$dir"/LICENCE* 2>/dev/null | head -1 || true)"
+    [ -n "$lic" ] || { echo "vendor.sh: no LICENSE for $dep" >&2; exit 1; }
+    echo
+    echo "================================================================"
+    echo "$dep $(node -p 'require(process.argv[1]).version' "$dir/package.json")"
+    echo "================================================================"
+    echo
+    cat "$lic"
+  done
+} > "$STAGE/tus-js-client/THIRD-PARTY-LICENSES"
+
+# CodeMirror 5: the single-file browser build (CodeMirror 6 has no such bundle), defines
+# window.CodeMirror. The editor in the files drawer; no language modes.
+cp "$NM/codemirror/lib/codemirror.js" "$STAGE/codemirror/codemirror.js"
+cp "$NM/codemirror/lib/codemirror.css" "$STAGE/codemirror/codemirror.css"
+cp "$NM/codemirror/LICENSE" "$STAGE/codemirror/LICENSE"
+
 # Swap in: replace only the generated folders; keep README.md and package.json.
 # swagger-ui-dist: the /api/docs page (bundle + CSS; the initializer is our static/js/api-docs.js).
 for f in swagger-ui-bundle.js swagger-ui.css LICENSE NOTICE; do
@@ -104,11 +138,11 @@ cp "$NM/swagger-ui-dist/swagger-ui-bundle.js.LICENSE.txt" "$STAGE/swagger-ui/THI
 cp "$NM/@simplewebauthn/browser/dist/bundle/index.umd.min.js" "$STAGE/simplewebauthn/index.umd.min.js"
 cp "$NM/@simplewebauthn/browser/LICENSE.md" "$STAGE/simplewebauthn/LICENSE.md"
 
-for d in htmx xterm asciinema-player swagger-ui simplewebauthn; do
+for d in htmx xterm asciinema-player swagger-ui simplewebauthn tus-js-client codemirror; do
   rm -rf "$VENDOR/$d"
   cp -R "$STAGE/$d" "$VENDOR/$d"
 done
 chmod -R u=rwX,go=rX "$VENDOR/htmx" "$VENDOR/xterm" "$VENDOR/asciinema-player" "$VENDOR/swagger-ui" \
-  "$VENDOR/simplewebauthn"
+  "$VENDOR/simplewebauthn" "$VENDOR/tus-js-client" "$VENDOR/codemirror"
 
 echo "vendor.sh: static/vendor re-created from $(node -p 'Object.entries(require(process.argv[1]).dependencies).map(([n,v])=>n+"@"+v).join(", ")' "$PINS")"

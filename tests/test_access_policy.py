@@ -37,6 +37,7 @@ ROUTES: dict[tuple[str, str], tuple[str, dict | None]] = {
     ("machines.delete", "POST"): ("delete", {}),
     ("terminal.page", "GET"): ("open_terminal", {}),
     ("files.transfers", "GET"): ("browse_files", {}),
+    ("files.page", "GET"): ("browse_files", {}),
     # JSON face
     ("machines_api.detail", "GET"): ("view", {}),
     ("machines_api.by_id", "GET"): ("view", {}),

@@ -146,6 +146,12 @@ def _entry(name: str, attrs: paramiko.SFTPAttributes) -> dict:
     }
 
 
+def page_role(user, machine: Machine) -> str:
+    """The caller's role, when they may browse the machine's files (the files page hides
+    what the role cannot do; each call below checks again)."""
+    return require(user, machine, "browse_files")
+
+
 def list_dir(
     user, machine: Machine, path: str | None, *, hidden: bool = False, limit=200, offset=0
 ) -> dict:

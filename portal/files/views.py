@@ -1,4 +1,5 @@
-"""HTML face of files: the transfer records shown on the machine's page."""
+"""HTML face of files: the files page (the terminal drawer on its own, viewers included) and
+the transfer records shown on the machine's page."""
 
 from __future__ import annotations
 
@@ -17,3 +18,11 @@ def transfers(agent_id: str):
     machine = inventory.get_machine(g.user, agent_id)
     rows = services.transfers(g.user, machine)
     return render_template("files/_transfers.html", m=machine, transfers=rows)
+
+
+@bp.get("/machines/<agent_id>/files")
+@login_required
+def page(agent_id: str):
+    machine = inventory.get_machine(g.user, agent_id)
+    role = services.page_role(g.user, machine)
+    return render_template("files/page.html", machine=machine, role=role)

@@ -1,6 +1,7 @@
 // The terminal page: xterm.js tabs bridged to the portal's WebSocket (connection.js), the
 // toolbar (font size, theme, search, key bar), the status line, copy and paste.
 // No inline script anywhere (CSP): the page hands data over in data-* attributes.
+import { FilesDrawer } from "./files.js";
 import { Keybar } from "./keybar.js";
 import { Share } from "./share.js";
 import { onWake } from "./connection.js";
@@ -39,6 +40,7 @@ class App {
     this.renderFont();
     this.keys.init();
     this.share = new Share(this, root); // before the tabs: it hears their first frames
+    this.files = new FilesDrawer(this, root); // before the tabs: it watches each for OSC 7
     this.strip.restoreTabs();
   }
 
@@ -61,6 +63,7 @@ class App {
         case "theme": this.setTheme(this.theme === "dark" ? "light" : "dark"); break;
         case "keybar": this.keys.show(this.keys.hidden); break;
         case "search": this.toggleSearch(); break;
+        case "files": this.files.toggle(); return;
         case "status-new": if (this.active) this.active.restart(); else this.newTab({}); break;
         case "empty-new": this.newTab({}); break;
         case "pick-machine": this.strip.toggleMenu(); return;
@@ -260,6 +263,7 @@ trackViewport();
 const root = document.getElementById("term-app");
 if (root && window.Terminal) {
   const app = new App(root);
+  window.portalFiles = app.files; // the files drawer (tests and debugging)
   // For tests and debugging: the live terminals of this page.
   window.portalTerminals = {
     app: app,

@@ -356,6 +356,8 @@ export class Tab {
     this.app.saveTabs();
     this.sendResize(true);
     this.flushHeld();
+    // Typed once into a new shell (the files drawer's "open a terminal here": `cd -- '<path>'`).
+    if (this.initialInput && !msg.resumed) { this.send(this.initialInput); this.initialInput = null; }
     if (this === this.app.active && !this.app.touchLike) term.focus();
   }
 

@@ -82,6 +82,7 @@ export class TabStrip {
       session: spec.session || null,
       restored: spec.restored
     });
+    if (this.app.files) this.app.files.watchTab(tab);
     this.tabs.push(tab);
     this.tabList.insertBefore(tab.tabEl, this.addBtn);
     tab.tabEl.title = tab.agentId === this.agentId ? "" : tab.name;
