@@ -802,3 +802,18 @@ def test_losing_the_jump_host_while_the_terminal_opens_is_caught_on_registration
     assert "jump host jump" in msg
     assert wait_for(lambda: _active(live_server, inner, auth(owner)) == [], timeout=10)
     t.close()
+
+
+def test_a_live_session_s_recording_is_current_when_fetched(term_env, live_server, auth):
+    """Replaying a session that is still running: the process holding it hands what it
+    recorded so far to the file before serving it (no empty file in the first seconds)."""
+    owner, _machine, open_term = term_env
+    t = open_term()
+    sid = t.wait_control("ready")["session_id"]
+    t.run("echo live-rec-$((7*6))", r"live-rec-42")
+    r = _get(live_server, f"/api/sessions/{sid}/recording", auth(owner))
+    assert r.status_code == 200
+    lines = r.text.splitlines()
+    assert json.loads(lines[0])["version"] == 2
+    assert "live-rec-42" in "".join(json.loads(line)[2] for line in lines[1:])
+    t.close()

@@ -106,6 +106,7 @@ class Recorder:
             "env": {"TERM": (env or {}).get("TERM", "xterm-256color"), "SHELL": "/bin/sh"},
         }
         self._fh.write(json.dumps(header).encode() + b"\n")
+        self._dirty = True  # the header alone makes a valid (empty) recording: on disk soon
         _flusher.add(self)
 
     def output(self, data: bytes) -> None:

@@ -38,7 +38,20 @@ def recording_for(user, row: TerminalSession, *, download: bool = False) -> Path
     if path is None:
         raise NotFound("no recording for this session")
     signals.send(signals.recording_viewed, session_id=row.id, user=user, download=download)
+    _catch_up(row.id)
     return path
+
+
+def _catch_up(sid: str) -> None:
+    """A live session held by this process: what it recorded so far goes to the file now
+    (the flusher would hand it over within DISK_FLUSH_INTERVAL s), so a replay of a session
+    that just started is not an empty file."""
+    registry = current_app.extensions.get("portal_terminal")
+    live = registry.get(sid) if registry is not None else None
+    recorder = getattr(live, "recorder", None)
+    if recorder is not None:
+        recorder.flush()
+        recorder.flush_to_disk()
 
 
 def recording_max_bytes() -> int:
