@@ -17,6 +17,22 @@ except metadata.PackageNotFoundError:  # running from a tree that was not pip-in
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _up_to(limit: str) -> str:
+    """A regex for the decimal numbers 0..limit (leading zeros allowed, as int() allows)."""
+    n = len(limit)
+    alternatives = [rf"\d{{1,{n - 1}}}"] if n > 1 else []
+    for i, digit in enumerate(limit):  # n digits: equal to `limit` before i, below it at i
+        low = 1 if i == 0 else 0
+        if int(digit) > low:
+            alternatives.append(rf"{limit[:i]}[{low}-{int(digit) - 1}]\d{{{n - i - 1}}}")
+    alternatives.append(limit)
+    return "0*(?:" + "|".join(alternatives) + ")"
+
+
+#: The path segment of a database id: 0..2**31-1 (INTEGER in both SQLite and PostgreSQL).
+ID_REGEX = _up_to(str(2**31 - 1))
+
+
 def create_app(config: dict | None = None) -> Flask:
     instance = (
         (config or {}).get("PORTAL_INSTANCE_PATH")
@@ -86,10 +102,15 @@ def create_app(config: dict | None = None) -> Flask:
         return user
 
     # Every <int:...> in a route is a database id: bounded, so a huge number is a 404, never an
-    # overflow deep in the database driver.
+    # overflow deep in the database driver. The bound is in the regex, not only in `max`:
+    # Werkzeug matches a path against a rule's regex before it runs the converter, so with
+    # `max` alone a path like DELETE /api/community/issues/2147483648 matched the DELETE rule
+    # by regex, failed its converter, and the GET rule of the same path then made it a 405.
     from werkzeug.routing import IntegerConverter
 
     class IdConverter(IntegerConverter):
+        regex = ID_REGEX
+
         def __init__(self, map, *args, **kwargs):
             kwargs.setdefault("max", 2**31 - 1)
             super().__init__(map, *args, **kwargs)

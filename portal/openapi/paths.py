@@ -53,6 +53,10 @@ WEBAUTHN_OPTIONS = obj({"options": OBJ}, required=("options",))
 A, U, M, T, D, C, H = ("auth", "users", "machines", "terminal", "dashboard", "community", "health")
 
 
+def _header(name: str, schema: dict | None = None, required: bool = False) -> dict:
+    return {"name": name, "in": "header", "required": required, "schema": schema or S}
+
+
 F = "files"
 FILE_ERRORS = (403, 404, 409, 502, 504, 507)
 _PATH = [q("path", S, "a path on the machine (absolute, or relative to the SSH user's home)")]
@@ -126,6 +130,11 @@ FILES_PATHS: dict[str, dict[str, dict]] = {
             "tus 1.0 creation (Upload-Length, Upload-Metadata headers)",
             F,
             ok=201,
+            params=[
+                _header("Tus-Resumable", {"type": "string", "enum": ["1.0.0"]}),
+                _header("Upload-Length", {"type": "string", "pattern": "^[0-9]+$"}, True),
+                _header("Upload-Metadata"),
+            ],
             errors=FILE_ERRORS + (412, 413),
         )
     },
@@ -134,6 +143,10 @@ FILES_PATHS: dict[str, dict[str, dict]] = {
             "tus 1.0: append bytes at Upload-Offset",
             F,
             ok=204,
+            params=[
+                _header("Tus-Resumable", {"type": "string", "enum": ["1.0.0"]}),
+                _header("Upload-Offset", {"type": "string", "pattern": "^[0-9]+$"}, True),
+            ],
             errors=FILE_ERRORS + (410, 412, 415),
         ),
         "DELETE": op("tus 1.0 termination", F, ok=204, errors=FILE_ERRORS + (410, 412)),
@@ -428,7 +441,10 @@ PATHS: dict[str, dict[str, dict]] = {
                 {"name": "X-Registration-Token", "in": "header", "required": False, "schema": S},
                 q("token"),
             ],
-            errors=(401, 403, 404) + RATE,
+            # Its errors are a two-line script too (`echo "portal: ..." >&2; exit 1`): it is
+            # piped to sh, which then prints why instead of choking on JSON.
+            plain_errors=(400, 401, 403, 404),
+            errors=RATE,
         )
     },
     # ---------------------------------------------------------------- terminal
@@ -643,19 +659,20 @@ PATHS: dict[str, dict[str, dict]] = {
         "GET": op(
             "Audit events, newest first (admins: all; others: their own)",
             "audit",
-            out=obj({"events": arr(), "next_cursor": {"type": ["string", "null"]}}),
-            params=[
-                q(n)
-                for n in ("actor", "action", "machine", "result", "since", "until", "q", "cursor")
-            ]
-            + [q("limit", {"type": "integer", "minimum": 1, "maximum": 200})],
+            # The cursor is the id of the last event of the page (older ones follow).
+            out=obj({"events": arr(), "next_cursor": {"type": ["integer", "null"]}}),
+            params=[q(n) for n in ("actor", "action", "machine", "result", "since", "until", "q")]
+            + [
+                q("cursor", {"type": "integer", "minimum": 1}),
+                q("limit", {"type": "integer", "minimum": 1, "maximum": 200}),
+            ],
         )
     },
     "/api/audit/export": {
         "GET": op(
             "Audit events streamed as JSON Lines or CSV",
             "audit",
-            content_type="application/x-ndjson",
+            content_type=("application/x-ndjson", "text/csv"),
             params=[q("format", {"type": "string", "enum": ["jsonl", "csv"]})]
             + [q(n) for n in ("actor", "action", "machine", "result", "since", "until", "q")],
         )

@@ -83,10 +83,13 @@ def op(
     params: list | None = None,
     errors: tuple[int, ...] = (),
     public: bool = False,
-    content_type: str = "application/json",
+    content_type: str | tuple[str, ...] = "application/json",
+    plain_errors: tuple[int, ...] = (),
     description: str = "",
 ) -> dict:
-    """One operation. `errors` adds to the ones every operation of its kind answers."""
+    """One operation. `errors` adds to the ones every operation of its kind answers.
+    `content_type` may name several (the success body is one of them); `plain_errors` are
+    answered as text/plain instead of the JSON error (enroll.sh: its errors are a script too)."""
     operation: dict[str, Any] = {"summary": summary, "tags": [tag]}
     if description:
         operation["description"] = description
@@ -112,17 +115,24 @@ def op(
     else:
         codes |= set(AUTH_ERRORS)
     responses: dict[str, Any] = {}
+    types = (content_type,) if isinstance(content_type, str) else content_type
     if ok == 204:
         responses["204"] = {"description": "Done, no body"}
-    elif content_type == "application/json":
+    else:
         responses[str(ok)] = {
             "description": "Success",
-            "content": {content_type: {"schema": out or OBJ}},
+            "content": {
+                t: {"schema": (out or OBJ) if t == "application/json" else S} for t in types
+            },
         }
-    else:
-        responses[str(ok)] = {"description": "Success", "content": {content_type: {"schema": S}}}
-    for code in sorted(codes):
-        responses[str(code)] = {"$ref": f"#/components/responses/E{code}"}
+    for code in sorted(codes | set(plain_errors)):
+        if code in plain_errors:
+            responses[str(code)] = {
+                "description": ERRORS[code],
+                "content": {"text/plain": {"schema": S}},
+            }
+        else:
+            responses[str(code)] = {"$ref": f"#/components/responses/E{code}"}
     operation["responses"] = responses
     return operation
 
