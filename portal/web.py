@@ -193,6 +193,12 @@ CSP = (
 def init_app(app) -> None:
     login_manager.unauthorized_handler(_unauthorized)
 
+    @app.context_processor
+    def _form_limits():
+        from portal.formlimits import limits
+
+        return {"maxlen": limits()}  # maxlength attributes: the server's own limits
+
     @app.before_request
     def _csrf_for_pages():
         # One mechanism: the form field or the X-CSRFToken header (set once on <body hx-headers>).
