@@ -5,6 +5,7 @@ and checks every text field against this table."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from functools import cache
 
 
@@ -36,8 +37,22 @@ def limits() -> dict[str, int]:
         "new_password": passwords.PASSWORD_MAX,
         "current_password": users.CURRENT_PASSWORD_MAX,
         "login": users.LOGIN_MAX,
+        "user_search": users.USER_SEARCH_MAX,
         # community
         "issue_title": issues.TITLE_MAX,
         "issue_body": issues.BODY_MAX,
         "issue_search": search.SEARCH_MAX,
     }
+
+
+class FormLimits(Mapping):
+    """`limits()` as a read-only mapping that loads on first use (the template global)."""
+
+    def __getitem__(self, key: str) -> int:
+        return limits()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(limits())
+
+    def __len__(self) -> int:
+        return len(limits())

@@ -193,11 +193,10 @@ CSP = (
 def init_app(app) -> None:
     login_manager.unauthorized_handler(_unauthorized)
 
-    @app.context_processor
-    def _form_limits():
-        from portal.formlimits import limits
+    from portal.formlimits import FormLimits
 
-        return {"maxlen": limits()}  # maxlength attributes: the server's own limits
+    # maxlength attributes: the server's own limits (a global, so imported macros see it)
+    app.jinja_env.globals["maxlen"] = FormLimits()
 
     @app.before_request
     def _csrf_for_pages():

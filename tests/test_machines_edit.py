@@ -419,3 +419,23 @@ def test_pending_machine_edit_page_has_only_name_tags_sensitive(client, login, m
     assert r.status_code == 303
     row = _row(agent_id)
     assert (row["name"], row["tags"]) == ("later-2", "a")
+
+
+def test_machines_list_tells_look_alike_names_apart(client, login, make_user, make_machine):
+    alice, bob = make_user("alice"), make_user("bob", role="admin")
+    make_machine(alice, name="web", host="10.0.0.1")
+    make_machine(alice, name="WEB", host="10.0.0.2")  # an old row: differs only in case
+    make_machine(bob, name="db", host="10.0.0.3")
+    make_machine(alice, name="db", host="10.0.0.4")  # another owner's "db"
+    make_machine(alice, name="solo", host="10.0.0.5")
+    login(bob)  # a global admin sees both owners' machines
+    html = client.get("/machines").get_data(as_text=True)
+    notes = re.findall(r'<span class="muted small mono look-alike">([^<]+)</span>', html)
+    assert sorted(notes) == sorted(
+        [
+            "deploy@10.0.0.1 · alice’s",
+            "deploy@10.0.0.2 · alice’s",
+            "deploy@10.0.0.3",
+            "deploy@10.0.0.4 · alice’s",
+        ]
+    ), notes

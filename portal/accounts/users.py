@@ -29,6 +29,7 @@ EMAIL_MAX, USERNAME_MAX = 254, 32  # the sign-up page's maxlength attributes com
 # what the account forms tell the browser (maxlength), from the limits validated here
 #: A sign-in name (email or username) and a password checked against the stored hash.
 LOGIN_MAX, CURRENT_PASSWORD_MAX = 254, 1024
+USER_SEARCH_MAX = 100  # the Users page's search box
 FORM_LIMITS = {"email": EMAIL_MAX, "username": USERNAME_MAX, "password": PASSWORD_MAX}
 USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{1,31}$")
 EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")

@@ -29,6 +29,7 @@ class ListQuery:
     limit: int = 20
     offset: int = 0
 
+
 SEARCH_MAX = 200  # the search box's maxlength too
 
 

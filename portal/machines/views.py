@@ -25,6 +25,7 @@ from portal.machines import commands, enrollment, grants, inventory, targets
 from portal.machines import logs as machine_logs
 from portal.machines.api import base_url, machine_limit, machine_rate_limit, per_user_key
 from portal.machines.models import AUTH_METHODS, STATUSES
+from portal.machines.naming import look_alike
 from portal.validation import get_str
 from portal.web import is_htmx, login_required
 
@@ -70,6 +71,7 @@ def index():
         "statuses": STATUSES,
         "tags": inventory.all_tags(g.user),
         "roles": machine_access.roles_for(g.user, rows),
+        "look_alike": look_alike(rows),
     }
     if is_htmx() and request.headers.get("HX-Target") == "machines-table":
         return render_template("machines/_table.html", **ctx)
