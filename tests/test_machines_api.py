@@ -172,7 +172,9 @@ def test_trust_step_requires_confirmation(client, make_user, auth, sshd):
     assert set(r.json["machine"]["host_key_fingerprints"]) == set(sshd.host_key_fingerprints)
     # A fingerprint the host does not present is refused, naming both.
     r = client.post(
-        "/api/machines", json={**data, "host_key": "SHA256:" + "A" * 43}, headers=auth(alice)
+        "/api/machines",
+        json={**data, "name": "m-other", "host_key": "SHA256:" + "A" * 43},
+        headers=auth(alice),
     )
     assert r.status_code == 502 and sshd.host_key_fingerprints[0] in r.json["error"]
 
