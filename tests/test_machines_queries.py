@@ -23,7 +23,9 @@ def machines_for(app, make_user):
         calls[0] += 1
         batch = calls[0]
         with app.app_context():
-            gateway = Machine(name=f"gw{batch}", owner_id=other.id, status="online", host="10.0.0.1")
+            gateway = Machine(
+                name=f"gw{batch}", owner_id=other.id, status="online", host="10.0.0.1"
+            )
             db.session.add(gateway)
             db.session.flush()
             roles = ("viewer", "operator", "admin")
