@@ -94,12 +94,18 @@ def get_choice(data: dict, key: str, choices, *, required=True, default=None, la
     return value
 
 
+#: Tags typed as one comma-separated string (a page's field): at most this many characters.
+TAGS_TEXT_MAX = 600
+
+
 def get_tags(data: dict, key: str = "tags", *, max_tags: int = 16, max_len: int = 32) -> list[str]:
     """Tags: a list of short strings or a comma-separated string; lower-cased, de-duplicated."""
     value = data.get(key) if isinstance(data, dict) else None
     if value is None or value == "":
         return []
     if isinstance(value, str):
+        if len(value) > TAGS_TEXT_MAX:
+            raise ValidationError(f"{key} must be at most {TAGS_TEXT_MAX} characters", field=key)
         value = value.split(",")
     if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
         raise ValidationError(f"{key} must be a list of strings", field=key)

@@ -193,6 +193,11 @@ CSP = (
 def init_app(app) -> None:
     login_manager.unauthorized_handler(_unauthorized)
 
+    from portal.formlimits import FormLimits
+
+    # maxlength attributes: the server's own limits (a global, so imported macros see it)
+    app.jinja_env.globals["maxlen"] = FormLimits()
+
     @app.before_request
     def _csrf_for_pages():
         # One mechanism: the form field or the X-CSRFToken header (set once on <body hx-headers>).

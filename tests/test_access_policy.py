@@ -28,7 +28,10 @@ ROUTES: dict[tuple[str, str], tuple[str, dict | None]] = {
     ("machines.detail", "GET"): ("view", {}),
     ("machines.logs", "GET"): ("view_logs", {}),
     ("machines.run", "POST"): ("run_command", {"command": ""}),
+    ("machines.edit", "GET"): ("update", {}),
     ("machines.edit", "POST"): ("update", {"name": ""}),
+    # a new address's host key: only those who may move the machine (host "" is a 4xx after)
+    ("machines.edit_scan", "POST"): ("change_connection", {"host": ""}),
     ("machines.access", "POST"): ("grant", {"action": "grant", "user": "", "role": "viewer"}),
     ("machines.hostkey_scan", "POST"): ("scan_host_key", {}),
     ("machines.hostkey_trust", "POST"): ("retrust_host_key", {"host_key": "x"}),

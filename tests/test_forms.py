@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from portal.machines.inventory import NAME_MAX
+from portal.machines.naming import NAME_MAX
 
 pytestmark = pytest.mark.timeout(60)
 

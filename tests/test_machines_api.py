@@ -162,12 +162,19 @@ def test_trust_step_requires_confirmation(client, make_user, auth, sshd):
         and r.json["machine"]["host_key_fingerprint"] == sshd.host_key_fingerprints[1]
     )
     # Or explicitly trust on first use.
-    r = client.post("/api/machines", json={**data, "trust_host_key": True}, headers=auth(alice))
+    # (another name: names are unique per owner)
+    r = client.post(
+        "/api/machines",
+        json={**data, "name": "m-tofu", "trust_host_key": True},
+        headers=auth(alice),
+    )
     assert r.status_code == 201
     assert set(r.json["machine"]["host_key_fingerprints"]) == set(sshd.host_key_fingerprints)
     # A fingerprint the host does not present is refused, naming both.
     r = client.post(
-        "/api/machines", json={**data, "host_key": "SHA256:" + "A" * 43}, headers=auth(alice)
+        "/api/machines",
+        json={**data, "name": "m-other", "host_key": "SHA256:" + "A" * 43},
+        headers=auth(alice),
     )
     assert r.status_code == 502 and sshd.host_key_fingerprints[0] in r.json["error"]
 

@@ -17,16 +17,21 @@ def machines_for(app, make_user):
     from portal.machines.models import Machine, MachineAccess
 
     other = make_user("owner")
+    calls = [0]  # names are unique per owner: each call gets its own prefix
 
     def _make(user, n: int) -> None:
+        calls[0] += 1
+        batch = calls[0]
         with app.app_context():
-            gateway = Machine(name="gw", owner_id=other.id, status="online", host="10.0.0.1")
+            gateway = Machine(
+                name=f"gw{batch}", owner_id=other.id, status="online", host="10.0.0.1"
+            )
             db.session.add(gateway)
             db.session.flush()
             roles = ("viewer", "operator", "admin")
             for i in range(n):
                 m = Machine(
-                    name=f"m{i:03d}",
+                    name=f"m{batch}-{i:03d}",
                     owner_id=other.id,
                     status="online",
                     host=f"10.0.1.{i}",

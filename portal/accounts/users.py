@@ -27,6 +27,9 @@ from portal.validation import get_str
 
 EMAIL_MAX, USERNAME_MAX = 254, 32  # the sign-up page's maxlength attributes come from here
 # what the account forms tell the browser (maxlength), from the limits validated here
+#: A sign-in name (email or username) and a password checked against the stored hash.
+LOGIN_MAX, CURRENT_PASSWORD_MAX = 254, 1024
+USER_SEARCH_MAX = 100  # the Users page's search box
 FORM_LIMITS = {"email": EMAIL_MAX, "username": USERNAME_MAX, "password": PASSWORD_MAX}
 USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{1,31}$")
 EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
@@ -73,7 +76,7 @@ def as_id(value) -> int | None:
 def find_user(login: str) -> User | None:
     """By email or username, case-insensitively."""
     login = (login or "").strip().lower() if isinstance(login, str) else ""
-    if not login or "\x00" in login or len(login) > 254:
+    if not login or "\x00" in login or len(login) > LOGIN_MAX:
         return None
     return db.session.scalar(
         select(User).where((User.email == login) | (User.username_key == login))
@@ -146,7 +149,11 @@ def _authenticate(login, password) -> User:
         err.audit_reason = reason  # for the audit log only: never in the answer (enumeration)
         return err
 
-    if not isinstance(login, str) or not isinstance(password, str) or len(password) > 1024:
+    if (
+        not isinstance(login, str)
+        or not isinstance(password, str)
+        or len(password) > CURRENT_PASSWORD_MAX
+    ):
         raise failure("malformed")
     if "\x00" in login or "\x00" in password:
         raise failure("malformed")
@@ -173,7 +180,11 @@ def _authenticate(login, password) -> User:
 
 def verify_password(user: User, password) -> bool:
     """Is this the user's password? (Re-authentication before a sensitive change.)"""
-    if not user.password_hash or not isinstance(password, str) or len(password) > 1024:
+    if (
+        not user.password_hash
+        or not isinstance(password, str)
+        or len(password) > CURRENT_PASSWORD_MAX
+    ):
         return False
     try:
         return hasher().verify(user.password_hash, password)

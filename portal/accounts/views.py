@@ -287,7 +287,7 @@ def avatar(filename: str):
 def _users_table(status: int = 200, error: str | None = None, page: dict | None = None, **extra):
     """The users table (HTMX) or the whole Users page; `page` fills the page's other parts
     (invites, "create a user"), `extra` the table's (a reset password shown once)."""
-    q = (request.values.get("q") or "").strip()[:100]
+    q = (request.values.get("q") or "").strip()[: user_services.USER_SEARCH_MAX]
     users, total = user_services.list_users(q, limit=200)
     ctx = {
         "users": users,

@@ -30,6 +30,9 @@ class ListQuery:
     offset: int = 0
 
 
+SEARCH_MAX = 200  # the search box's maxlength too
+
+
 def parse_list_args(args, *, default_limit: int = 20, max_limit: int = 200) -> ListQuery:
     status = get_choice(args, "status", STATUSES + ("all",), required=False) or None
     sort = get_choice(args, "sort", SORTS + ("most_liked", "likes"), required=False) or "newest"
@@ -41,7 +44,7 @@ def parse_list_args(args, *, default_limit: int = 20, max_limit: int = 200) -> L
         if not all(c.isalnum() or c in "-_.:" for c in tag):
             raise ValidationError("tag may only hold letters, digits or - _ . :", field="tag")
     return ListQuery(
-        q=get_str(args, "q", required=False, max_len=200),
+        q=get_str(args, "q", required=False, max_len=SEARCH_MAX),
         status=None if status == "all" else status,
         tag=tag,
         mine=get_bool(args, "mine"),

@@ -7,7 +7,7 @@ def _shquote(value) -> str:
 
 
 def register(app) -> None:
-    from portal.machines import api, cli, views
+    from portal.machines import api, cli, edit_views, views  # noqa: F401 - edit_views adds routes to views.bp
 
     app.register_blueprint(views.bp)
     app.register_blueprint(api.bp)

@@ -7,7 +7,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from portal.db import iso
 from portal.errors import PortalError
 from portal.extensions import limiter
-from portal.machines import access, commands, enrollment, grants, inventory, targets
+from portal.machines import access, commands, editing, enrollment, grants, inventory, targets
 from portal.machines import logs as machine_logs
 from portal.validation import get_str
 from portal.web import api_login_required, json_body, page_args
@@ -51,7 +51,7 @@ def list_machines():
     args = request.args
     rows, total = inventory.list_machines(
         g.user,
-        q=get_str(args, "q", required=False, max_len=100),
+        q=get_str(args, "q", required=False, max_len=inventory.SEARCH_MAX),
         tag=get_str(args, "tag", required=False, max_len=32),
         status=get_str(args, "status", required=False, max_len=16),
         limit=limit,
@@ -106,7 +106,7 @@ def detail(agent_id: str):
 @api_login_required
 def update(agent_id: str):
     machine = inventory.get_machine(g.user, agent_id)
-    inventory.update_machine(g.user, machine, json_body())
+    editing.update_machine(g.user, machine, json_body())
     return jsonify({"machine": machine_body(machine)})
 
 

@@ -28,6 +28,7 @@ from portal.machines.models import (
     Machine,
     RegistrationToken,
 )
+from portal.machines.naming import free_name
 from portal.machines.targets import (
     allowed_networks,
     cached_pkey,
@@ -179,7 +180,8 @@ def register(data: dict, remote_addr: str | None) -> Machine:
     if result.exit_code == 0 and result.stdout.strip():
         machine.os = result.stdout.strip()[:120]
     if hostname and machine.name.startswith("pending-"):
-        machine.name = hostname
+        # the owner may have a machine of that name already: "web (2)"
+        machine.name = free_name(machine.owner_id, hostname, machine.id)
     machine.status = "online"
     machine.status_message = None
     machine.last_seen_at = now

@@ -6,9 +6,9 @@ connection check. Services flush, never commit; each checks the acting user's ro
 from __future__ import annotations
 
 from sqlalchemy import func, literal, or_, select
+from sqlalchemy.exc import IntegrityError
 
 from portal import signals, ssh
-from portal.accounts import stepup
 from portal.db import utcnow
 from portal.errors import (
     CommandTimeout,
@@ -34,6 +34,7 @@ from portal.machines.models import (
     STATUSES,
     Machine,
 )
+from portal.machines.naming import NameTaken, clean_name, require_free_name
 from portal.machines.targets import (
     TargetNotAllowed,
     check_allowed_target,
@@ -46,7 +47,7 @@ from portal.machines.targets import (
     scan_keys,
     ssh_target,
 )
-from portal.validation import get_bool, get_choice, get_int, get_str, get_tags
+from portal.validation import get_bool, get_choice, get_int, get_tags
 
 MAX_DB_ID = 2**31 - 1
 
@@ -82,6 +83,9 @@ def get_machine_by_id(user, machine_id) -> Machine:
     return machine
 
 
+SEARCH_MAX = 100  # the list's search box (both faces)
+
+
 def list_machines(user, *, q=None, tag=None, status=None, limit=50, offset=0):
     stmt = visible_machines_query(user)
     if q:
@@ -114,11 +118,22 @@ def all_tags(user) -> list[str]:
     return sorted(tags)
 
 
-NAME_MAX = 100  # the page's maxlength comes from here too
+def _name(data: dict, user=None) -> str:
+    """A valid name the user does not use for another machine yet (naming.py)."""
+    name = clean_name(data)
+    if user is not None:
+        require_free_name(user, user.id, name)
+    return name
 
 
-def _name(data: dict) -> str:
-    return get_str(data, "name", max_len=NAME_MAX)
+def flush_named(machine: Machine, user) -> None:
+    """Flush; two requests racing for one name meet the unique index: 409, not a 500."""
+    try:
+        db.session.flush()
+    except IntegrityError:
+        raise NameTaken(
+            f"a machine named “{machine.name}” was just added: pick another name", field="name"
+        ) from None
 
 
 def field_errors(user, data: dict) -> dict[str, str]:
@@ -127,7 +142,7 @@ def field_errors(user, data: dict) -> dict[str, str]:
     each one itself; this only collects."""
     errors: dict[str, str] = {}
     checks = [
-        ("name", lambda: _name(data)),
+        ("name", lambda: _name(data, user)),
         ("tags", lambda: get_tags(data)),
         ("host", lambda: clean_host(data)),
         ("port", lambda: get_int(data, "port", default=22, min_value=1, max_value=65535)),
@@ -207,6 +222,9 @@ def _gateway(user, data: dict, machine: Machine | None = None) -> Machine | None
     return gateway
 
 
+SECRET_MAX = 1024  # an SSH password or key passphrase (the pages' maxlength too)
+
+
 def _credentials(data: dict, auth_method: str) -> dict:
     if auth_method == "key":
         text = data.get("private_key")
@@ -215,13 +233,17 @@ def _credentials(data: dict, auth_method: str) -> dict:
         passphrase = data.get("passphrase") or None
         if passphrase is not None and not isinstance(passphrase, str):
             raise ValidationError("the passphrase must be text", field="passphrase")
+        if passphrase is not None and len(passphrase) > SECRET_MAX:
+            raise ValidationError(
+                f"the passphrase must be at most {SECRET_MAX} characters", field="passphrase"
+            )
         ssh.parse_private_key(text, passphrase)  # InvalidPrivateKey / WrongPassphrase: 400
         return {"private_key": text.strip() + "\n", "passphrase": passphrase}
     if auth_method == "password":
         password = data.get("password")
         if not isinstance(password, str) or not password:
             raise ValidationError("the password is required", field="password")
-        if len(password) > 1024 or "\x00" in password:
+        if len(password) > SECRET_MAX or "\x00" in password:
             raise ValidationError("the password is not acceptable", field="password")
         return {"password": password}
     return {}  # "portal_key": the machine's own key pair (ensure_machine_key)
@@ -266,13 +288,13 @@ def create_machine(user, data: dict) -> tuple[Machine, str | None]:
     direct one's public line (`machine.public_key`) must be installed on the machine before
     the connection check can pass (check_connection retries)."""
     require_add_machines(user)
-    name = _name(data)
+    name = _name(data, user)
     tags = get_tags(data)
     direct_keys = ("host", "username", "auth_method", "private_key", "password")
     if not any(data.get(k) not in (None, "") for k in direct_keys):
         machine = Machine(name=name, tags=",".join(tags), owner_id=user.id, status="pending")
         db.session.add(machine)
-        db.session.flush()
+        flush_named(machine, user)
         ensure_machine_key(machine)
         signals.send(signals.machine_created, machine=machine, actor=user)
         return machine, new_registration_token(user, machine)
@@ -302,7 +324,7 @@ def create_machine(user, data: dict) -> tuple[Machine, str | None]:
     if auth_method == "portal_key":
         ensure_machine_key(machine)
     db.session.add(machine)
-    db.session.flush()
+    flush_named(machine, user)
     signals.send(signals.machine_created, machine=machine, actor=user)
     if get_bool(data, "verify", default=True):
         verify(machine, user)
@@ -342,54 +364,6 @@ def verify(machine: Machine, user) -> bool:
     machine.last_seen_at = utcnow()
     db.session.flush()
     return True
-
-
-def update_machine(user, machine: Machine, data: dict) -> Machine:
-    """Edit name/tags/credentials/host/port/jump host (admin). Changing where the machine is
-    reached needs the "change_connection" action (owner or global admin when it stores a secret);
-    host keys change only through retrust. Everything is checked before anything changes."""
-    require(user, machine, "update")
-    name = _name(data) if "name" in data else None
-    tags = ",".join(get_tags(data)) if "tags" in data else None
-    host, port, gateway_id, gw = machine.host, machine.port, machine.gateway_id, machine.gateway
-    if "host" in data:
-        host = clean_host(data)
-    if "port" in data:
-        port = get_int(data, "port", required=True, min_value=1, max_value=65535)
-    if "gateway" in data:
-        gw = _gateway(user, data, machine)
-        gateway_id = gw.id if gw else None
-    moved = (host, port, gateway_id) != (machine.host, machine.port, machine.gateway_id)
-    if moved:
-        if machine.status == "pending" or not machine.host:
-            raise Unprocessable(f"{machine.name} has not been enrolled yet", field="host")
-        require(user, machine, "change_connection")
-        check_allowed_target(host, port, via_gateway=gw is not None)
-    secret = method = None
-    if data.get("auth_method") and machine.status != "pending":
-        method = get_choice(data, "auth_method", AUTH_METHODS, label="auth_method")
-        secret = _credentials(data, method)
-    sensitive = get_bool(data, "sensitive") if "sensitive" in data else None
-    if moved or method is not None or (sensitive is False and machine.sensitive):
-        stepup.require(user, "machine.connection")
-    if sensitive is not None:
-        machine.sensitive = sensitive
-    if name is not None:
-        machine.name = name
-    if tags is not None:
-        machine.tags = tags
-    if moved:
-        machine.host, machine.port = host, port
-        machine.gateway_id, machine.gateway = gateway_id, gw
-        machine.status, machine.status_message = "offline", None
-    if method is not None:
-        machine.auth_method = method
-        machine.secret_enc = vault.encrypt_json(secret) if secret else None
-        if method == "portal_key":
-            ensure_machine_key(machine)
-    db.session.flush()
-    signals.send(signals.machine_updated, machine=machine, actor=user, fields=sorted(data))
-    return machine
 
 
 def delete_machine(user, machine: Machine) -> None:

@@ -25,6 +25,9 @@ from portal.machines.models import (
 from portal.machines.search import apply_search
 from portal.validation import get_choice, get_int, get_str
 
+#: The log filters' longest values (the machine page's maxlength attributes too).
+SEARCH_MAX, USER_FILTER_MAX = 200, 254
+
 
 def recent_commands(user, machine: Machine, limit: int = 10) -> list[CommandLog]:
     """The caller's own latest commands on the machine."""
@@ -100,7 +103,7 @@ _TIME_MAX = dt.datetime(9000, 1, 1, tzinfo=dt.UTC)
 
 
 def _log_filters(stmt, args):
-    user_ref = get_str(args, "user", required=False, max_len=254)
+    user_ref = get_str(args, "user", required=False, max_len=USER_FILTER_MAX)
     if user_ref and user_ref.strip().isdigit():
         uid = parse_id(user_ref)  # "²" or ids past 2**31-1 match nobody
         stmt = stmt.where(CommandLog.user_id == uid if uid is not None else literal(False))
@@ -129,7 +132,7 @@ def _log_filters(stmt, args):
 
 def search_logs(user, machine: Machine, args) -> tuple[list[CommandLog], int | None]:
     require(user, machine, "view_logs")
-    q = get_str(args, "q", required=False, max_len=200)
+    q = get_str(args, "q", required=False, max_len=SEARCH_MAX)
     if not q:
         return list_logs(user, machine, args)
     limit = get_int(args, "limit", default=50, min_value=1, max_value=200)

@@ -25,6 +25,9 @@ def new_agent_id() -> str:
 
 class Machine(Base):
     __tablename__ = "machines"
+    # One name per owner (portal.machines.naming checks first, case-insensitively; this is
+    # the backstop for two requests racing).
+    __table_args__ = (Index("uq_machines_owner_name", "owner_id", "name", unique=True),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     agent_id: Mapped[str] = mapped_column(String(32), unique=True, default=new_agent_id)

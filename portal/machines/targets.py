@@ -38,6 +38,7 @@ from portal.validation import get_str
 
 log = logging.getLogger(__name__)
 
+HOST_MAX, SSH_USER_MAX = 253, 64  # the pages' maxlength attributes come from here
 _HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.\-_]*[A-Za-z0-9])?$")
 
 
@@ -98,7 +99,7 @@ def check_allowed_target(host: str, port: int = 22, *, via_gateway: bool = False
 
 
 def clean_host(data: dict) -> str:
-    host = get_str(data, "host", max_len=253)
+    host = get_str(data, "host", max_len=HOST_MAX)
     bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     try:
         ipaddress.ip_address(bare)
@@ -111,7 +112,7 @@ def clean_host(data: dict) -> str:
 
 
 def clean_username(data: dict, key: str = "username") -> str:
-    name = get_str(data, key, max_len=64, label="user name")
+    name = get_str(data, key, max_len=SSH_USER_MAX, label="user name")
     if not _USER_RE.match(name):
         raise ValidationError("user name may use letters, digits, . _ -", field=key)
     return name

@@ -25,6 +25,7 @@ from portal.machines import commands, enrollment, grants, inventory, targets
 from portal.machines import logs as machine_logs
 from portal.machines.api import base_url, machine_limit, machine_rate_limit, per_user_key
 from portal.machines.models import AUTH_METHODS, STATUSES
+from portal.machines.naming import look_alike
 from portal.validation import get_str
 from portal.web import is_htmx, login_required
 
@@ -57,7 +58,7 @@ def _hx_redirect(url: str):
 @login_required
 def index():
     args = request.args
-    q = get_str(args, "q", required=False, max_len=100) or ""
+    q = get_str(args, "q", required=False, max_len=inventory.SEARCH_MAX) or ""
     tag = get_str(args, "tag", required=False, max_len=32) or ""
     status = args.get("status") if args.get("status") in STATUSES else ""
     rows, total = inventory.list_machines(g.user, q=q, tag=tag, status=status, limit=200)
@@ -70,6 +71,7 @@ def index():
         "statuses": STATUSES,
         "tags": inventory.all_tags(g.user),
         "roles": machine_access.roles_for(g.user, rows),
+        "look_alike": look_alike(rows),
     }
     if is_htmx() and request.headers.get("HX-Target") == "machines-table":
         return render_template("machines/_table.html", **ctx)
@@ -93,7 +95,6 @@ def _new_ctx(**extra):
         "auth_methods": AUTH_METHODS,
         "gateways": gateways,
         "mode": "direct",
-        "name_max": inventory.NAME_MAX,
         "scanned": [],
         "host_key_ack": False,
     }
@@ -208,11 +209,6 @@ def _detail_ctx(machine, **extra):
         "access": grants.list_access(g.user, machine) if may_manage else [],
         "errors": {},
         "result": None,
-        "edit_form": {
-            "name": machine.name,
-            "tags": ", ".join(machine.tag_list),
-            "sensitive": "1" if machine.sensitive else "0",
-        },
     }
     ctx.update(extra)
     return ctx
@@ -223,26 +219,6 @@ def _detail_ctx(machine, **extra):
 def detail(agent_id: str):
     machine = inventory.get_machine(g.user, agent_id)
     return render_template("machines/detail.html", **_detail_ctx(machine))
-
-
-@bp.post("/machines/<agent_id>/edit")
-@login_required
-def edit(agent_id: str):
-    machine = inventory.get_machine(g.user, agent_id)
-    data = {"name": request.form.get("name", ""), "tags": request.form.get("tags", "")}
-    if "sensitive" in request.form:  # the checkbox sends "1" after its hidden "0"
-        data["sensitive"] = request.form.getlist("sensitive")[-1] == "1"
-    try:
-        inventory.update_machine(g.user, machine, data)
-    except StepUpRequired:  # a page asks for the code (accounts/mfa_views.py)
-        raise
-    except PortalError as err:
-        # Nothing changed: update_machine checks everything before it changes anything.
-        status = _error_status(err)
-        ctx = _detail_ctx(machine, errors={err.field or "name": err.message}, edit_form=data)
-        return render_template("machines/detail.html", **ctx), status
-    flash("Saved.", "success")
-    return _hx_redirect(url_for("machines.detail", agent_id=machine.agent_id))
 
 
 @bp.post("/machines/<agent_id>/run")
@@ -446,7 +422,6 @@ def broadcast_page():
         # "Run on machines…" from a community fix only fills the box; nothing runs until
         # the person picks machines and confirms.
         prefill=(request.args.get("command") or "")[: commands.MAX_COMMAND],
-        command_max=commands.MAX_COMMAND,
         from_fix=_fix_link(request.args.get("issue"), request.args.get("fix")),
     )
 

@@ -47,7 +47,10 @@ HOST_KEY_TYPES = (
     "ssh-rsa",
 )
 
-_MAX_KEY_TEXT = 64 * 1024
+#: The longest private key text accepted (the add-machine page's maxlength too).
+KEY_TEXT_MAX = 64 * 1024
+#: The longest host key line accepted.
+HOST_KEY_LINE_MAX = 16 * 1024
 _PEM_BEGIN = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----")
 
 # --------------------------------------------------------------------------- private keys
@@ -75,7 +78,7 @@ def parse_private_key(text: str | bytes, passphrase: str | bytes | None = None) 
             ) from None
     if not isinstance(text, str) or not text.strip():
         raise InvalidPrivateKey("the private key is empty")
-    if len(text) > _MAX_KEY_TEXT:
+    if len(text) > KEY_TEXT_MAX:
         raise InvalidPrivateKey("the private key is too long")
     data = _normalise_pem(text).encode("ascii", "replace")
 
@@ -220,7 +223,7 @@ def parse_host_key_line(line: str) -> tuple[str, str, paramiko.PKey]:
     if not isinstance(line, str):
         raise InvalidHostKey()
     line = line.strip()
-    if not line or "\n" in line or len(line) > 16 * 1024:
+    if not line or "\n" in line or len(line) > HOST_KEY_LINE_MAX:
         raise InvalidHostKey("expected exactly one host key line")
     fields = line.split()
     if fields[0].startswith("@"):

@@ -2,7 +2,7 @@
 (function () {
   "use strict";
 
-  // Add machine: show only the fields of the chosen auth method.
+  // Add / edit a machine: show only the fields of the chosen auth method.
   function syncAuth(form) {
     var checked = form.querySelector("input[name=auth_method]:checked");
     var method = checked ? checked.value : "key";
@@ -124,8 +124,10 @@
   });
 
   document.addEventListener("DOMContentLoaded", function () {
-    var form = document.getElementById("add-machine");
-    if (form) syncAuth(form);
+    ["add-machine", "edit-machine"].forEach(function (id) {
+      var form = document.getElementById(id);
+      if (form) syncAuth(form);
+    });
     var bc = document.getElementById("broadcast-form");
     if (bc) syncBroadcastButton(bc);
   });
