@@ -1,7 +1,7 @@
 """machine names are unique per owner
 
 Revision ID: 0014_machine_names
-Revises: 0012_command_offset
+Revises: 0013_passkeys
 Create Date: 2026-12-07 10:00:00
 
 A unique index on machines (owner_id, name). Databases made before may hold two machines
