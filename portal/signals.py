@@ -102,6 +102,11 @@ def send(signal, app=None, **kwargs) -> None:
 
 
 def shutdown(app) -> None:
-    """The app is going away: its features stop their threads and close live terminals."""
+    """The app is going away: its features stop their threads and close live terminals, then
+    its database connections are closed."""
+    from portal.extensions import db
+
     with app.app_context():
         send(app_shutdown, app=app)
+        db.session.remove()
+        db.engine.dispose()

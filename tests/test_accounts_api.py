@@ -308,17 +308,21 @@ def test_signup_closed_is_403(client, admin, auth, app):
 
 
 def test_rate_limit_on_login(app_config):
-    from portal import create_app
+    from portal import create_app, signals
 
     app_config["PORTAL_AUTH_RATE_LIMIT"] = "3 per minute"
     app = create_app(app_config)
-    c = app.test_client()
-    codes = [
-        c.post("/api/login", json={"login": "x", "password": "y"}).status_code for _ in range(5)
-    ]
-    assert codes[:3] == [401, 401, 401]
-    assert codes[3] == 429
-    assert "error" in c.post("/api/login", json={"login": "x", "password": "y"}).get_json()
+    try:
+        c = app.test_client()
+        codes = [
+            c.post("/api/login", json={"login": "x", "password": "y"}).status_code
+            for _ in range(5)
+        ]
+        assert codes[:3] == [401, 401, 401]
+        assert codes[3] == 429
+        assert "error" in c.post("/api/login", json={"login": "x", "password": "y"}).get_json()
+    finally:
+        signals.shutdown(app)
 
 
 @pytest.mark.parametrize("path", ["/api/login", "/api/signup", "/api/auth/refresh"])

@@ -258,9 +258,11 @@ def _buffered(channel: paramiko.Channel) -> int:
     return len(channel.in_buffer) + len(channel.in_stderr_buffer)
 
 
-def _exceeded(channel: paramiko.Channel, on_exceeded: Callable[[], None]) -> None:
+def _exceeded(channel: paramiko.Channel, on_exceeded: Callable[[], object]) -> None:
     """The peer ignored the window: `on_exceeded()`, then close the connection (in a thread
-    of its own: never blocks paramiko's transport thread)."""
+    of its own: never blocks paramiko's transport thread). `on_exceeded` should be quick (the
+    peer goes on flooding until the connection is closed): if it returns a callable, that
+    runs after the close, for the slower rest of the work."""
     transport = channel.get_transport()
     log.warning(
         "ssh: the server sent more on channel %s than its window allows (limit %d bytes): "
@@ -270,18 +272,24 @@ def _exceeded(channel: paramiko.Channel, on_exceeded: Callable[[], None]) -> Non
     )
 
     def end() -> None:
+        then = None
         try:
-            on_exceeded()
+            then = on_exceeded()
         except Exception:
             log.exception("ssh: window-exceeded handler failed")
         finally:
             if transport is not None:
                 transport.close()
+        if callable(then):
+            try:
+                then()
+            except Exception:
+                log.exception("ssh: window-exceeded handler failed")
 
     threading.Thread(target=end, name="ssh-window-exceeded", daemon=True).start()
 
 
-def guard_window(channel: paramiko.Channel, on_exceeded: Callable[[], None]) -> None:
+def guard_window(channel: paramiko.Channel, on_exceeded: Callable[[], object]) -> None:
     """Cap what `channel` holds unread at `window_limit(channel)` (see the module's doc).
 
     Pinned paramiko: every data packet is checked as paramiko's transport thread hands it
@@ -323,7 +331,7 @@ class _Watcher:
     _thread: threading.Thread | None = None
 
     @classmethod
-    def add(cls, channel: paramiko.Channel, limit: int, on_exceeded: Callable[[], None]) -> None:
+    def add(cls, channel: paramiko.Channel, limit: int, on_exceeded: Callable[[], object]) -> None:
         with cls._lock:
             cls._watched[channel] = (limit, on_exceeded)
             if cls._thread is None:

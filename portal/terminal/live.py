@@ -146,7 +146,8 @@ class LiveSession:
         self._pump_thread = pump.start(self)
         # A machine that ignores the SSH window (issue 16) ends this session and its connection
         # instead of growing the channel's buffer until the worker runs out of memory.
-        guard_window(self.channel, lambda: self.close(WINDOW_IGNORED))
+        # Only marked closed before the connection is cut (the flood goes on until then).
+        guard_window(self.channel, lambda: self._mark_closed(WINDOW_IGNORED, "error", None))
 
     def attach(self, client: Client, resumed: bool) -> None:
         """Make `client` the attached socket: `ready`, then (on resume) the screen, then live output."""
@@ -195,14 +196,24 @@ class LiveSession:
 
     def close(self, reason: str, *, kind: str = "error", code: int | None = None) -> None:
         """End the session: the SSH channel closes, the socket gets `error` (or `exit`) and closes."""
+        finish = self._mark_closed(reason, kind, code)
+        if finish is not None:
+            finish()
+
+    def _mark_closed(self, reason: str, kind: str, code: int | None):
+        """The quick half of `close`: the session is closed from now on (None if it was
+        already); returns the rest of the work."""
         with self.cond:
             if self.closed:
-                return
+                return None
             self.closed = True
             self.status = "closed"
             self.close_reason = reason
             client, self.client = self.client, None
             self.cond.notify_all()
+        return lambda: self._finish_close(client, reason, kind, code)
+
+    def _finish_close(self, client, reason: str, kind: str, code: int | None) -> None:
         close_channel(self.channel)
         if client is not None:
             client.kick = ("exit", code, reason) if kind == "exit" else ("error", reason)
