@@ -315,8 +315,7 @@ def test_rate_limit_on_login(app_config):
     try:
         c = app.test_client()
         codes = [
-            c.post("/api/login", json={"login": "x", "password": "y"}).status_code
-            for _ in range(5)
+            c.post("/api/login", json={"login": "x", "password": "y"}).status_code for _ in range(5)
         ]
         assert codes[:3] == [401, 401, 401]
         assert codes[3] == 429
