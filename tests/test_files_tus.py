@@ -79,6 +79,7 @@ def test_cut_connection_resumes_from_the_offset(client, box, live_server):
     assert r.status_code == 201, r.get_data(as_text=True)
     location = r.headers["Location"]
     assert r.headers["Tus-Resumable"] == "1.0.0" and r.headers["Upload-Expires"]
+    assert "Content-Type" not in r.headers  # an empty answer claims no type (not text/html)
 
     # A raw PATCH that promises all the bytes, sends about half, and the socket is cut.
     half = len(data) // 2

@@ -141,6 +141,8 @@ def transfers(agent_id: str):
 
 
 def _tus(resp: Response, upload=None) -> Response:
+    if not resp.get_data():
+        resp.headers.pop("Content-Type", None)  # no body: nothing to type (not text/html)
     resp.headers["Tus-Resumable"] = tus.VERSION
     resp.headers["Cache-Control"] = "no-store"
     if upload is not None:

@@ -130,6 +130,7 @@ FILES_PATHS: dict[str, dict[str, dict]] = {
             "tus 1.0 creation (Upload-Length, Upload-Metadata headers)",
             F,
             ok=201,
+            empty=True,  # Location and Upload-Offset headers
             params=[
                 _header("Tus-Resumable", {"type": "string", "enum": ["1.0.0"]}),
                 _header("Upload-Length", {"type": "string", "pattern": "^[0-9]+$"}, True),

@@ -86,10 +86,12 @@ def op(
     content_type: str | tuple[str, ...] = "application/json",
     plain_errors: tuple[int, ...] = (),
     description: str = "",
+    empty: bool = False,
 ) -> dict:
     """One operation. `errors` adds to the ones every operation of its kind answers.
     `content_type` may name several (the success body is one of them); `plain_errors` are
-    answered as text/plain instead of the JSON error (enroll.sh: its errors are a script too)."""
+    answered as text/plain instead of the JSON error (enroll.sh: its errors are a script too).
+    `empty`: the success answer has no body (what it says is in its headers)."""
     operation: dict[str, Any] = {"summary": summary, "tags": [tag]}
     if description:
         operation["description"] = description
@@ -116,8 +118,8 @@ def op(
         codes |= set(AUTH_ERRORS)
     responses: dict[str, Any] = {}
     types = (content_type,) if isinstance(content_type, str) else content_type
-    if ok == 204:
-        responses["204"] = {"description": "Done, no body"}
+    if ok == 204 or empty:
+        responses[str(ok)] = {"description": "Done, no body"}
     else:
         responses[str(ok)] = {
             "description": "Success",
