@@ -78,6 +78,37 @@ def test_login_with_totp_works_once_and_jwt_records_it(client, enrolled):
     assert "already used" in again.get_json()["error"]
 
 
+def test_a_refreshed_jwt_carries_its_sign_in_s_second_factor_check(client, enrolled):
+    """The fact survives a refresh (and a refresh of a refresh); its time does not move, so
+    a refresh never makes a step-up fresh again. A sign-in without a factor stays without."""
+    import jwt
+
+    def claims(token):
+        return jwt.decode(token, options={"verify_signature": False})
+
+    _user, secret, _codes = enrolled
+    first = login(client, totp=code_at(secret, 1)).get_json()
+    mfa_at = claims(first["token"])["mfa_at"]
+    time.sleep(1.1)  # a later refresh must not restamp it (whole seconds)
+    refreshed = client.post("/api/auth/refresh", json={"refresh_token": first["refresh_token"]})
+    assert refreshed.status_code == 200, refreshed.get_json()
+    again = client.post(
+        "/api/auth/refresh", json={"refresh_token": refreshed.get_json()["refresh_token"]}
+    ).get_json()
+    assert claims(refreshed.get_json()["token"])["mfa_at"] == mfa_at
+    assert claims(again["token"])["mfa_at"] == mfa_at
+
+
+def test_a_refresh_of_a_sign_in_without_a_factor_has_none(client, make_user):
+    import jwt
+
+    make_user("plain")
+    body = client.post("/api/login", json={"login": "plain", "password": PASSWORD}).get_json()
+    r = client.post("/api/auth/refresh", json={"refresh_token": body["refresh_token"]})
+    assert r.status_code == 200
+    assert "mfa_at" not in jwt.decode(r.get_json()["token"], options={"verify_signature": False})
+
+
 def test_wrong_code_is_401_and_attempts_are_limited_per_account(client, enrolled, app):
     _user, secret, codes = enrolled
     app.config["PORTAL_MFA_MAX_FAILURES"] = 3

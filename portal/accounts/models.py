@@ -109,6 +109,8 @@ class RefreshToken(Base):
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # Unix time of the second-factor check behind the family's sign-in (None: there was none)
+    mfa_at: Mapped[int | None] = mapped_column(Integer)
 
 
 class OAuthIdentity(Base):

@@ -47,7 +47,9 @@ def _jwt_key() -> bytes:
     return hmac.new(current_app.config["SECRET_KEY"].encode(), b"jwt-v1", "sha256").digest()
 
 
-def issue_jwt(user: User, mfa: bool = False) -> tuple[str, int]:
+def issue_jwt(user: User, mfa: bool = False, mfa_at: int | None = None) -> tuple[str, int]:
+    """An access JWT. `mfa`: the sign-in behind it passed a second factor just now; `mfa_at`:
+    it passed one at that earlier time (a refresh carries its sign-in's check)."""
     ttl = int(current_app.config["PORTAL_JWT_TTL"])
     now = utcnow()
     claims = {
@@ -62,6 +64,8 @@ def issue_jwt(user: User, mfa: bool = False) -> tuple[str, int]:
     }
     if mfa:  # the sign-in behind this token passed a second factor, at this time
         claims["mfa_at"] = int(now.timestamp())
+    elif mfa_at is not None:
+        claims["mfa_at"] = int(mfa_at)
     return jwt.encode(claims, _jwt_key(), algorithm="HS256"), ttl
 
 
@@ -100,7 +104,7 @@ def jwt_mfa_at(token: str) -> int | None:
     return value if isinstance(value, int) else None
 
 
-def issue_refresh_token(user: User, family: str | None = None) -> str:
+def issue_refresh_token(user: User, family: str | None = None, mfa_at: int | None = None) -> str:
     token = "rt_" + secrets.token_urlsafe(32)
     ttl = int(current_app.config["PORTAL_REFRESH_TTL"])
     db.session.add(
@@ -109,15 +113,22 @@ def issue_refresh_token(user: User, family: str | None = None) -> str:
             token_hash=sha256(token),
             family=family or uuid.uuid4().hex,
             expires_at=utcnow() + dt.timedelta(seconds=ttl),
+            mfa_at=mfa_at,
         )
     )
     db.session.flush()
     return token
 
 
-def token_pair(user: User, family: str | None = None, mfa: bool = False) -> dict:
-    token, ttl = issue_jwt(user, mfa=mfa)
-    refresh = issue_refresh_token(user, family=family)
+def token_pair(
+    user: User, family: str | None = None, mfa: bool = False, mfa_at: int | None = None
+) -> dict:
+    """An access JWT and a refresh token; the second-factor check (`mfa`: now, `mfa_at`: the
+    family's earlier one) goes into both, so every refresh carries it unchanged."""
+    if mfa:
+        mfa_at = int(utcnow().timestamp())
+    token, ttl = issue_jwt(user, mfa_at=mfa_at)
+    refresh = issue_refresh_token(user, family=family, mfa_at=mfa_at)
     return {"token": token, "refresh_token": refresh, "expires_in": ttl}
 
 
@@ -146,7 +157,7 @@ def rotate_refresh_token(raw) -> tuple[User, dict]:
         signals.send(signals.refresh_reuse_detected, user_id=row.user_id, family=row.family)
         _revoke_family(row.family, now)
         raise invalid
-    return user, token_pair(user, family=row.family)
+    return user, token_pair(user, family=row.family, mfa_at=row.mfa_at)
 
 
 def _revoke_family(family: str, now: dt.datetime) -> None:
