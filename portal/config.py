@@ -167,6 +167,9 @@ def load_config(instance_path: str, given: Mapping | None = None) -> dict:
         "PORTAL_FILES_MAX_PUT": _int("PORTAL_FILES_MAX_PUT", 256 * 1024 * 1024),
         "PORTAL_FILES_MAX_UPLOAD": _int("PORTAL_FILES_MAX_UPLOAD", 0),
         "PORTAL_FILES_UPLOAD_EXPIRY": _int("PORTAL_FILES_UPLOAD_EXPIRY", 24 * 3600),
+        # SFTP sessions one user may hold at once per portal process (transfers, listings,
+        # changes); one more is a 429 with Retry-After. 0: no cap.
+        "PORTAL_FILES_MAX_CONCURRENT": _int("PORTAL_FILES_MAX_CONCURRENT", 8),
         "PORTAL_MAX_WATCHERS_PER_USER": _int("PORTAL_MAX_WATCHERS_PER_USER", 10),
         "PORTAL_MAX_WATCHERS_PER_SESSION": _int("PORTAL_MAX_WATCHERS_PER_SESSION", 20),
         "PORTAL_SESSION_GRACE": _int("PORTAL_SESSION_GRACE", 120),

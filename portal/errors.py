@@ -65,6 +65,13 @@ class TooLarge(PortalError):
     code = "too_large"
 
 
+class Busy(PortalError):
+    """Too many at once; try again in a moment."""
+
+    status = 429
+    code = "too_many"
+
+
 class MachineUnreachable(PortalError):
     """The machine could not be reached."""
 

@@ -234,10 +234,15 @@ def init_app(app) -> None:
         if wants_json():
             extra = {"field": err.field} if err.field else {}
             extra.update(err.extra)
-            return error_json(err.message, err.status, err.code, **extra)
-        if isinstance(err, AuthenticationRequired):
+            resp = error_json(err.message, err.status, err.code, **extra)
+        elif isinstance(err, AuthenticationRequired):
             return _unauthorized()
-        return render_error(err.status, err.message)
+        else:
+            resp = render_error(err.status, err.message)
+        if err.status == 429:
+            resp = make_response(resp)
+            resp.headers.setdefault("Retry-After", "5")
+        return resp
 
     @app.errorhandler(CSRFError)
     def _csrf_error(err: CSRFError):

@@ -242,3 +242,37 @@ def test_edit_conflict_when_changed_on_the_machine(client, box):
     r = _put(client, base, headers, f"{folder}/conf.txt", b"mine", overwrite=1, **seen)
     assert r.status_code == 201
     assert client.get(f"{base}/content?path={folder}/conf.txt", headers=headers).data == b"mine"
+
+
+def test_a_user_s_concurrent_sftp_sessions_are_capped(app, box, live_server):
+    """PORTAL_FILES_MAX_CONCURRENT: a download in progress holds its session until its last
+    byte; one more than the cap is a 429 with Retry-After (nothing else changes), and the
+    slot is free again once that download is gone."""
+    import os
+
+    import requests
+
+    from tests.fixtures.terminal import wait_for
+
+    machine, owner, headers, folder = box
+    big = os.path.join(folder, "big.bin")
+    with open(big, "wb") as fh:  # written beside the test (the folder is on this machine)
+        fh.write(secrets.token_bytes(64 * 1024 * 1024))
+    os.chmod(big, 0o644)
+    app.config["PORTAL_FILES_MAX_CONCURRENT"] = 1
+    url = f"{live_server.url}/api/machines/{machine.agent_id}/files"
+    first = requests.get(f"{url}/content?path={big}", headers=headers, stream=True, timeout=30)
+    assert first.status_code == 200
+    next(first.iter_content(65536))  # it is flowing; the reader then stops reading
+
+    r = requests.get(f"{url}?path={folder}", headers=headers, timeout=30)
+    assert r.status_code == 429, r.text
+    assert r.headers["Retry-After"] == "5"
+    assert "1 file transfers running" in r.json()["error"]
+
+    first.close()
+    assert wait_for(
+        lambda: requests.get(f"{url}?path={folder}", headers=headers, timeout=30).ok,
+        timeout=15,
+        interval=0.2,
+    )

@@ -15,7 +15,9 @@ import logging
 import posixpath
 import secrets
 import stat as statmod
+import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,7 +27,15 @@ from flask import current_app
 from sqlalchemy import select
 
 from portal import signals, ssh
-from portal.errors import AccessDenied, Conflict, NotFound, PortalError, TooLarge, ValidationError
+from portal.errors import (
+    AccessDenied,
+    Busy,
+    Conflict,
+    NotFound,
+    PortalError,
+    TooLarge,
+    ValidationError,
+)
 from portal.extensions import db
 from portal.files.models import FileTransfer
 from portal.machines.access import require
@@ -102,26 +112,51 @@ def clean_name(name, field: str = "name") -> str:
     return name
 
 
+_slots_lock = threading.Lock()
+_slots: Counter[int] = Counter()  # user id -> SFTP sessions open in this process
+
+
+@contextmanager
+def _slot(user):
+    """One of the user's PORTAL_FILES_MAX_CONCURRENT SFTP sessions in this process (0: no
+    cap): a transfer holds it until its last byte, listing and managing for their moment."""
+    cap = int(current_app.config.get("PORTAL_FILES_MAX_CONCURRENT") or 0)
+    uid = user.id  # (the release may run after the request, the ORM object gone)
+    with _slots_lock:
+        if cap and _slots[uid] >= cap:
+            raise Busy(f"you have {cap} file transfers running: wait for one to finish", limit=cap)
+        _slots[uid] += 1
+    try:
+        yield
+    finally:
+        with _slots_lock:
+            _slots[uid] -= 1
+            if _slots[uid] <= 0:
+                del _slots[uid]
+
+
 @contextmanager
 def sftp_session(user, machine: Machine, action: str):
     """An SFTP client on its own channel of the machine's pooled connection, after the
-    access check; the database connection is released while it is in use."""
+    access check and within the user's cap of concurrent sessions; the database connection
+    is released while it is in use."""
     target = files_target(machine, user, action)
-    db.release()
-    channel = ssh.get_pool().open_session(target)
-    try:
+    with _slot(user):
+        db.release()
+        channel = ssh.get_pool().open_session(target)
         try:
-            channel.settimeout(target.connect_timeout)
-            channel.invoke_subsystem("sftp")
-            client = paramiko.SFTPClient(channel)
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise NoSftp(
-                f"{machine.name} does not offer SFTP (its sshd has no sftp subsystem): {exc}"
-            ) from None
-        channel.settimeout(None)
-        yield client
-    finally:
-        ssh.close_channel(channel)
+            try:
+                channel.settimeout(target.connect_timeout)
+                channel.invoke_subsystem("sftp")
+                client = paramiko.SFTPClient(channel)
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                raise NoSftp(
+                    f"{machine.name} does not offer SFTP (its sshd has no sftp subsystem): {exc}"
+                ) from None
+            channel.settimeout(None)
+            yield client
+        finally:
+            ssh.close_channel(channel)
 
 
 def _entry(name: str, attrs: paramiko.SFTPAttributes) -> dict:

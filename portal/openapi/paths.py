@@ -58,7 +58,7 @@ def _header(name: str, schema: dict | None = None, required: bool = False) -> di
 
 
 F = "files"
-FILE_ERRORS = (403, 404, 409, 502, 504, 507)
+FILE_ERRORS = (403, 404, 409, 429, 502, 504, 507)  # 429: PORTAL_FILES_MAX_CONCURRENT
 _PATH = [q("path", S, "a path on the machine (absolute, or relative to the SSH user's home)")]
 _RAW = "application/octet-stream"
 FILES_PATHS: dict[str, dict[str, dict]] = {
