@@ -12,6 +12,7 @@ from functools import cache
 @cache
 def limits() -> dict[str, int]:
     from portal.accounts import passwords, users
+    from portal.audit import services as audit, webhook
     from portal.community import issues, search
     from portal.machines import commands, inventory, logs, naming, targets
     from portal.ssh import keys
@@ -42,6 +43,14 @@ def limits() -> dict[str, int]:
         "issue_title": issues.TITLE_MAX,
         "issue_body": issues.BODY_MAX,
         "issue_search": search.SEARCH_MAX,
+        # audit
+        "audit_actor": audit.ACTOR_MAX,
+        "audit_action": audit.ACTION_MAX,
+        "audit_search": audit.SEARCH_MAX,
+        "audit_machine": len(str(audit.MACHINE_FILTER_MAX)),
+        "time": logs.TIME_MAX,
+        "webhook_url": webhook.URL_MAX,
+        "webhook_secret": webhook.SECRET_MAX,
     }
 
 

@@ -49,6 +49,16 @@ PAGES = {
         "username": "username",
         "password": "new_password",
     },
+    "/audit": {
+        "q": "audit_search",
+        "actor": "audit_actor",
+        "action": "audit_action",
+        "machine": "audit_machine",
+        "since": "time",
+        "until": "time",
+        "url": "webhook_url",
+        "secret": "webhook_secret",
+    },
 }
 
 
@@ -116,6 +126,14 @@ def test_every_text_field_has_the_servers_maxlength(app, client, login, make_use
             checked += 1
     assert not wrong, "\n".join(wrong)
     assert checked >= 35  # every page above has its fields
+
+
+def test_login_page_fields(client, make_user):
+    make_user("someone")  # (with no account yet, /login sends the first visitor to sign up)
+    html = client.get("/login").get_data(as_text=True)
+    got = {f["name"]: f.get("maxlength") for f in text_fields(html)}
+    lim = limits()
+    assert got == {"login": str(lim["login"]), "password": str(lim["current_password"])}
 
 
 def test_signup_page_fields(client):

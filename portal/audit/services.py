@@ -21,6 +21,8 @@ from portal.machines.logs import _parse_time
 from portal.validation import get_int, get_str
 
 MAX_ID = 2**31 - 1
+ACTOR_MAX, ACTION_MAX, SEARCH_MAX = 254, 64, 200  # the filters' longest values
+MACHINE_FILTER_MAX = 2**62
 EXPORT_FIELDS = (
     "id",
     "at",
@@ -49,7 +51,7 @@ def _visible(user, stmt):
 
 
 def _filters(stmt, args):
-    actor = get_str(args, "actor", required=False, max_len=254)
+    actor = get_str(args, "actor", required=False, max_len=ACTOR_MAX)
     if actor:
         actor = actor.strip()
         if actor.isdigit():
@@ -62,10 +64,10 @@ def _filters(stmt, args):
                 stmt = stmt.where(AuditEvent.actor_id == find_user_ref(actor).id)
             except NotFound:
                 stmt = stmt.where(literal(False))
-    action = get_str(args, "action", required=False, max_len=64)
+    action = get_str(args, "action", required=False, max_len=ACTION_MAX)
     if action:
         stmt = stmt.where(AuditEvent.action == action.strip())
-    machine = get_int(args, "machine", default=None, min_value=1, max_value=2**62)
+    machine = get_int(args, "machine", default=None, min_value=1, max_value=MACHINE_FILTER_MAX)
     if machine is not None:
         stmt = stmt.where(AuditEvent.machine_id == machine if machine <= MAX_ID else literal(False))
     result = get_str(args, "result", required=False, max_len=200)
@@ -76,7 +78,7 @@ def _filters(stmt, args):
         stmt = stmt.where(AuditEvent.at >= since)
     if until:
         stmt = stmt.where(AuditEvent.at <= until)
-    q = get_str(args, "q", required=False, max_len=200)
+    q = get_str(args, "q", required=False, max_len=SEARCH_MAX)
     if q and q.strip():
         for word in q.lower().split()[:8]:
             pattern = "%" + word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"

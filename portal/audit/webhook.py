@@ -33,12 +33,16 @@ LEASE = dt.timedelta(seconds=60)
 HEADER = "X-Portal-Signature"
 
 
+URL_MAX = 500
+SECRET_MIN, SECRET_MAX = 16, 200
+
+
 def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
 def check_url(url) -> str:
-    if not isinstance(url, str) or len(url) > 500:
+    if not isinstance(url, str) or len(url) > URL_MAX:
         raise ValidationError("the URL is too long", field="url")
     url = url.strip()
     parts = urlsplit(url)
@@ -62,7 +66,7 @@ def configure(session, url, secret) -> None:
     secret = (secret or "").strip()
     if not secret and row is None:
         raise ValidationError("a secret is required", field="secret")
-    if secret and not 16 <= len(secret) <= 200:
+    if secret and not SECRET_MIN <= len(secret) <= SECRET_MAX:
         raise ValidationError("the secret must be 16 to 200 characters", field="secret")
     if row is None:
         row = AuditWebhook(id=1, url=url, secret_enc=vault.encrypt(secret), enabled=True)

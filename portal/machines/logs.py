@@ -77,8 +77,11 @@ def _page(rows, limit):
     return rows, None
 
 
+TIME_MAX = 40  # an ISO 8601 time as typed in a filter
+
+
 def _parse_time(args, key: str) -> dt.datetime | None:
-    raw = get_str(args, key, required=False, max_len=40)
+    raw = get_str(args, key, required=False, max_len=TIME_MAX)
     if not raw:
         return None
     try:
