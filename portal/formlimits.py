@@ -12,7 +12,8 @@ from functools import cache
 @cache
 def limits() -> dict[str, int]:
     from portal.accounts import passwords, users
-    from portal.audit import services as audit, webhook
+    from portal.audit import services as audit
+    from portal.audit import webhook
     from portal.community import issues, search
     from portal.machines import commands, inventory, logs, naming, targets
     from portal.ssh import keys
