@@ -212,11 +212,29 @@ def test_secret_is_encrypted_at_rest(client, app, make_user, auth, sshd):
         assert sshd.password not in body and key_body not in body
 
 
-def test_vault_rotate_cli(app, make_user, sshd_machine, sshd):
+def test_vault_rotate_cli(app, make_user, sshd_machine, sshd, client, auth):
+    """Every secret the vault holds — machine passwords and keys, authenticator-app secrets,
+    the audit webhook's HMAC secret — is readable with the new key alone afterwards."""
+    import pyotp
     from cryptography.fernet import Fernet
 
     alice = make_user("alice")
     m = sshd_machine(alice, "password")
+    begin = client.post("/api/profile/mfa/totp", headers=auth(alice))
+    assert begin.status_code == 201
+    totp_secret = begin.get_json()["secret"]
+    confirm = client.post(
+        "/api/profile/mfa/totp/confirm",
+        json={"code": pyotp.TOTP(totp_secret).now()},
+        headers=auth(alice),
+    )
+    assert confirm.status_code == 200
+    with app.app_context():
+        from portal.audit import webhook
+        from portal.extensions import db as _db
+
+        webhook.configure(_db.session, "https://siem.example/hook", "s" * 20)
+        _db.session.commit()
     old = app.config["PORTAL_VAULT_KEY"]
     new = Fernet.generate_key().decode()
     app.config["PORTAL_VAULT_KEY"] = f"{new},{old}"
@@ -224,13 +242,17 @@ def test_vault_rotate_cli(app, make_user, sshd_machine, sshd):
     assert result.exit_code == 0, result.output
     assert "re-encrypted" in result.output
     app.config["PORTAL_VAULT_KEY"] = new  # the old key is gone: everything still decrypts
+    from portal.accounts.models import TotpFactor
+    from portal.audit.models import AuditWebhook
     from portal.extensions import db
-    from portal.machines import targets
+    from portal.machines import targets, vault
     from portal.machines.models import Machine
 
     with app.test_request_context():
         row = db.session.get(Machine, m.id)
         assert targets.ssh_target(row, row.owner).password == sshd.password
+        assert vault.decrypt(db.session.get(TotpFactor, alice.id).secret_enc) == totp_secret
+        assert vault.decrypt(db.session.get(AuditWebhook, 1).secret_enc) == "s" * 20
 
 
 # ---------------------------------------------------------------- failures

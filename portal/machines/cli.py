@@ -74,18 +74,27 @@ def rotate():
 
     Put the new key first and keep the old ones after it (comma-separated), run this,
     then drop the old keys."""
+    from portal.accounts.models import TotpFactor
+    from portal.audit.models import AuditWebhook
     from portal.extensions import db
     from portal.machines import vault
     from portal.machines.models import Machine
 
+    # Every column the vault encrypts: one left out would be unreadable once the old key goes
+    # (authenticator apps locked out, the webhook unsigned).
+    encrypted = (
+        (Machine, "secret_enc"),
+        (Machine, "key_enc"),
+        (TotpFactor, "secret_enc"),
+        (AuditWebhook, "secret_enc"),
+    )
     n = 0
     with db.unit_of_work():
-        for m in db.session.scalars(select(Machine).where(Machine.secret_enc.is_not(None))):
-            m.secret_enc = vault.rotate(m.secret_enc)
-            n += 1
-        for m in db.session.scalars(select(Machine).where(Machine.key_enc.is_not(None))):
-            m.key_enc = vault.rotate(m.key_enc)
-            n += 1
+        for model, attr in encrypted:
+            column = getattr(model, attr)
+            for row in db.session.scalars(select(model).where(column.is_not(None))):
+                setattr(row, attr, vault.rotate(getattr(row, attr)))
+                n += 1
     click.echo(f"re-encrypted {n} secret(s) with the first key")
 
 
