@@ -180,6 +180,9 @@ def load_config(instance_path: str, given: Mapping | None = None) -> dict:
         "PORTAL_RECORDINGS_DIR": env("PORTAL_RECORDINGS_DIR") or str(instance / "recordings"),
         "PORTAL_RECORDING_RETENTION_DAYS": _int("PORTAL_RECORDING_RETENTION_DAYS", 30),
         "PORTAL_AUDIT_RETENTION_DAYS": _int("PORTAL_AUDIT_RETENTION_DAYS", 365),
+        # Audit events also to syslog: udp://host:port, tcp://host:port or /dev/log
+        "PORTAL_AUDIT_SYSLOG": env("PORTAL_AUDIT_SYSLOG") or "",
+        "PORTAL_AUDIT_SYSLOG_FACILITY": env("PORTAL_AUDIT_SYSLOG_FACILITY") or "authpriv",
         "PORTAL_RECORDING_MAX_BYTES": _int("PORTAL_RECORDING_MAX_BYTES", 50 * 1024 * 1024),
         "PORTAL_UPLOADS_DIR": env("PORTAL_UPLOADS_DIR") or str(instance / "uploads"),
         "PORTAL_ALLOWED_TARGETS": env("PORTAL_ALLOWED_TARGETS") or "",

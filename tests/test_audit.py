@@ -416,3 +416,70 @@ def test_admin_account_actions_are_audited(app, client, admin, auth):
     dumped = json.dumps(rows)
     assert made.get_json().get("password", "none-given") not in dumped
     assert reset.get_json().get("password", "none-given") not in dumped
+
+
+@pytest.mark.parametrize("kind", ["udp", "tcp"])
+def test_events_go_to_syslog_once_committed(app_config, kind):
+    """PORTAL_AUDIT_SYSLOG: a real socket receives each event as a syslog message (facility
+    authpriv; info for ok, warning otherwise) tagged portal-audit, with the event as JSON."""
+    import re
+    import socket
+    import threading
+
+    from portal import create_app, signals
+
+    got: list[bytes] = []
+    if kind == "udp":
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+
+        def serve():
+            while True:
+                try:
+                    got.append(sock.recv(65536))
+                except OSError:
+                    return
+
+    else:
+        sock = socket.create_server(("127.0.0.1", 0))
+
+        def serve():
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            buf = b""
+            with conn:
+                while data := conn.recv(65536):
+                    *lines, buf = (buf + data).split(b"\n")  # a line per event
+                    got.extend(line for line in lines if line)
+
+    threading.Thread(target=serve, daemon=True).start()
+    port = sock.getsockname()[1]
+    app = create_app({**app_config, "PORTAL_AUDIT_SYSLOG": f"{kind}://127.0.0.1:{port}"})
+    try:
+        with app.app_context():
+            signals.send(signals.sign_in_failed, login="mallory", reason="no such user")
+            signals.send(signals.user_invited, email="new@example.test", role="user", actor=None)
+        _flush(app)
+        assert _wait(lambda: len(got) >= 2)
+        failed, invited = got[0].decode(), got[1].decode()
+        # <PRI>: facility authpriv (10) * 8 + severity (4 warning, 6 info)
+        assert re.match(r"<84>portal-audit: \{", failed), failed
+        assert re.match(r"<86>portal-audit: \{", invited), invited
+        event = json.loads(failed.split("portal-audit: ", 1)[1])
+        assert event["action"] == "sign_in" and event["result"] == "failed"
+        assert event["target_name"] == "mallory" and event["id"] > 0
+        assert json.loads(invited.split("portal-audit: ", 1)[1])["target_name"] == (
+            "new@example.test"
+        )
+    finally:
+        signals.shutdown(app)
+        sock.close()
+
+
+def test_a_bad_syslog_target_refuses_to_start(app_config):
+    from portal import create_app
+
+    with pytest.raises(ValueError, match="PORTAL_AUDIT_SYSLOG must be"):
+        create_app({**app_config, "PORTAL_AUDIT_SYSLOG": "http://siem.example"})

@@ -1,7 +1,7 @@
 """The audit log: who did what, from where, with what result. See docs/audit.md.
 
 Written only by the receivers in events.py (signals from the services that own the
-actions); read by the /audit page and GET /api/audit; forwarded to a webhook.
+actions); read by the /audit page and GET /api/audit; forwarded to a webhook and to syslog.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ def register(app) -> None:
         api,
         cli,
         events,  # noqa: F401 - connects its signal receivers
+        syslog,
         views,
     )
     from portal.audit.log import Writer
@@ -25,6 +26,16 @@ def register(app) -> None:
             writer.after_commit.append(deliverer.kick)
 
     writer.after_write.append(_forward)
+
+    forwarder = syslog.from_config(app.config)
+    if forwarder is not None:
+
+        def _to_syslog(session, rows):
+            events = [r.to_dict() for r in rows]  # read now; sent once they are committed
+            writer.after_commit.append(lambda: forwarder.send(events))
+
+        writer.after_write.append(_to_syslog)
+    app.extensions["portal_audit_syslog"] = forwarder
     app.extensions["portal_audit"] = writer
     app.extensions["portal_audit_webhook"] = deliverer
     app.register_blueprint(api.bp)

@@ -309,3 +309,5 @@ def on_file_changed(app, *, user, machine, action, path, result="ok", details=No
 def on_shutdown(app, **_):
     app.extensions["portal_audit"].stop()
     app.extensions["portal_audit_webhook"].stop()
+    if app.extensions.get("portal_audit_syslog") is not None:
+        app.extensions["portal_audit_syslog"].close()
