@@ -68,7 +68,9 @@ def test_enrol_sign_in_with_code_and_step_up_before_sensitive_terminal(
         fits(page, width)
         shot(page, f"mfa-codes-{width}")
 
-        # sign out, sign in: the code is asked after the password
+        # sign out, sign in: the code is asked after the password (the page is left first:
+        # a request of it still in flight would set the session cookie again)
+        page.goto("about:blank")
         ctx.clear_cookies()
         page.goto(f"{base}/login")
         page.fill("#f-login", "mo")
