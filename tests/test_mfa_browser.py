@@ -70,6 +70,7 @@ def test_enrol_sign_in_with_code_and_step_up_before_sensitive_terminal(
 
         # sign out, sign in: the code is asked after the password (the page is left first:
         # a request of it still in flight would set the session cookie again)
+        page.wait_for_load_state("networkidle")
         page.goto("about:blank")
         ctx.clear_cookies()
         page.goto(f"{base}/login")

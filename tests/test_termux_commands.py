@@ -68,7 +68,7 @@ def test_commands_are_read_off_the_screen(term_env, live_server, auth):
     _send(t, "\r", r"(?s)one-1\r\n.*two-2\r\n.*" + PROMPT)
     _send(t, "echo last-$((2+3))\r", r"last-5\r\n")
 
-    cmds = _commands(live_server, auth, owner, sid, 11)
+    cmds = _commands(live_server, auth, owner, sid, 12)  # the export line and the 11 below
     assert cmds[1:] == [
         "seq 1 300 | less",
         "echo after-less-$((1+1))",
