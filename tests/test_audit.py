@@ -483,3 +483,21 @@ def test_a_bad_syslog_target_refuses_to_start(app_config):
 
     with pytest.raises(ValueError, match="PORTAL_AUDIT_SYSLOG must be"):
         create_app({**app_config, "PORTAL_AUDIT_SYSLOG": "http://siem.example"})
+
+
+def test_the_full_text_filter_is_served_by_an_index_on_postgresql(app):
+    """PostgreSQL: the trigram index (migration 0016) can answer `search LIKE '%word%'`, the
+    filter's query, without reading the table. SQLite has no such index: the same query
+    still answers (a scan)."""
+    from sqlalchemy import text
+
+    from portal.extensions import db
+
+    query = "SELECT id FROM audit_events WHERE search LIKE '%zqxw%'"
+    with app.app_context():
+        if db.engine.dialect.name == "postgresql":
+            db.session.execute(text("SET LOCAL enable_seqscan = off"))
+            plan = "\n".join(r[0] for r in db.session.execute(text(f"EXPLAIN {query}")))
+            assert "ix_audit_events_search_trgm" in plan, plan
+        assert db.session.execute(text(query)).all() == []
+        db.session.rollback()
