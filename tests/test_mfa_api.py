@@ -200,3 +200,15 @@ def test_bad_confirm_input_is_4xx(client, make_user, auth, body):
     client.post("/api/profile/mfa/totp", headers=auth(user))
     resp = client.post("/api/profile/mfa/totp/confirm", json=body, headers=auth(user))
     assert resp.status_code == 400 and "error" in resp.get_json()
+
+
+def test_a_code_longer_than_the_field_allows_is_a_wrong_code(client, enrolled):
+    from portal.accounts.mfa import CODE_MAX
+    from portal.formlimits import limits
+
+    assert limits()["mfa_code"] == CODE_MAX  # what the pages' maxlength says
+    _user, secret, codes = enrolled
+    padded = codes[0] + " " * (CODE_MAX - len(codes[0]) + 1)  # the right code, too long
+    r = login(client, recovery_code=padded)
+    assert r.status_code == 401 and r.get_json()["mfa_required"] is True
+    assert login(client, recovery_code=codes[0]).status_code == 200  # it was not used up

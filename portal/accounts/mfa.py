@@ -52,8 +52,13 @@ def _hash(code: str) -> str:
     return hashlib.sha256(code.encode()).hexdigest()
 
 
+CODE_MAX = 40  # a typed code as it may come (spaces, dashes): longer is no code of ours
+
+
 def _normalise(code) -> str:
-    return "".join(str(code).split()).replace("-", "").lower() if isinstance(code, str) else ""
+    if not isinstance(code, str) or len(code) > CODE_MAX:
+        return ""  # (refused like a wrong code)
+    return "".join(code.split()).replace("-", "").lower()
 
 
 def totp_factor(user: User) -> TotpFactor | None:
