@@ -141,3 +141,26 @@ def test_a_line_typed_before_the_prompt_is_drawn_leaves_the_prompt_out():
     g.process()
     g.expire(final=True)
     assert out == ["echo abc"]
+
+
+@pytest.mark.parametrize("drawn", [0, 9, 25])
+def test_a_paste_before_the_prompt_is_fully_drawn_leaves_the_prompt_out(drawn):
+    """What CI met: the paste (and a line typed ahead) reach the log when the shell has
+    drawn none, part or all of its prompt. Recorded bash 5.2 output, split at `drawn`."""
+    prompt = b"\x1b[?2004hportaltest@vm:~$ "
+    echo = (
+        b"\x1b[7mecho p$((1+0))\x1b[27m\r\n\r\x1b[7mecho p$((1+1))\x1b[27m\r\n\r"
+        + b"\x1b[A\x1b[A" + b"\x1b[C" * 17
+        + b"echo p$((1+0))\r\n\recho p$((1+1))\r\n\r\x1b[A\r\n\x1b[?2004l\rp1\r\np2\r\n"
+        + prompt + b"echo p$((1+2))\r\n\x1b[?2004l\rp3\r\n" + prompt
+    )  # fmt: skip
+    out: list[str] = []
+    g = ScreenLog(lambda lines: out.extend(t for t, _at in lines), 80, 24)
+    g.note_output(prompt + b"echo ready\r\n\x1b[?2004l\rready\r\n")
+    g.note_output(prompt[:drawn])
+    g.note_input(b"\x1b[200~echo p$((1+0))\recho p$((1+1))\r\x1b[201~")
+    g.note_input(b"\recho p$((1+2))\r")
+    g.note_output(prompt[drawn:] + echo)
+    g.process()
+    g.expire(final=True)
+    assert out == ["echo p$((1+0))", "echo p$((1+1))", "echo p$((1+2))"]

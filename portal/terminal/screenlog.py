@@ -138,6 +138,7 @@ class ScreenLog:
         self._held_at = 0.0
         self._held_enter = 0.0  # when Enter was pressed on the held command
         self._esc_out = 0
+        self._last_prompt = ""  # the prompt as the last captured line showed it
         self.dirty = False
 
     # the bridge (any thread, cheap) -------------------------------------
@@ -359,19 +360,20 @@ class ScreenLog:
         if p.deferred:
             # typed ahead: the shell showed it after its next prompt (the last one seen)
             y0, x0 = y1, 0
-            prompt = p.prompt.strip()
+            known = self._last_prompt or p.prompt
             for y in range(y1, max(y1 - 5, -1), -1):
                 row = s.row(y)
-                if prompt and row.startswith(p.prompt.rstrip()):
-                    y0, x0 = y, len(p.prompt)
+                if known.strip() and row.startswith(known.rstrip()):
+                    y0, x0 = y, len(known)
                     break
-        elif not p.prompt and p.typed and 0 <= y0 < s.lines:
-            # typed before the shell drew its prompt (nothing stood left of the cursor): the
-            # command starts where its first typed word shows, past the prompt drawn since
-            head = p.typed.split("\t")[0].strip()[:16]
-            i = s.row(y0).find(head, x0) if head else -1
-            if i > x0:
-                x0 = i
+        elif p.typed and 0 <= y0 < s.lines:
+            # The first keys may come before the shell has drawn (all of) its prompt: the
+            # command starts where the typed text shows, at or after where typing began.
+            x0 = self._echo_start(s.row(y0), x0, p.typed.split("\t")[0].lstrip())
+            if x0 > 0:
+                self._last_prompt = s.row(y0)[:x0]
+        elif x0 > 0 and 0 <= y0 < s.lines:
+            self._last_prompt = s.row(y0)[:x0]
         if y0 < 0:
             y0, x0 = 0, 0
         rows = []
@@ -410,6 +412,20 @@ class ScreenLog:
         self._held = lines
         self._held_at = self._clock()
         self._held_enter = p.at
+
+    @staticmethod
+    def _echo_start(row: str, x0: int, head: str) -> int:
+        """Where the longest start of `head` (the typed line up to a Tab) shows in `row` at or
+        after `x0`; `x0` if it does not. A start shorter than three characters counts only
+        right after a space (the end of a prompt), so a short command is not found inside
+        the prompt drawn after the first key."""
+        for k in range(min(len(head), 40), 0, -1):
+            i = row.find(head[:k], x0)
+            if i < 0:
+                continue
+            if k >= 3 or i == x0 or row[i - 1] == " ":
+                return i
+        return x0
 
     def _log(self, lines: list[str], at: float) -> None:
         if self._held is not None:
