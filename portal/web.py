@@ -18,6 +18,7 @@ from flask import (
     request,
     url_for,
 )
+from flask.sessions import SecureCookieSessionInterface
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from sqlalchemy import exc as sa_exc
@@ -33,6 +34,17 @@ from portal.errors import (
 from portal.extensions import csrf, login_manager
 
 log = logging.getLogger(__name__)
+
+
+class SessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, except that static files never send the cookie. A
+    page's static file still on its way when a request changed the session (a passkey
+    ceremony's pending challenge) would otherwise put the older cookie back in the browser."""
+
+    def should_set_cookie(self, app, session) -> bool:
+        if request.endpoint == "static" and not session.modified:
+            return False
+        return super().should_set_cookie(app, session)
 
 
 def wants_json() -> bool:
@@ -192,6 +204,7 @@ CSP = (
 
 def init_app(app) -> None:
     login_manager.unauthorized_handler(_unauthorized)
+    app.session_interface = SessionInterface()
 
     from portal.formlimits import FormLimits
 

@@ -146,6 +146,15 @@ def test_session_cookie_is_httponly_lax(client, make_user):
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
 
 
+def test_static_files_never_set_the_session_cookie(client, make_user, login):
+    """A static file still on its way when a request changed the session would put the older
+    cookie back (a passkey ceremony's pending challenge was lost that way); pages still
+    refresh it."""
+    login(make_user("sta"))
+    assert "Set-Cookie" not in client.get("/static/css/app.css").headers
+    assert "session=" in client.get("/dashboard").headers.get("Set-Cookie", "")
+
+
 def test_no_inline_script_in_pages(client, make_user, login):
     login(make_user("yul", role="admin"))
     for path in ("/login", "/dashboard", "/profile", "/admin/users"):

@@ -175,6 +175,7 @@ def test_register_sign_in_step_up_passwordless_and_remove(
 
         # remove the first with the other passkey, the second with the password
         row = page.locator(".passkey", has_text="Work laptop")
+        page.wait_for_load_state("load")
         row.locator("summary").click()
         row.get_by_role("button", name="Remove with a passkey").click()
         expect(page.locator(".flash")).to_contain_text("The passkey was removed.")
