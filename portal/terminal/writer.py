@@ -118,7 +118,11 @@ def write_status(sid, status, cols, rows, reason, counters) -> None:
     if counters is not None:
         row.bytes_in, row.bytes_out = counters
     if status == "closed":
-        end_row(row, reason or "closed")
+        if reason is None:
+            # a status write (a resize, a detach) racing the session's end: the end's own
+            # write carries the reason; closing the row here would lose it
+            return
+        end_row(row, reason)
     else:
         row.status = status
 
