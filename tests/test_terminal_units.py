@@ -266,3 +266,28 @@ def test_gunicorn_worker_tunes_the_garbage_collector(env, expected):
         [sys.executable, "-c", code], env=environ, capture_output=True, text=True, timeout=60
     )
     assert out.stdout.strip() == expected, out.stderr
+
+
+def test_only_the_end_closes_a_session_row(app, make_user, make_machine):
+    """A status write that races the end (a resize after the session was marked closed)
+    leaves the row open; the end's own write closes it with its reason."""
+    from portal.extensions import db
+    from portal.terminal.models import TerminalSession
+    from portal.terminal.writer import write_status
+
+    owner = make_user("ender")
+    machine = make_machine(owner, name="end-box")
+    with app.app_context():
+        row = TerminalSession(machine_id=machine.id, user_id=owner.id, status="active")
+        db.session.add(row)
+        db.session.commit()
+        sid = row.id
+        write_status(sid, "closed", 100, 30, None, (5, 7))  # the racing status write
+        db.session.commit()
+        row = db.session.get(TerminalSession, sid)
+        assert row.status == "active" and (row.cols, row.bytes_out) == (100, 7)
+        write_status(sid, "closed", 100, 30, "closed by its user", (5, 9))  # the end
+        db.session.commit()
+        row = db.session.get(TerminalSession, sid)
+        assert (row.status, row.close_reason, row.bytes_out) == ("closed", "closed by its user", 9)
+        db.session.remove()
