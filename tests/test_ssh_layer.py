@@ -1135,3 +1135,50 @@ def test_connections_read_through_read_ahead(sshd, ssh_pool):
         assert out.count("x") >= 300000 and "END2" in out
     finally:
         channel.close()
+
+
+def test_a_forked_child_gets_its_own_pool_and_leaves_the_parent_s_alone(sshd):
+    """The parent's pooled connection keeps working after a fork, and the child (a live
+    server, a worker of a preloaded app) opens its own connection instead of reading the
+    parent's socket, whose reader thread did not come along."""
+    import os
+    import signal
+
+    from portal.ssh import pool as poolmod
+    from portal.ssh.exec import run
+
+    target = sshd.target()
+    old = poolmod.set_pool(poolmod.ConnectionPool(max_channels=7))
+    try:
+        parent_pool = poolmod.get_pool()
+        assert run(target, "echo parent").stdout.strip() == "parent"
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report through the pipe, never return into pytest
+            code = 1
+            try:
+                child_pool = poolmod.get_pool()
+                out = run(target, "echo child").stdout.strip().encode()
+                fresh = child_pool is not parent_pool and child_pool.max_channels == 7
+                os.write(write_end, b"%s %d" % (out, fresh))
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write_end)
+        deadline = time.monotonic() + 30
+        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if done[0] == 0:  # hung on the parent's socket: never leave it behind
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung on the parent's pooled connection")
+        status = done[1]
+        report = os.read(read_end, 100)
+        os.close(read_end)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert report == b"child 1"
+        assert parent_pool.handshakes == 1  # the child's handshake was its own
+        assert run(target, "echo again").stdout.strip() == "again"
+    finally:
+        poolmod.get_pool().close_all()
+        poolmod.set_pool(old)

@@ -26,6 +26,7 @@ Sharing rules:
 from __future__ import annotations
 
 import atexit
+import os
 import threading
 import time
 
@@ -423,3 +424,26 @@ def set_pool(pool: ConnectionPool | None) -> ConnectionPool | None:
     if pool is not None:
         atexit.register(pool.close_all)
     return old
+
+
+def _after_fork_in_child() -> None:
+    """A forked child (a worker of a preloaded app, a test's live server) must not use the
+    parent's connections: their reader threads stayed in the parent, and two processes
+    reading one socket corrupt both. The child starts a fresh pool with the same settings and
+    never closes the parent's (closing would tear down the parent's transports)."""
+    global _default_pool, _default_lock
+    _default_lock = threading.Lock()
+    old = _default_pool
+    if old is None:
+        return
+    atexit.unregister(old.close_all)
+    _default_pool = ConnectionPool(
+        idle_ttl=old.idle_ttl,
+        max_connections=old.max_connections,
+        max_channels=old.max_channels,
+        keepalive=old.keepalive,
+    )
+    atexit.register(_default_pool.close_all)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
