@@ -98,19 +98,17 @@ def open_zip(user, machine: Machine, path) -> tuple[str, Iterator[bytes]]:
                             sftp.open(full, "rb") as src,
                             zf.open(info, "w", force_zip64=True) as dst,
                         ):
-                            size = attrs.st_size or 0
-                            reads = [
-                                (o, min(services.READ_BLOCK, size - o))
-                                for o in range(0, size, services.READ_BLOCK)
-                            ]
-                            for i in range(0, len(reads), services.WINDOW):
-                                for data in src.readv(reads[i : i + services.WINDOW]):
+                            reader = services.sftp_range(src, 0, (attrs.st_size or 0) - 1)
+                            try:
+                                for data in reader:
                                     dst.write(data)
                                     out = pipe.take()
                                     if out:
                                         digest.update(out)
                                         sent += len(out)
                                         yield out
+                            finally:
+                                reader.close()
                     out = pipe.take()
                     if out:
                         digest.update(out)

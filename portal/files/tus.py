@@ -4,7 +4,9 @@ An upload is a row in `file_uploads` (its offset is the truth any worker resumes
 a temporary file `.portal-upload-<id>` in the target folder on the machine; each PATCH
 appends at the stored offset and saves the new offset even when the connection drops
 mid-body. When the last byte lands the temporary is renamed into place (overwrite, keep
-both, or skip), and the transfer is recorded with the SHA-256 read back from the machine.
+both, or skip), and the transfer is recorded with its SHA-256: hashed as the bytes pass when
+this process saw every PATCH of the upload (one PATCH, or a resume on the same worker), read
+back from the machine otherwise (a PATCH served by another worker, a restart).
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import logging
 import posixpath
 import secrets
 import stat as statmod
+import threading
 import time
+from collections import OrderedDict
 
 import paramiko
 from flask import current_app
@@ -37,6 +41,29 @@ log = logging.getLogger(__name__)
 VERSION = "1.0.0"
 EXTENSIONS = "creation,termination,expiration"
 WRITE_BLOCK = 256 * 1024
+DIGESTS_MAX = 256  # uploads whose running SHA-256 this process keeps
+
+# upload id -> (offset the digest covers, running sha256), for PATCHes served by this process
+_digests: OrderedDict[str, tuple[int, object]] = OrderedDict()
+_digests_lock = threading.Lock()
+
+
+def _take_digest(upload_id: str, offset: int):
+    """The running digest of [0, offset) if this process hashed all of it, else None."""
+    if offset == 0:
+        return hashlib.sha256()
+    with _digests_lock:
+        held = _digests.pop(upload_id, None)
+    return held[1] if held and held[0] == offset else None
+
+
+def _keep_digest(upload_id: str, offset: int, digest) -> None:
+    if digest is None:
+        return
+    with _digests_lock:
+        _digests[upload_id] = (offset, digest)
+        while len(_digests) > DIGESTS_MAX:
+            _digests.popitem(last=False)
 
 
 class UnsupportedMediaType(PortalError):
@@ -183,6 +210,7 @@ def append(user, machine: Machine, upload_id: str, offset_header, content_type, 
     began = time.monotonic()
     pos = offset
     done_path = None
+    digest = _take_digest(uid, offset)
     with services.sftp_session(user, machine, "write_files") as sftp:
         try:
             try:
@@ -190,18 +218,32 @@ def append(user, machine: Machine, upload_id: str, offset_header, content_type, 
             except OSError as exc:
                 raise services.map_error(exc, temp) from None
             with f:
-                f.set_pipelined(True)
-                if f.stat().st_size < offset:
+                have = f.stat().st_size
+                if have < offset:
                     raise OffsetMismatch("the temporary file on the machine is shorter")
-                f.seek(offset)
-                while pos < length:
-                    block = stream.read(min(WRITE_BLOCK, length - pos))
-                    if not block:
-                        break
-                    f.write(block)
-                    pos += len(block)
-                if stream.read(1):
-                    raise ValidationError("the body goes past Upload-Length")
+                if have > offset:  # a cut PATCH wrote past the offset it saved
+                    f.truncate(offset)
+                chan = services.exec_append(sftp, machine_id, temp)
+                if chan is None:  # no shell on the machine: pipelined SFTP writes
+                    f.set_pipelined(True)
+                    f.seek(offset)
+                try:
+                    while pos < length:
+                        block = stream.read(min(WRITE_BLOCK, length - pos))
+                        if not block:
+                            break
+                        if chan is None:
+                            f.write(block)
+                        else:
+                            chan.sendall(block)
+                        if digest is not None:
+                            digest.update(block)
+                        pos += len(block)
+                    if stream.read(1):
+                        raise ValidationError("the body goes past Upload-Length")
+                finally:
+                    if chan is not None:
+                        services.finish_append(chan, temp)
         except OSError as exc:
             err = services.map_error(exc, temp)
             if type(err) is PortalError:
@@ -216,14 +258,10 @@ def append(user, machine: Machine, upload_id: str, offset_header, content_type, 
             _save_offset(uid, pos)
             raise
         if pos == length:
-            digest = hashlib.sha256()
-            with sftp.open(temp, "rb") as rf:
-                reads = [
-                    (o, min(services.READ_BLOCK, length - o))
-                    for o in range(0, length, services.READ_BLOCK)
-                ]
-                for i in range(0, len(reads), services.WINDOW):
-                    for data in rf.readv(reads[i : i + services.WINDOW]):
+            if digest is None:  # some PATCHes went through another process: read it back
+                digest = hashlib.sha256()
+                with sftp.open(temp, "rb") as rf:
+                    for data in services.sftp_range(rf, 0, length - 1):
                         digest.update(data)
             dest = _final_name(sftp, upload)
             if dest is None:
@@ -254,6 +292,7 @@ def append(user, machine: Machine, upload_id: str, offset_header, content_type, 
             s.close()
         return {"offset": pos, "done": True, "path": done_path}
     _save_offset(uid, pos)
+    _keep_digest(uid, pos, digest)
     return {"offset": pos, "done": False}
 
 
@@ -261,6 +300,7 @@ def terminate(user, machine: Machine, upload_id: str) -> None:
     """DELETE: drop the temporary file and the upload."""
     upload = get(user, machine, upload_id)
     temp, uid = upload.temp_path, upload.id
+    _take_digest(uid, -1)  # forget its running digest
     with services.sftp_session(user, machine, "write_files") as sftp:
         try:
             sftp.remove(temp)

@@ -1,0 +1,199 @@
+"""How file bytes travel: streamed through the machine's shell (`head`/`tail` for downloads,
+`cat >>` for tus uploads) where it has one, over SFTP where it does not; a chatty login shell
+never reaches the file; a download cancelled on the SFTP path leaves no thread dying behind.
+Real sshd instances: one whose shell greets every command, one forced to SFTP only."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import os
+import secrets
+import shutil
+import tempfile
+import zipfile
+
+import pytest
+
+pytestmark = pytest.mark.timeout(120)
+
+TUS = {"Tus-Resumable": "1.0.0"}
+
+GREETER = """#!/bin/sh
+# A login shell that greets every command on stdout, as a chatty rc file does.
+printf '%s\\n' "$SSH_ORIGINAL_COMMAND" >> {log}
+case "$SSH_ORIGINAL_COMMAND" in
+  internal-sftp|*sftp-server*) exec /usr/lib/openssh/sftp-server ;;
+esac
+printf 'Welcome to the greeter! Last login: never\\n'
+exec /bin/sh -c "$SSH_ORIGINAL_COMMAND"
+"""
+
+
+@pytest.fixture(scope="module")
+def greeter_dir(sshd_user):
+    folder = tempfile.mkdtemp(prefix="portal-greeter-")
+    os.chmod(folder, 0o755)
+    log = os.path.join(folder, "commands.log")
+    with open(log, "w"):
+        pass
+    shutil.chown(log, sshd_user.username)
+    script = os.path.join(folder, "greet.sh")
+    with open(script, "w") as fh:
+        fh.write(GREETER.format(log=log))
+    os.chmod(script, 0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def greeter_sshd(make_sshd, greeter_dir):
+    sftp_server = "/usr/lib/openssh/sftp-server"
+    if not os.path.exists(sftp_server):
+        pytest.skip(f"{sftp_server} is missing (openssh-sftp-server)")
+    return make_sshd(
+        "greeter",
+        ForceCommand=os.path.join(greeter_dir, "greet.sh"),
+        Subsystem=f"sftp {sftp_server}",
+    )
+
+
+@pytest.fixture(scope="module")
+def sftp_only_sshd(make_sshd):
+    return make_sshd("sftponly", ForceCommand="internal-sftp")
+
+
+def _box(server, make_user, sshd_machine, auth, client):
+    owner = make_user(f"owner-{server.name}")
+    machine = sshd_machine(owner, server=server)
+    headers = auth(owner)
+    base = f"/api/machines/{machine.agent_id}/files"
+    r = client.post(
+        f"{base}/mkdir", json={"path": f"portal-streams-{secrets.token_hex(4)}"}, headers=headers
+    )
+    assert r.status_code == 201, r.json
+    return machine, headers, base, r.json["path"]
+
+
+def _tus_upload(client, base, headers, folder, name, data, pieces=1):
+    meta = ",".join(
+        f"{k} {base64.b64encode(v.encode()).decode()}"
+        for k, v in {"filename": name, "folder": folder}.items()
+    )
+    r = client.post(
+        f"{base}/tus",
+        headers={**headers, **TUS, "Upload-Length": str(len(data)), "Upload-Metadata": meta},
+    )
+    assert r.status_code == 201, r.json
+    location = r.headers["Location"]
+    step = -(-len(data) // pieces)
+    for offset in range(0, len(data), step):
+        r = client.patch(
+            location,
+            data=data[offset : offset + step],
+            headers={
+                **headers,
+                **TUS,
+                "Upload-Offset": str(offset),
+                "Content-Type": "application/offset+octet-stream",
+            },
+        )
+        assert r.status_code == 204, r.json
+    return r
+
+
+def _transfers(app, machine, direction):
+    from sqlalchemy import select
+
+    from portal.extensions import db
+    from portal.files.models import FileTransfer
+
+    with app.app_context():
+        return db.session.scalars(
+            select(FileTransfer)
+            .where(FileTransfer.machine_id == machine.id, FileTransfer.direction == direction)
+            .order_by(FileTransfer.id)
+        ).all()
+
+
+def _exercise(app, client, box):
+    """Upload (one PATCH and three), download whole, a range, a tail range, an empty file
+    and a zip: every byte as sent, and the recorded SHA-256 right."""
+    machine, headers, base, folder = box
+    data = secrets.token_bytes(3 * 1024 * 1024 + 17)
+    _tus_upload(client, base, headers, folder, "one.bin", data)
+    _tus_upload(client, base, headers, folder, "three.bin", data, pieces=3)
+    ups = _transfers(app, machine, "upload")
+    assert [u.sha256 for u in ups[-2:]] == [hashlib.sha256(data).hexdigest()] * 2
+    for name in ("one.bin", "three.bin"):
+        r = client.get(f"{base}/content?path={folder}/{name}", headers=headers)
+        assert r.status_code == 200 and r.data == data
+    r = client.get(
+        f"{base}/content?path={folder}/one.bin", headers={**headers, "Range": "bytes=1000-70999"}
+    )
+    assert r.status_code == 206 and r.data == data[1000:71000]
+    r = client.get(
+        f"{base}/content?path={folder}/one.bin", headers={**headers, "Range": "bytes=-5"}
+    )
+    assert r.status_code == 206 and r.data == data[-5:]
+    r = client.put(f"{base}/content?path={folder}/empty.txt", data=b"", headers=headers)
+    assert r.status_code == 201, r.json
+    r = client.get(f"{base}/content?path={folder}/empty.txt", headers=headers)
+    assert r.status_code == 200 and r.data == b""
+    downs = _transfers(app, machine, "download")
+    assert downs[0].sha256 == hashlib.sha256(data).hexdigest() and downs[0].result == "ok"
+    r = client.get(f"{base}/zip?path={folder}", headers=headers)
+    assert r.status_code == 200
+    with zipfile.ZipFile(io.BytesIO(r.data)) as zf:
+        base_name = folder.rsplit("/", 1)[1]
+        assert zf.read(f"{base_name}/three.bin") == data
+
+
+def test_a_chatty_login_shell_never_reaches_the_file(
+    app, client, make_user, sshd_machine, auth, greeter_sshd, greeter_dir
+):
+    box = _box(greeter_sshd, make_user, sshd_machine, auth, client)
+    _exercise(app, client, box)
+    with open(os.path.join(greeter_dir, "commands.log")) as fh:
+        commands = fh.read()
+    # the bytes went through the shell (the fast path), not SFTP reads and writes
+    assert "head -c 3145745 -- " in commands
+    assert "tail -c +1001 -- " in commands
+    assert "exec cat >> " in commands
+    client.post(f"{box[2]}/delete", json={"path": box[3]}, headers=box[1])
+
+
+def test_an_sftp_only_machine_reads_and_writes_over_sftp(
+    app, client, make_user, sshd_machine, auth, sftp_only_sshd
+):
+    box = _box(sftp_only_sshd, make_user, sshd_machine, auth, client)
+    _exercise(app, client, box)
+    client.post(f"{box[2]}/delete", json={"path": box[3]}, headers=box[1])
+
+
+def test_a_download_cancelled_on_the_sftp_path_stops_cleanly(
+    app, client, make_user, sshd_machine, auth, sftp_only_sshd, live_server
+):
+    """The reader stops after the first bytes, several times: each download is recorded as
+    cancelled, and paramiko's read-ahead thread never dies on a closed channel (pytest fails
+    a test on an unhandled thread exception)."""
+    import requests
+
+    from tests.fixtures.terminal import wait_for
+
+    machine, headers, base, folder = _box(sftp_only_sshd, make_user, sshd_machine, auth, client)
+    big = secrets.token_bytes(24 * 1024 * 1024)
+    _tus_upload(client, base, headers, folder, "big.bin", big)
+    url = f"{live_server.url}{base}/content?path={folder}/big.bin"
+    for _ in range(3):
+        r = requests.get(url, headers=headers, stream=True, timeout=30)
+        assert r.status_code == 200
+        assert next(r.iter_content(65536))
+        r.close()
+    assert wait_for(
+        lambda: sum(t.result == "cancelled" for t in _transfers(app, machine, "download")) == 3,
+        timeout=30,
+        interval=0.2,
+    )
+    client.post(f"{base}/delete", json={"path": folder}, headers=headers)
