@@ -7,7 +7,16 @@ from __future__ import annotations
 
 import time
 
-from flask import flash, g, redirect, render_template, request, session, url_for
+from flask import (
+    flash,
+    g,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask_login import login_user
 
 from portal.accounts import mfa, passkeys, stepup
@@ -206,13 +215,48 @@ def profile_passkey_remove(passkey_id: int):
 # ---------------------------------------------------------------- step-up prompt
 
 
+#: The response header of an in-place prompt: static/js/stepup.js opens the dialog of
+#: base.html on it, checks the code at /step-up, then sends the same request again.
+STEP_UP_HEADER = "X-Step-Up"
+#: A page's own fetch (not htmx) that can show that dialog asks for it with this header.
+INLINE_REQUEST_HEADER = "X-Step-Up-Prompt"
+
+
+def _wants_inline_prompt() -> bool:
+    """An htmx request (or a page fetch that says it can) gets the dialog in place, as long
+    as a code can answer it: a user who has no factor yet is sent to the page instead."""
+    if not (is_htmx() or request.headers.get(INLINE_REQUEST_HEADER) == "inline"):
+        return False
+    from flask_login import current_user
+
+    return current_user.is_authenticated and mfa.has_factor(current_user)
+
+
+def _wants_json_answer() -> bool:
+    """The dialog's own POST to /step-up asks for JSON (fetch with Accept: application/json)."""
+    return request.accept_mimetypes.best == "application/json"
+
+
 @bp.app_errorhandler(stepup.StepUpRequired)
 def _step_up_prompt(err: stepup.StepUpRequired):
-    """JSON: 401 {error, step_up_required}. A page: a small prompt that continues the action
-    (a form is re-sent with the code; a page is opened again once the code is checked)."""
+    """JSON: 401 {error, step_up_required}. htmx: 401 with `X-Step-Up: required`,
+    `HX-Reswap: none` (nothing is swapped) and the prompt as its body: the page shows it in
+    the dialog of base.html and sends the request again once the code is checked. A page: a
+    small prompt that continues the action (a form is re-sent with the code; a page is opened
+    again once the code is checked)."""
     if wants_json():
         return error_json(err.message, 401, err.code, **err.extra)
     db.fail_request("step-up required")
+    if _wants_inline_prompt():
+        body = render_template(
+            "accounts/step_up_dialog.html",
+            action=url_for("accounts.step_up"),
+            passkey=_user_has_passkey(),
+        )
+        resp = make_response(body, 401)
+        resp.headers[STEP_UP_HEADER] = "required"
+        resp.headers["HX-Reswap"] = "none"
+        return resp
     if is_htmx():
         back = request.headers.get("HX-Current-URL") or request.referrer or _home()
         resp = redirect(url_for("accounts.step_up", next=back))
@@ -254,6 +298,8 @@ def step_up():
         try:
             stepup.require(g.user, "page")
         except stepup.StepUpRequired as err:
+            if _wants_json_answer():  # the dialog: the message goes next to its field
+                return error_json(err.message, 401, err.code, **err.extra)
             bad = request.form.get("mfa_code") or request.form.get("mfa_passkey")
             return render_template(
                 "accounts/step_up.html",
@@ -262,6 +308,8 @@ def step_up():
                 error=err.message if bad else None,
                 passkey=_user_has_passkey(),
             ), 401
+        if _wants_json_answer():
+            return "", 204  # fresh now: the dialog sends the request it stood in for again
         return redirect(safe_next(nxt, _home()), 303)
     return render_template(
         "accounts/step_up.html",

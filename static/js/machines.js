@@ -53,12 +53,17 @@
         if (progress) progress.textContent = done + " done";
       }
     }
+    var again = false;
     fetch(form.action, {
       method: "POST",
       body: new FormData(form),
-      headers: { "X-CSRFToken": form.querySelector("input[name=csrf_token]").value },
+      // a needed step-up comes back as a 401 for the dialog of base.html (static/js/stepup.js)
+      headers: { "X-CSRFToken": form.querySelector("input[name=csrf_token]").value, "X-Step-Up-Prompt": "inline" },
       credentials: "same-origin"
     }).then(function (resp) {
+      if (window.PortalStepUp && window.PortalStepUp.needed(resp)) {
+        return resp.text().then(window.PortalStepUp.ask).then(function (ok) { again = ok; });
+      }
       var reader = resp.body.getReader();
       var decoder = new TextDecoder();
       function pump() {
@@ -75,7 +80,10 @@
     }).catch(function () {
       err.textContent = "The connection to the portal was lost.";
       err.hidden = false;
-    }).then(function () { button.disabled = false; });
+    }).then(function () {
+      button.disabled = false;
+      if (again) runBroadcast(form);  // confirmed: the same broadcast, as asked
+    });
   }
 
   // Broadcast: the button says what it will do, and asks before doing it (issue 20).

@@ -1,9 +1,11 @@
 // Passkey ceremonies (WebAuthn) on the sign-in, second-step, step-up and two-step sign-in
-// pages, with the vendored @simplewebauthn/browser (window.SimpleWebAuthnBrowser). The server
-// makes and checks every challenge (portal/accounts/passkeys.py); this file only carries the
+// pages, and for the step-up dialog of every page (window.PortalPasskeys), with the vendored
+// @simplewebauthn/browser (window.SimpleWebAuthnBrowser). The server makes and checks every
+// challenge (portal/accounts/passkeys.py); this file only carries the
 // options to the browser's authenticator and its answer back. No inline script (CSP).
 (function () {
   "use strict";
+  if (window.PortalPasskeys) return;  // loaded already (the step-up dialog loads it on demand)
   var lib = window.SimpleWebAuthnBrowser;
 
   function csrfToken() {
@@ -138,6 +140,12 @@
     var add = document.getElementById("passkey-add");
     if (add) add.addEventListener("submit", function (e) { e.preventDefault(); addPasskey(add); });
   }
+
+  // For the step-up dialog of every page (static/js/stepup.js).
+  window.PortalPasskeys = {
+    supported: function () { return !!(lib && lib.browserSupportsWebAuthn()); },
+    authenticate: authenticate
+  };
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
   else init();
