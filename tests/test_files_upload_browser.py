@@ -174,3 +174,51 @@ def test_network_cut_mid_upload_pauses_and_resumes_from_the_offset(
         )
     assert page.evaluate("portalFiles.uploads[0].state") == "done"
     assert page.js_errors == []
+
+
+# A dropped folder as Chromium hands it over: DataTransferItem.webkitGetAsEntry() gives a
+# directory entry whose reader answers in batches (100 at most in Chromium; 2 here) until
+# an empty one. Playwright cannot drag a real folder from the desktop, so the drop event
+# carries entries built on the page's File objects; the drawer's own drop handler walks them.
+DROP_FOLDER = """(files) => {
+  const fileEntry = (name, text) => ({ isFile: true, isDirectory: false, name: name,
+    file: (ok) => setTimeout(() => ok(new File([text], name)), 0) });
+  const dirEntry = (name, children) => ({ isFile: false, isDirectory: true, name: name,
+    createReader: () => { let at = 0; return { readEntries: (ok) => setTimeout(() => {
+      const batch = children.slice(at, at + 2); at += batch.length; ok(batch); }, 0) }; } });
+  const build = (name, node) => typeof node === 'string' ? fileEntry(name, node)
+    : dirEntry(name, Object.keys(node).map((k) => build(k, node[k])));
+  const top = build('dropped', files);
+  const ev = new Event('drop', { bubbles: true, cancelable: true });
+  Object.defineProperty(ev, 'dataTransfer', { value: {
+    types: ['Files'], files: [new File([''], 'dropped')],
+    items: [{ kind: 'file', webkitGetAsEntry: () => top }] } });
+  document.querySelector('[data-role=files]').dispatchEvent(ev);
+  return ev.defaultPrevented;
+}"""
+
+
+def test_dropped_folder_is_walked_in_batches(box, folder, page):  # noqa: F811
+    user, machine, base = box
+    path, put = folder
+    files = {
+        "one.txt": "1",
+        "two.txt": "22",
+        "three.txt": "333",
+        "sub": {"four.txt": "4444", "five.txt": "55555", "deeper": {"six.txt": "666666"}},
+        "empty": {},
+    }
+    open_files(page, base, user, machine, path)
+    assert page.evaluate(DROP_FOLDER, files) is True
+    page.locator("[data-role=upload-group][data-group-name=dropped][data-state=done]").wait_for()
+    assert "6 of 6 files uploaded" in page.inner_text("[data-role=upload-group]")
+    row(page, "dropped").wait_for()
+    assert tree(os.path.join(path, "dropped")) == {
+        "one.txt": b"1",
+        "two.txt": b"22",
+        "three.txt": b"333",
+        "sub/four.txt": b"4444",
+        "sub/five.txt": b"55555",
+        "sub/deeper/six.txt": b"666666",
+    }
+    assert page.js_errors == []
