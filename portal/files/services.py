@@ -138,18 +138,21 @@ def clean_relative(rel, field: str = "relativePath") -> list[str]:
     return parts
 
 
-def make_parents(sftp, base: str, relative: str) -> tuple[str, list[str]]:
+def make_parents(
+    sftp, base: str, relative: str, created: list[str] | None = None
+) -> tuple[str, list[str]]:
     """Create under the folder `base` (absolute, as the machine resolved it) the folders of
     `relative` (every segment but the last, the file's name) that are missing. Returns the
-    deepest folder and the folders created. A segment that exists and is not a folder is a
-    409; the caller maps OSErrors (map_error)."""
+    deepest folder and the folders created (also appended to `created` as they are made, so
+    a caller knows them when a later one fails). A segment that exists and is not a folder
+    is a 409; the caller maps OSErrors (map_error)."""
     parts = clean_relative(relative)
     if len(posixpath.join(base, *parts)) > MAX_PATH:
         raise ValidationError(
             f"the path would be longer than {MAX_PATH} characters", field="relativePath"
         )
     folder = base
-    created: list[str] = []
+    created = [] if created is None else created
     for part in parts[:-1]:
         folder = posixpath.join(folder, part)
         attrs = exists(sftp, folder)

@@ -75,6 +75,19 @@ def expires_at(upload: FileUpload) -> dt.datetime:
     )
 
 
+def _made_folders(user, machine: Machine, paths: list[str]) -> None:
+    for path in paths:
+        signals.send(
+            signals.file_changed,
+            user=user,
+            machine=machine,
+            action="mkdir",
+            path=path,
+            result="ok",
+            details={"by": "upload"},
+        )
+
+
 def create(user, machine: Machine, length_header, metadata_header) -> FileUpload:
     """POST: a new upload of Upload-Length bytes into metadata `folder` as `filename`;
     `conflict`: overwrite | keep (both) | skip | fail (default: 409 when the name exists).
@@ -107,22 +120,25 @@ def create(user, machine: Machine, length_header, metadata_header) -> FileUpload
     expire(machine)
     upload_id = secrets.token_hex(16)
     made: list[str] = []
-    with services.sftp_session(user, machine, "write_files") as sftp:
-        try:
-            folder = sftp.normalize(folder)
-            if not statmod.S_ISDIR(sftp.stat(folder).st_mode or 0):
-                raise ValidationError("the target is not a folder", field="folder")
-            if relative is not None:
-                folder, made = services.make_parents(sftp, folder, relative)
-            existing = services.exists(sftp, posixpath.join(folder, name))
-            if existing is not None and statmod.S_ISDIR(existing.st_mode or 0):
-                raise Conflict(f"{name} is a folder")
-            if existing is not None and conflict == "fail":
-                raise Conflict(f"{name} already exists")
-            temp = posixpath.join(folder, f"{services.TEMP_PREFIX}{upload_id}")
-            sftp.open(temp, "wb").close()
-        except OSError as exc:
-            raise services.map_error(exc, folder) from None
+    try:
+        with services.sftp_session(user, machine, "write_files") as sftp:
+            try:
+                folder = sftp.normalize(folder)
+                if not statmod.S_ISDIR(sftp.stat(folder).st_mode or 0):
+                    raise ValidationError("the target is not a folder", field="folder")
+                if relative is not None:
+                    folder, _ = services.make_parents(sftp, folder, relative, made)
+                existing = services.exists(sftp, posixpath.join(folder, name))
+                if existing is not None and statmod.S_ISDIR(existing.st_mode or 0):
+                    raise Conflict(f"{name} is a folder")
+                if existing is not None and conflict == "fail":
+                    raise Conflict(f"{name} already exists")
+                temp = posixpath.join(folder, f"{services.TEMP_PREFIX}{upload_id}")
+                sftp.open(temp, "wb").close()
+            except OSError as exc:
+                raise services.map_error(exc, folder) from None
+    finally:  # folders made stay made (and audited) whatever happens next
+        _made_folders(user, machine, made)
     upload = FileUpload(
         id=upload_id,
         machine_id=machine.id,
@@ -136,16 +152,6 @@ def create(user, machine: Machine, length_header, metadata_header) -> FileUpload
     )
     db.session.add(upload)
     db.session.flush()
-    for path in made:
-        signals.send(
-            signals.file_changed,
-            user=user,
-            machine=machine,
-            action="mkdir",
-            path=path,
-            result="ok",
-            details={"by": "upload"},
-        )
     return upload
 
 

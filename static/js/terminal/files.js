@@ -717,13 +717,17 @@ export class FilesDrawer {
     let tus;
     try { tus = await this.tus(); } catch (e) { this.say(e.message, true); return; }
     let sameForAll = null;
-    const groups = {}; // top folder -> its summary row
+    const groups = {}; // top folder -> its summary row (counted first: it ends when all did)
+    const topOf = function (rel) { return rel.indexOf("/") > 0 ? rel.split("/")[0] : null; };
+    items.forEach((it) => {
+      const top = topOf(it.rel);
+      if (top) (groups[top] = groups[top] || this.uploadGroup(top, folder)).add();
+    });
     const freshTop = {}; // top folder -> true when it is not on the machine (nothing to clash with)
     for (let i = 0; i < items.length; i++) {
       const file = items[i].file, rel = items[i].rel;
-      const top = rel.indexOf("/") > 0 ? rel.split("/")[0] : null;
-      const group = top ? (groups[top] = groups[top] || this.uploadGroup(top, folder)) : null;
-      if (group) group.add();
+      const top = topOf(rel);
+      const group = top ? groups[top] : null;
       const target = joinPath(folder, rel);
       let conflict = "fail";
       const resuming = await this.previousUpload(tus, folder, file, rel);
