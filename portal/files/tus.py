@@ -26,6 +26,7 @@ import paramiko
 from flask import current_app
 from sqlalchemy import select
 
+from portal import signals
 from portal.db import utcnow
 from portal.errors import Conflict, NotFound, PortalError, TooLarge, ValidationError
 from portal.extensions import db
@@ -101,9 +102,24 @@ def expires_at(upload: FileUpload) -> dt.datetime:
     )
 
 
+def _made_folders(user, machine: Machine, paths: list[str]) -> None:
+    for path in paths:
+        signals.send(
+            signals.file_changed,
+            user=user,
+            machine=machine,
+            action="mkdir",
+            path=path,
+            result="ok",
+            details={"by": "upload"},
+        )
+
+
 def create(user, machine: Machine, length_header, metadata_header) -> FileUpload:
     """POST: a new upload of Upload-Length bytes into metadata `folder` as `filename`;
-    `conflict`: overwrite | keep (both) | skip | fail (default: 409 when the name exists)."""
+    `conflict`: overwrite | keep (both) | skip | fail (default: 409 when the name exists).
+    `relativePath` ("a/b/c.txt": a file of an uploaded folder) names the file and the
+    folders under `folder` to put it in; the missing ones are created first."""
     require(user, machine, "write_files")
     try:
         length = int(length_header)
@@ -115,27 +131,41 @@ def create(user, machine: Machine, length_header, metadata_header) -> FileUpload
     if cap and length > cap:
         raise TooLarge(f"uploads are limited to {cap} bytes")
     meta = parse_metadata(metadata_header)
-    name = services.clean_name(meta.get("filename") or meta.get("name"), field="filename")
+    relative = meta.get("relativePath")
+    if relative is not None:  # a file of a folder upload: its folders are made as needed
+        name = services.clean_relative(relative)[-1]
+        if meta.get("filename") not in (None, "", name):
+            raise ValidationError(
+                "filename must be the last part of relativePath", field="filename"
+            )
+    else:
+        name = services.clean_name(meta.get("filename") or meta.get("name"), field="filename")
     folder = services.clean_path(meta.get("folder") or ".")
     conflict = meta.get("conflict") or "fail"
     if conflict not in CONFLICTS:
         raise ValidationError(f"conflict must be one of {', '.join(CONFLICTS)}")
     expire(machine)
     upload_id = secrets.token_hex(16)
-    with services.sftp_session(user, machine, "write_files") as sftp:
-        try:
-            folder = sftp.normalize(folder)
-            if not statmod.S_ISDIR(sftp.stat(folder).st_mode or 0):
-                raise ValidationError("the target is not a folder", field="folder")
-            existing = services.exists(sftp, posixpath.join(folder, name))
-            if existing is not None and statmod.S_ISDIR(existing.st_mode or 0):
-                raise Conflict(f"{name} is a folder")
-            if existing is not None and conflict == "fail":
-                raise Conflict(f"{name} already exists")
-            temp = posixpath.join(folder, f"{services.TEMP_PREFIX}{upload_id}")
-            sftp.open(temp, "wb").close()
-        except OSError as exc:
-            raise services.map_error(exc, folder) from None
+    made: list[str] = []
+    try:
+        with services.sftp_session(user, machine, "write_files") as sftp:
+            try:
+                folder = sftp.normalize(folder)
+                if not statmod.S_ISDIR(sftp.stat(folder).st_mode or 0):
+                    raise ValidationError("the target is not a folder", field="folder")
+                if relative is not None:
+                    folder, _ = services.make_parents(sftp, folder, relative, made)
+                existing = services.exists(sftp, posixpath.join(folder, name))
+                if existing is not None and statmod.S_ISDIR(existing.st_mode or 0):
+                    raise Conflict(f"{name} is a folder")
+                if existing is not None and conflict == "fail":
+                    raise Conflict(f"{name} already exists")
+                temp = posixpath.join(folder, f"{services.TEMP_PREFIX}{upload_id}")
+                sftp.open(temp, "wb").close()
+            except OSError as exc:
+                raise services.map_error(exc, folder) from None
+    finally:  # folders made stay made (and audited) whatever happens next
+        _made_folders(user, machine, made)
     upload = FileUpload(
         id=upload_id,
         machine_id=machine.id,

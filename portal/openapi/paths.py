@@ -134,7 +134,12 @@ FILES_PATHS: dict[str, dict[str, dict]] = {
             params=[
                 _header("Tus-Resumable", {"type": "string", "enum": ["1.0.0"]}),
                 _header("Upload-Length", {"type": "string", "pattern": "^[0-9]+$"}, True),
-                _header("Upload-Metadata"),
+                {
+                    **_header("Upload-Metadata"),
+                    "description": "tus metadata (key base64,...): filename, folder, conflict "
+                    "(fail | overwrite | keep | skip) and, for a file of an uploaded folder, "
+                    "relativePath (a/b/c.txt: the missing folders under folder are made first)",
+                },
             ],
             errors=FILE_ERRORS + (412, 413),
         )

@@ -5,7 +5,7 @@
 // The server enforces roles; the page only hides what the role cannot do.
 import { openEditor, EDIT_MAX } from "./editor.js";
 import {
-  api, apiBase, ask, copyText, formatSize, formatTime, joinPath, loadScript, qs,
+  api, apiBase, ask, copyText, formatSize, formatTime, joinPath, loadScript, parentOf, qs,
   shellQuote, shownName
 } from "./filekit.js";
 import { csrfToken, el, store } from "./util.js";
@@ -20,6 +20,42 @@ function icon(kind) {
   const s = el("span", "files-icon files-icon-" + kind);
   s.setAttribute("aria-hidden", "true");
   return s;
+}
+
+// A picked or dropped file as {file, rel}: rel is its path inside the folder it came with
+// ("top/a/b.txt", from the folder picker or a dropped folder), else its name.
+function asItem(f) {
+  return f && f.file ? f : { file: f, rel: f.webkitRelativePath || f.name };
+}
+
+// Every entry of a dropped folder: readEntries answers in batches until an empty one.
+function readAll(reader) {
+  return new Promise(function (resolve, reject) {
+    const out = [];
+    const next = function () {
+      reader.readEntries(function (batch) {
+        if (!batch.length) { resolve(out); return; }
+        Array.prototype.push.apply(out, batch);
+        next();
+      }, reject);
+    };
+    next();
+  });
+}
+
+// A dropped entry (file or folder, walked recursively) into out as {file, rel}.
+async function walkEntry(entry, prefix, out, failed) {
+  const rel = prefix ? prefix + "/" + entry.name : entry.name;
+  try {
+    if (entry.isFile) {
+      out.push({ file: await new Promise(function (res, rej) { entry.file(res, rej); }), rel: rel });
+    } else if (entry.isDirectory) {
+      const children = await readAll(entry.createReader());
+      for (let i = 0; i < children.length; i++) await walkEntry(children[i], rel, out, failed);
+    }
+  } catch (e) {
+    failed.push(rel);
+  }
 }
 
 function button(cls, text, action, title) {
@@ -107,10 +143,15 @@ export class FilesDrawer {
     const acts = el("div", "files-head-actions");
     this.uploadBtn = button("term-btn", "Upload", "files-upload", "Upload files to this folder");
     this.uploadBtn.setAttribute("data-write", "");
+    this.uploadDirBtn = button("term-btn", "Upload folder", "files-upload-folder", "Upload a folder (and everything in it) to this folder");
+    this.uploadDirBtn.setAttribute("data-write", "");
+    // Browsers without a folder picker keep the button hidden (drop still works where it can).
+    if (!("webkitdirectory" in document.createElement("input"))) this.uploadDirBtn.removeAttribute("data-write");
     this.mkdirBtn = button("term-btn", "New folder", "files-mkdir", "New folder here");
     this.mkdirBtn.setAttribute("data-write", "");
-    this.uploadBtn.hidden = this.mkdirBtn.hidden = true;
+    this.uploadBtn.hidden = this.uploadDirBtn.hidden = this.mkdirBtn.hidden = true;
     acts.appendChild(this.uploadBtn);
+    acts.appendChild(this.uploadDirBtn);
     acts.appendChild(this.mkdirBtn);
     acts.appendChild(button("term-btn", "\u27f3", "files-refresh", "Reload the listing"));
     if (!this.page) acts.appendChild(button("term-btn files-close", "\u00d7", "files-close", "Close the files panel"));
@@ -221,6 +262,13 @@ export class FilesDrawer {
     this.fileInput.hidden = true;
     this.fileInput.setAttribute("data-role", "files-input");
     box.appendChild(this.fileInput);
+    this.folderInput = el("input");
+    this.folderInput.type = "file";
+    this.folderInput.multiple = true;
+    this.folderInput.webkitdirectory = true;
+    this.folderInput.hidden = true;
+    this.folderInput.setAttribute("data-role", "files-folder-input");
+    box.appendChild(this.folderInput);
   }
 
   bind() {
@@ -233,6 +281,7 @@ export class FilesDrawer {
         case "files-close": this.toggle(false); break;
         case "files-refresh": this.load(this.path || "."); break;
         case "files-upload": this.pick(); break;
+        case "files-upload-folder": this.folderInput.click(); break;
         case "files-mkdir": this.mkdir(); break;
         case "files-more": this.load(this.path, true); break;
         case "files-crumb": this.load(b.getAttribute("data-path")); break;
@@ -250,10 +299,12 @@ export class FilesDrawer {
       this.hidden = this.hiddenBox.checked;
       this.load(this.path || ".");
     });
-    this.fileInput.addEventListener("change", () => {
-      const files = Array.prototype.slice.call(this.fileInput.files || []);
-      this.fileInput.value = "";
-      if (files.length) this.uploadFiles(files, this.path);
+    [this.fileInput, this.folderInput].forEach((input) => {
+      input.addEventListener("change", () => {
+        const files = Array.prototype.slice.call(input.files || []);
+        input.value = "";
+        if (files.length) this.uploadFiles(files, this.path);
+      });
     });
     document.addEventListener("click", (e) => {
       if (!this.menu.hidden && !e.target.closest("[data-role=files-menu], [data-action=files-row-menu]")) this.closeMenu();
@@ -279,11 +330,29 @@ export class FilesDrawer {
         if (!this.canWrite || !e.dataTransfer || !e.dataTransfer.files || !e.dataTransfer.files.length) return;
         e.preventDefault();
         this.showDrop(false);
+        // The entries must be taken now: the drop's data is gone once the handler returns.
         const files = Array.prototype.slice.call(e.dataTransfer.files);
+        const entries = Array.prototype.slice.call(e.dataTransfer.items || [])
+          .filter(function (it) { return it.kind === "file"; })
+          .map(function (it) { return it.webkitGetAsEntry ? it.webkitGetAsEntry() : null; });
         const start = this.box.hidden ? this.toggle(true) : Promise.resolve();
-        start.then(() => this.uploadFiles(files, this.path));
+        start.then(() => this.droppedItems(files, entries)).then((items) => {
+          if (items.length) this.uploadFiles(items, this.path);
+        });
       });
     });
+  }
+
+  // Dropped files as they are; with a folder among them, every file in it with its path.
+  async droppedItems(files, entries) {
+    if (entries.length !== files.length || !entries.some(function (en) { return en && en.isDirectory; })) return files;
+    const out = [], failed = [];
+    for (let i = 0; i < entries.length; i++) {
+      if (entries[i]) await walkEntry(entries[i], "", out, failed);
+      else out.push(asItem(files[i]));
+    }
+    if (failed.length) this.say("Could not read " + failed.map(shownName).join(", ") + ": not uploaded", true);
+    return out;
   }
 
   showDrop(on) {
@@ -636,27 +705,47 @@ export class FilesDrawer {
 
   tus() { return loadScript(TUS_SRC, "tus"); }
 
-  fingerprint(folder, file) {
-    return ["portal-tus", this.agentId, folder, file.name, file.size, file.lastModified].join("\u0000");
+  // rel: the file's path inside an uploaded folder, else its name.
+  fingerprint(folder, file, rel) {
+    return ["portal-tus", this.agentId, folder, rel || file.name, file.size, file.lastModified].join("\u0000");
   }
 
+  // files: Files, or {file, rel} for the files of a folder (the server makes its folders).
   async uploadFiles(files, folder) {
     folder = folder || this.path || ".";
+    const items = files.map(asItem);
     let tus;
     try { tus = await this.tus(); } catch (e) { this.say(e.message, true); return; }
     let sameForAll = null;
-    for (let i = 0; i < files.length; i++) {
-      const file = files[i];
-      const target = joinPath(folder, file.name);
+    const groups = {}; // top folder -> its summary row (counted first: it ends when all did)
+    const topOf = function (rel) { return rel.indexOf("/") > 0 ? rel.split("/")[0] : null; };
+    items.forEach((it) => {
+      const top = topOf(it.rel);
+      if (top) (groups[top] = groups[top] || this.uploadGroup(top, folder)).add();
+    });
+    const freshTop = {}; // top folder -> true when it is not on the machine (nothing to clash with)
+    for (let i = 0; i < items.length; i++) {
+      const file = items[i].file, rel = items[i].rel;
+      const top = topOf(rel);
+      const group = top ? groups[top] : null;
+      const target = joinPath(folder, rel);
       let conflict = "fail";
-      const resuming = await this.previousUpload(tus, folder, file);
-      if (!resuming) {
+      const resuming = await this.previousUpload(tus, folder, file, rel);
+      if (top && !resuming && freshTop[top] === undefined) {
+        const t = await api("GET", this.base + "/stat?" + qs({ path: joinPath(folder, top) }));
+        freshTop[top] = t.status === 404;
+      }
+      if (!resuming && !(top && freshTop[top])) {
         const st = await api("GET", this.base + "/stat?" + qs({ path: target }));
         if (st.ok) {
-          if (st.data.type === "dir") { this.say(shownName(file.name) + " is a folder here: not uploaded", true); continue; }
+          if (st.data.type === "dir") {
+            this.say(shownName(rel) + " is a folder here: not uploaded", true);
+            if (group) group.end("failed");
+            continue;
+          }
           let choice = sameForAll;
           if (!choice) {
-            const rest = files.length - i - 1;
+            const rest = items.length - i - 1;
             let all = null;
             if (rest > 0) {
               all = el("label", "files-check");
@@ -667,40 +756,69 @@ export class FilesDrawer {
               all.appendChild(document.createTextNode(" The same for the other " + rest + " file" + (rest > 1 ? "s" : "")));
             }
             const a = await ask(this.dialogHost(), {
-              title: shownName(file.name) + " already exists",
-              body: ["A file named " + shownName(file.name) + " (" + formatSize(st.data.size) + ", " + formatTime(st.data.mtime) + ") is already in " + shownName(folder) + "."],
+              title: shownName(rel) + " already exists",
+              body: ["A file named " + shownName(file.name) + " (" + formatSize(st.data.size) + ", " + formatTime(st.data.mtime) + ") is already in " + shownName(parentOf(target)) + "."],
               extra: all,
               choices: [["overwrite", "Overwrite"], ["keep", "Keep both", true], ["skip", "Skip"]]
             });
             choice = a.choice === "cancel" ? "skip" : a.choice;
             if (all && all.querySelector("input").checked) sameForAll = choice;
           }
-          if (choice === "skip") { this.say("Skipped " + shownName(file.name)); continue; }
+          if (choice === "skip") {
+            this.say("Skipped " + shownName(rel));
+            if (group) group.end("skipped");
+            continue;
+          }
           conflict = choice;
         }
       }
-      this.startUpload(tus, file, folder, conflict, resuming);
+      this.startUpload(tus, file, folder, conflict, resuming, rel, group);
     }
     this.showUnfinished(); // those now continuing leave the list
   }
 
-  async previousUpload(tus, folder, file) {
+  // One line per uploaded folder: how many of its files are done, skipped or failed.
+  uploadGroup(top, folder) {
+    const line = el("div", "files-upload-group");
+    line.setAttribute("data-role", "upload-group");
+    line.setAttribute("data-group-name", top);
+    line.setAttribute("data-state", "uploading");
+    this.uploadsEl.insertBefore(line, this.uploadsEl.firstChild);
+    const n = { total: 0, done: 0, skipped: 0, failed: 0, cancelled: 0 };
+    const show = () => {
+      const settled = n.done + n.skipped + n.failed + n.cancelled;
+      const finished = settled === n.total;
+      line.setAttribute("data-state", !finished ? "uploading" : n.failed ? "failed" : "done");
+      line.textContent = shownName(top) + "/ \u2192 " + shownName(folder) + ": " + n.done + " of " + n.total + " files uploaded" +
+        (n.skipped ? " \u00b7 " + n.skipped + " skipped" : "") + (n.failed ? " \u00b7 " + n.failed + " failed" : "") +
+        (n.cancelled ? " \u00b7 " + n.cancelled + " cancelled" : "");
+      if (finished && !n.failed) setTimeout(function () { line.remove(); }, 15000);
+    };
+    return {
+      add: function () { n.total++; show(); },
+      end: function (how) { n[how]++; show(); },
+      undo: function (how) { n[how]--; show(); }
+    };
+  }
+
+  async previousUpload(tus, folder, file, rel) {
     try {
-      const fp = this.fingerprint(folder, file);
+      const fp = this.fingerprint(folder, file, rel);
       const all = await tus.defaultOptions.urlStorage.findUploadsByFingerprint(fp);
       return all && all.length ? all[0] : null;
     } catch (e) { return null; }
   }
 
-  startUpload(tus, file, folder, conflict, previous) {
-    const item = { file: file, folder: folder, name: file.name, sent: 0, total: file.size, state: "starting" };
+  startUpload(tus, file, folder, conflict, previous, rel, group) {
+    rel = rel || file.name;
+    const item = { file: file, folder: folder, name: rel, sent: 0, total: file.size, state: "starting" };
     this.uploads.push(item);
     const row = el("div", "files-upload");
     row.setAttribute("data-state", "starting");
-    row.setAttribute("data-upload-name", file.name);
+    row.setAttribute("data-upload-name", rel);
     const top = el("div", "files-upload-top");
-    top.appendChild(el("span", "files-upload-name", shownName(file.name)));
-    const cancel = button("files-row-btn", "\u00d7", null, "Cancel uploading " + shownName(file.name));
+    top.appendChild(el("span", "files-upload-name", shownName(rel)));
+    const cancel = button("files-row-btn", "\u00d7", null, "Cancel uploading " + shownName(rel));
     cancel.setAttribute("data-role", "upload-cancel");
     top.appendChild(cancel);
     row.appendChild(top);
@@ -720,18 +838,29 @@ export class FilesDrawer {
       row.setAttribute("data-state", s);
       info.textContent = text;
     };
+    const settle = (how) => { if (group && !item.settled) { item.settled = how; group.end(how); } };
+    const metadata = { filename: rel.split("/").pop(), folder: folder, conflict: conflict };
+    if (rel.indexOf("/") >= 0) metadata.relativePath = rel; // the server makes the folders
     const upload = new tus.Upload(file, {
       endpoint: this.base + "/tus",
       chunkSize: this.chunkSize,
       retryDelays: [0, 1000, 3000, 5000, 10000, 20000],
-      metadata: { filename: file.name, folder: folder, conflict: conflict },
+      metadata: metadata,
       headers: { "X-CSRFToken": csrfToken() },
-      fingerprint: () => Promise.resolve(this.fingerprint(folder, file)),
+      fingerprint: () => Promise.resolve(this.fingerprint(folder, file, rel)),
       storeFingerprintForResuming: true,
       removeFingerprintOnSuccess: true,
       onShouldRetry: function (err) {
         const status = err.originalResponse ? err.originalResponse.getStatus() : 0;
-        if (!status || status >= 500 && status !== 507) return true;
+        if (!status) {
+          if (navigator.onLine === false) return false; // onError waits for the network
+          setState("retrying", "connection lost: retrying\u2026");
+          return true;
+        }
+        if (status >= 500 && status !== 507) {
+          setState("retrying", "the server answered " + status + ": retrying\u2026");
+          return true;
+        }
         return status === 409 && err.originalRequest && err.originalRequest.getMethod() === "PATCH";
       },
       onUploadUrlAvailable: () => { item.url = upload.url; },
@@ -753,24 +882,44 @@ export class FilesDrawer {
         setState("done", "uploaded" + (folder !== this.path ? " to " + shownName(folder) : "") + (conflict === "keep" ? " (kept both)" : ""));
         cancel.remove();
         release();
+        settle("done");
         setTimeout(function () { row.remove(); }, 15000);
-        if (folder === this.path) this.load(this.path);
+        if (folder === this.path) this.reloadSoon();
         this.showUnfinished();
       },
       onError: (err) => {
         const resp = err.originalResponse;
+        if (!resp && navigator.onLine === false && item.running) {
+          // Offline: paused (keeping its turn) until the browser is online, then it asks
+          // the machine's offset (HEAD) and continues from there.
+          setState("paused", "offline: paused at " + formatSize(item.sent) + ", continues when the network is back");
+          const again = () => {
+            if (item.state !== "paused") return;
+            setState("resuming", "resuming\u2026");
+            upload.start();
+          };
+          window.addEventListener("online", again, { once: true });
+          if (navigator.onLine !== false) again();
+          return;
+        }
         let text = err.message;
         if (resp) {
           try { text = JSON.parse(resp.getBody()).error || text; } catch (e) { /* not JSON */ }
         }
         setState("failed", "failed: " + text);
         release();
+        settle("failed");
         if (!resp || resp.getStatus() >= 500) row.appendChild(retry);
       }
     });
     // After the retries ran out (a long outage): continue by hand, from the machine's offset.
-    const retry = button("term-btn files-retry", "Retry", null, "Continue uploading " + shownName(file.name));
-    retry.addEventListener("click", () => { retry.remove(); setState("queued", "waiting\u2026"); this.enqueue(item); });
+    const retry = button("term-btn files-retry", "Retry", null, "Continue uploading " + shownName(rel));
+    retry.addEventListener("click", () => {
+      retry.remove();
+      if (group && item.settled) { group.undo(item.settled); item.settled = null; }
+      setState("queued", "waiting\u2026");
+      this.enqueue(item);
+    });
     item.upload = upload;
     const release = () => {
       if (!item.running) return;
@@ -791,6 +940,7 @@ export class FilesDrawer {
       setState("cancelled", "cancelled");
       cancel.remove();
       release();
+      settle("cancelled");
       upload.abort(true).catch(function () { /* the server forgets it when it expires */ });
       setTimeout(function () { row.remove(); }, 4000);
     });
@@ -802,6 +952,12 @@ export class FilesDrawer {
     setState("queued", "waiting\u2026");
     this.enqueue(item);
     return item;
+  }
+
+  // Refresh the listing once a burst of uploads (a folder's files) has landed.
+  reloadSoon() {
+    clearTimeout(this.reloadTimer);
+    this.reloadTimer = setTimeout(() => { if (this.path) this.load(this.path); }, 300);
   }
 
   enqueue(item) {
@@ -822,7 +978,7 @@ export class FilesDrawer {
     try { tus = await this.tus(); } catch (e) { return; }
     let list = [];
     try { list = await tus.defaultOptions.urlStorage.findAllUploads(); } catch (e) { list = []; }
-    const live = this.uploads.filter(function (u) { return ["uploading", "starting", "resuming", "queued"].indexOf(u.state) >= 0; })
+    const live = this.uploads.filter(function (u) { return ["uploading", "starting", "resuming", "queued", "retrying", "paused"].indexOf(u.state) >= 0; })
       .map(function (u) { return u.url; });
     const mine = list.filter((u) => u.urlStorageKey && u.urlStorageKey.indexOf("portal-tus\u0000" + this.agentId + "\u0000") >= 0 && live.indexOf(u.uploadUrl) < 0);
     this.unfinishedEl.textContent = "";
@@ -832,14 +988,15 @@ export class FilesDrawer {
     mine.forEach((u) => {
       const meta = u.metadata || {};
       const line = el("div", "files-unfinished-row");
-      line.setAttribute("data-upload-name", meta.filename || "");
-      line.appendChild(el("span", "files-upload-name", shownName(meta.filename || "?") + " \u2192 " + shownName(meta.folder || "")));
+      const shown = meta.relativePath || meta.filename || "";
+      line.setAttribute("data-upload-name", shown);
+      line.appendChild(el("span", "files-upload-name", shownName(shown || "?") + " \u2192 " + shownName(meta.folder || "")));
       line.appendChild(el("small", "files-hint", formatSize(u.size) + " \u00b7 pick the same file again to continue where it stopped"));
       const again = button("term-btn", "Continue\u2026", null, "Pick " + shownName(meta.filename || "the file") + " again to continue");
       again.setAttribute("data-role", "unfinished-continue");
       again.addEventListener("click", () => {
         const go = meta.folder && meta.folder !== this.path ? this.load(meta.folder) : Promise.resolve();
-        go.then(() => this.pick());
+        go.then(() => (meta.relativePath ? this.folderInput.click() : this.pick()));
       });
       const drop = button("term-btn", "Discard", null, "Discard the partial upload");
       drop.addEventListener("click", () => {
