@@ -8,6 +8,9 @@ downloads it (best of --rounds, systems alternating):
 - sftp: `sftp -b` batch `put` / `get` with the same key, over the same loopback.
 - portal upload: one tus PATCH of the whole file (requests streaming the file object).
 - portal download: GET .../files/content streamed to a discarded sink.
+- a folder of --folder-files files (10 KB each): `sftp put -r` vs one tus upload per file
+  with its relativePath (what the drawer's folder upload sends), and a folder of
+  --zip-files small files: `sftp get -r` vs GET .../files/zip (contents checked).
 Checks the SHA-256 of what landed, and reports the portal's RSS growth (gunicorn master and
 worker) over the whole run. Prints a Markdown table; pass --write to put it in docs/files.md
 between <!-- files-bench:start --> and <!-- files-bench:end -->.
@@ -114,10 +117,75 @@ def portal_download(portal, path: str) -> tuple[float, str]:
     return time.monotonic() - began, h.hexdigest()
 
 
+def portal_folder_upload(portal, src: Path, folder: str) -> float:
+    """One tus creation + PATCH per file, with its relativePath, as the drawer sends them."""
+    import requests
+
+    base = f"http://127.0.0.1:{portal.port}/api/machines/{portal.agent_id}/files"
+    auth = {"Authorization": f"Bearer {portal.token}", "Tus-Resumable": "1.0.0"}
+    files = sorted(p for p in src.rglob("*") if p.is_file())
+    began = time.monotonic()
+    with requests.Session() as http:
+        for path in files:
+            rel = f"{src.name}/{path.relative_to(src).as_posix()}"
+            data = path.read_bytes()
+            meta = ",".join(
+                f"{k} {base64.b64encode(v.encode()).decode()}"
+                for k, v in {
+                    "filename": path.name,
+                    "folder": folder,
+                    "relativePath": rel,
+                    "conflict": "overwrite",
+                }.items()
+            )
+            r = http.post(
+                f"{base}/tus",
+                headers={**auth, "Upload-Length": str(len(data)), "Upload-Metadata": meta},
+            )
+            r.raise_for_status()
+            r = http.patch(
+                f"http://127.0.0.1:{portal.port}{r.headers['Location']}",
+                data=data,
+                headers={
+                    **auth,
+                    "Upload-Offset": "0",
+                    "Content-Type": "application/offset+octet-stream",
+                },
+            )
+            r.raise_for_status()
+    return time.monotonic() - began
+
+
+def portal_zip(portal, path: str) -> tuple[float, bytes]:
+    import requests
+
+    url = f"http://127.0.0.1:{portal.port}/api/machines/{portal.agent_id}/files/zip"
+    began = time.monotonic()
+    r = requests.get(
+        url, params={"path": path}, headers={"Authorization": f"Bearer {portal.token}"}
+    )
+    r.raise_for_status()
+    return time.monotonic() - began, r.content
+
+
+def make_tree(root: Path, count: int, size: int) -> dict[str, bytes]:
+    """`count` files of `size` random bytes in ten sub-folders; {relative path: bytes}."""
+    files = {}
+    for i in range(count):
+        rel = f"d{i % 10}/f{i:05d}.bin"
+        data = os.urandom(size)
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+        files[rel] = data
+    return files
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size-mb", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--folder-files", type=int, default=100)
+    ap.add_argument("--zip-files", type=int, default=1000)
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
     size = args.size_mb * 1_000_000
@@ -156,6 +224,38 @@ def main() -> None:
             res["portal_down"] = max(res.get("portal_down", 0), size / t / 1e6)
             print({k: round(v, 1) for k, v in res.items()}, flush=True)
         rss1 = rss_mb(portal.pids())
+        (src.parent / "sftp.bin").unlink(missing_ok=True)
+        (remote_dir / "sftp.bin").unlink(missing_ok=True)
+        (remote_dir / "portal.bin").unlink(missing_ok=True)
+        src.unlink()
+        # a folder upload of small files
+        tree = work / "up"
+        tree.mkdir()
+        want_tree = make_tree(tree, args.folder_files, 10_000)
+        for _ in range(args.rounds):
+            t = sftp_batch(sshd, known, f"put -r {tree} {remote_dir}/sftp-up\n")
+            res["sftp_folder"] = min(res.get("sftp_folder", 1e9), t)
+            t = portal_folder_upload(portal, tree, str(remote_dir))
+            res["portal_folder"] = min(res.get("portal_folder", 1e9), t)
+            for rel, data in want_tree.items():
+                assert (remote_dir / "up" / rel).read_bytes() == data
+        # a zip of a folder of small files (made on the machine side)
+        zdir = remote_dir / "zipme"
+        want_zip = make_tree(zdir, args.zip_files, 2_000)
+        subprocess.run(["chown", "-R", f"{user.username}:", str(zdir)], check=True)
+        for _ in range(args.rounds):
+            got = work / "zip-sftp"
+            t = sftp_batch(sshd, known, f"get -r {zdir} {got}\n")
+            res["sftp_zip"] = min(res.get("sftp_zip", 1e9), t)
+            shutil.rmtree(got)
+            t, body = portal_zip(portal, str(zdir))
+            res["portal_zip"] = min(res.get("portal_zip", 1e9), t)
+            import io
+            import zipfile
+
+            with zipfile.ZipFile(io.BytesIO(body)) as zf:
+                assert {n: zf.read(f"zipme/{n}") for n in want_zip} == want_zip
+        print({k: round(v, 2) for k, v in res.items()}, flush=True)
     finally:
         portal.stop()
         sshd.stop()
@@ -169,7 +269,12 @@ def main() -> None:
         f"{res['portal_up'] / res['sftp_up']:.2f}x |\n"
         f"| download MB/s | {res['sftp_down']:.1f} | {res['portal_down']:.1f} | "
         f"{res['portal_down'] / res['sftp_down']:.2f}x |\n"
-        f"| portal RSS growth over the run | | {rss1 - rss0:+.1f} MB | |\n"
+        f"| portal RSS growth over the {args.size_mb} MB runs | | {rss1 - rss0:+.1f} MB | |\n"
+        f"| folder upload, {args.folder_files} files of 10 KB (s) | {res['sftp_folder']:.2f} | "
+        f"{res['portal_folder']:.2f} | {res['sftp_folder'] / res['portal_folder']:.2f}x |\n"
+        f"| folder download, {args.zip_files} files of 2 KB (s; portal: one zip) | "
+        f"{res['sftp_zip']:.2f} | {res['portal_zip']:.2f} | "
+        f"{res['sftp_zip'] / res['portal_zip']:.2f}x |\n"
     )
     print(table)
     if args.write:

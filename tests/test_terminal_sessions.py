@@ -817,3 +817,54 @@ def test_a_live_session_s_recording_is_current_when_fetched(term_env, live_serve
     assert json.loads(lines[0])["version"] == 2
     assert "live-rec-42" in "".join(json.loads(line)[2] for line in lines[1:])
     t.close()
+
+
+def test_a_session_lists_the_files_its_user_moved_while_it_was_open(
+    term_env, live_server, auth, make_user, app, client, login
+):
+    """The files drawer beside the terminal: what the session's user uploaded or downloaded
+    on its machine while it was open shows on the session (API and page); another user's
+    transfer on the same machine does not."""
+    owner, machine, open_term = term_env
+    t = open_term()
+    sid = t.wait_control("ready")["session_id"]
+    base = f"{live_server.url}/api/machines/{machine.agent_id}/files"
+    name = f"portal-session-file-{sid[:8]}.txt"
+    r = requests.put(f"{base}/content?path={name}", data=b"moved", headers=auth(owner), timeout=30)
+    assert r.status_code == 201, r.text
+    r = requests.get(f"{base}/content?path={name}", headers=auth(owner), timeout=30)
+    assert r.content == b"moved"
+    other = make_user("otherfiles")
+    from portal.extensions import db
+    from portal.files.services import record
+    from portal.machines.models import Machine
+
+    with app.app_context():  # someone else's transfer on the machine, in the same minutes
+        m = db.session.get(Machine, machine.id)
+        record(
+            m.id,
+            other.id,
+            direction="download",
+            path="/etc/hostname",
+            size=5,
+            sha256=None,
+            duration_ms=1,
+            result="ok",
+        )
+        db.session.commit()
+
+    def moved():
+        body = _get(live_server, f"/api/sessions/{sid}", auth(owner)).json()
+        return body["transfers"] if len(body["transfers"]) >= 2 else None
+
+    transfers = wait_for(moved, timeout=10)
+    assert [(x["direction"], x["path"].rsplit("/", 1)[1]) for x in transfers] == [
+        ("upload", name),
+        ("download", name),
+    ]
+    assert all(x["user"] == owner.username for x in transfers)
+    login(owner)
+    page = client.get(f"/sessions/{sid}").get_data(as_text=True)
+    assert "Files moved" in page and page.count(name) == 2 and "/etc/hostname" not in page
+    requests.post(f"{base}/delete", json={"path": name}, headers=auth(owner), timeout=30)
+    t.close()

@@ -382,7 +382,7 @@ def sftp_range(f: paramiko.SFTPFile, start: int, end: int) -> Iterator[bytes]:
             pos += n
         window = f.readv(reads)
         try:
-            for data in window:  # (not `yield from`: that would close the window first)
+            for data in window:  # noqa: UP028 (`yield from` would close the window first)
                 yield data
         except GeneratorExit:
             try:
@@ -696,6 +696,19 @@ def upload(
         record(machine_id, user_id, **row)
         signal_transfer(app, user, machine, **row)
     return {"path": dest, "size": written, "sha256": row["sha256"]}
+
+
+def transfers_between(machine_id: int, user_id: int | None, since, until, limit: int = 200):
+    """Transfers a user made on a machine in a time window (a terminal session's: its page
+    lists them; the caller has checked that the acting user may see that session)."""
+    q = select(FileTransfer).where(
+        FileTransfer.machine_id == machine_id,
+        FileTransfer.user_id == user_id,
+        FileTransfer.created_at >= since,
+    )
+    if until is not None:
+        q = q.where(FileTransfer.created_at <= until)
+    return list(db.session.scalars(q.order_by(FileTransfer.id).limit(limit)))
 
 
 def transfers(user, machine: Machine, limit: int = 50) -> list[FileTransfer]:

@@ -478,7 +478,12 @@ PATHS: dict[str, dict[str, dict]] = {
             "A session with its commands",
             T,
             out=obj(
-                {"session": SESSION, "commands": arr(), "recording_url": _NSTR},
+                {
+                    "session": SESSION,
+                    "commands": arr(),
+                    "transfers": arr(),
+                    "recording_url": _NSTR,
+                },
                 ("session",),
             ),
         )

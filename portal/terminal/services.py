@@ -153,12 +153,19 @@ def _visible(user, rows):
 
 
 def session_detail(user, row: TerminalSession) -> dict:
+    """What its page and `GET /api/sessions/<id>` show; `user` may see the session (the
+    caller loaded it through `get_session`). Its file transfers are the ones its user made
+    on its machine while it was open (the files drawer beside the terminal)."""
+    from portal.files.services import transfers_between
+
     logs = db.session.scalars(
         select(CommandLog).where(CommandLog.session_id == row.id).order_by(CommandLog.id)
     ).all()
+    moved = transfers_between(row.machine_id, row.user_id, row.started_at, row.ended_at)
     return {
         "session": session_dict(row),
         "commands": [log_.to_dict() for log_ in logs],
+        "transfers": [t.to_dict() for t in moved],
         "recording_url": recordings.recording_url(row) if policy.can_replay(user, row) else None,
     }
 

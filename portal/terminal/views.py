@@ -65,6 +65,7 @@ def session_detail(sid):
         "terminal/session.html",
         session=detail["session"],
         commands=detail["commands"],
+        transfers=detail["transfers"],
         recording_url=detail["recording_url"],
         can_close=policy.can_close(g.user, row) and row.status != "closed",
         can_share=policy.can_share(g.user, row) and row.status != "closed",
