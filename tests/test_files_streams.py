@@ -118,21 +118,31 @@ def _transfers(app, machine, direction):
 
 
 def _exercise(app, client, box):
-    """Upload (one PATCH and three), download whole, a range, a tail range, an empty file
-    and a zip: every byte as sent, and the recorded SHA-256 right."""
+    """Upload (one PATCH and three, and a small one), download whole, ranges (large and
+    small), a tail range, an empty file and a zip: every byte as sent, and the recorded
+    SHA-256 right."""
     machine, headers, base, folder = box
     data = secrets.token_bytes(3 * 1024 * 1024 + 17)
     _tus_upload(client, base, headers, folder, "one.bin", data)
     _tus_upload(client, base, headers, folder, "three.bin", data, pieces=3)
+    _tus_upload(client, base, headers, folder, "small.bin", data[:5000])
     ups = _transfers(app, machine, "upload")
-    assert [u.sha256 for u in ups[-2:]] == [hashlib.sha256(data).hexdigest()] * 2
+    assert [u.sha256 for u in ups[-3:]] == [
+        hashlib.sha256(data).hexdigest(),
+        hashlib.sha256(data).hexdigest(),
+        hashlib.sha256(data[:5000]).hexdigest(),
+    ]
+    r = client.get(f"{base}/content?path={folder}/small.bin", headers=headers)
+    assert r.data == data[:5000]
     for name in ("one.bin", "three.bin"):
         r = client.get(f"{base}/content?path={folder}/{name}", headers=headers)
         assert r.status_code == 200 and r.data == data
-    r = client.get(
-        f"{base}/content?path={folder}/one.bin", headers={**headers, "Range": "bytes=1000-70999"}
-    )
-    assert r.status_code == 206 and r.data == data[1000:71000]
+    for first, last in ((1000, 2_100_999), (1000, 70_999)):  # through the shell, over SFTP
+        r = client.get(
+            f"{base}/content?path={folder}/one.bin",
+            headers={**headers, "Range": f"bytes={first}-{last}"},
+        )
+        assert r.status_code == 206 and r.data == data[first : last + 1]
     r = client.get(
         f"{base}/content?path={folder}/one.bin", headers={**headers, "Range": "bytes=-5"}
     )
@@ -141,7 +151,7 @@ def _exercise(app, client, box):
     assert r.status_code == 201, r.json
     r = client.get(f"{base}/content?path={folder}/empty.txt", headers=headers)
     assert r.status_code == 200 and r.data == b""
-    downs = _transfers(app, machine, "download")
+    downs = [t for t in _transfers(app, machine, "download") if t.path.endswith("/one.bin")]
     assert downs[0].sha256 == hashlib.sha256(data).hexdigest() and downs[0].result == "ok"
     r = client.get(f"{base}/zip?path={folder}", headers=headers)
     assert r.status_code == 200

@@ -394,6 +394,7 @@ def sftp_range(f: paramiko.SFTPFile, start: int, end: int) -> Iterator[bytes]:
 
 
 EXEC_BLOCK = 256 * 1024
+EXEC_MIN = 1024 * 1024  # fewer bytes than this go over SFTP (starting a command costs more)
 EXEC_START_TIMEOUT = 5.0  # seconds for the machine's shell to start `head`
 EXEC_RETRY = 600.0  # seconds before a machine that could not stream is tried again
 _no_exec: dict[int, float] = {}  # machine id -> when streaming failed (sftp-only): SFTP reads
@@ -522,9 +523,9 @@ def open_download(user, machine: Machine, path, range_header: str | None = None)
         raise
     app = current_app._get_current_object()
     machine_id, user_id = machine.id, user.id
-    blocks = (exec_range(sftp, machine_id, full, start, end) if end >= start else None) or (
-        sftp_range(f, start, end)
-    )
+    blocks = (
+        exec_range(sftp, machine_id, full, start, end) if end - start + 1 >= EXEC_MIN else None
+    ) or sftp_range(f, start, end)
 
     def chunks() -> Iterator[bytes]:
         began = time.monotonic()

@@ -253,7 +253,11 @@ def append(user, machine: Machine, upload_id: str, offset_header, content_type, 
                     raise OffsetMismatch("the temporary file on the machine is shorter")
                 if have > offset:  # a cut PATCH wrote past the offset it saved
                     f.truncate(offset)
-                chan = services.exec_append(sftp, machine_id, temp)
+                chan = (
+                    services.exec_append(sftp, machine_id, temp)
+                    if length - offset >= services.EXEC_MIN
+                    else None
+                )
                 if chan is None:  # no shell on the machine: pipelined SFTP writes
                     f.set_pipelined(True)
                     f.seek(offset)
