@@ -9,6 +9,7 @@ through it."""
 
 from __future__ import annotations
 
+import base64
 import grp
 import os
 import pwd
@@ -161,3 +162,71 @@ def test_the_shipped_site_serves_the_portal_over_tls_and_redirects_plain_http(tl
     )
     assert r.status_code == 201, r.text
     assert f"{tls_site['https']}/api/machines/enroll.sh" in r.json()["enroll_command"]
+
+
+def test_file_transfers_stream_through_the_proxy_past_its_body_cap(
+    tls_site, make_user, sshd_machine
+):
+    """The drawer's 16 MiB tus PATCHes and a large plain PUT pass the proxy (its 7 MiB cap
+    is for everything else: an 8 MiB JSON body is still refused), and the download comes
+    back whole."""
+    import hashlib
+
+    user = make_user("tlsfiles", role="admin")
+    machine = sshd_machine(user)
+    r = requests.post(
+        f"{tls_site['https']}/api/login",
+        json={"login": user.username, "password": PASSWORD},
+        verify=False,
+        timeout=10,
+    )
+    auth = {"Authorization": f"Bearer {r.json()['token']}"}
+    base = f"{tls_site['https']}/api/machines/{machine.agent_id}/files"
+    folder = requests.post(
+        f"{base}/mkdir", json={"path": f"tls-files-{os.getpid()}"}, headers=auth, verify=False
+    ).json()["path"]
+    data = os.urandom(16 * 1024 * 1024 + 5)
+    try:
+        meta = f"filename {base64.b64encode(b'big.bin').decode()},folder {base64.b64encode(folder.encode()).decode()}"
+        tus = {**auth, "Tus-Resumable": "1.0.0"}
+        r = requests.post(
+            f"{base}/tus",
+            headers={**tus, "Upload-Length": str(len(data)), "Upload-Metadata": meta},
+            verify=False,
+            timeout=10,
+        )
+        assert r.status_code == 201, r.text
+        r = requests.patch(
+            f"{tls_site['https']}{r.headers['Location']}",
+            data=data,
+            headers={
+                **tus,
+                "Upload-Offset": "0",
+                "Content-Type": "application/offset+octet-stream",
+            },
+            verify=False,
+            timeout=60,
+        )
+        assert r.status_code == 204, r.text
+        r = requests.put(
+            f"{base}/content?path={folder}/put.bin",
+            data=data[:9_000_000],
+            headers=auth,
+            verify=False,
+            timeout=60,
+        )
+        assert r.status_code == 201, r.text
+        r = requests.get(
+            f"{base}/content?path={folder}/big.bin", headers=auth, verify=False, timeout=60
+        )
+        assert hashlib.sha256(r.content).digest() == hashlib.sha256(data).digest()
+        r = requests.post(
+            f"{tls_site['https']}/api/machines",
+            data=b"{" + b" " * (8 * 1024 * 1024) + b"}",
+            headers={**auth, "Content-Type": "application/json"},
+            verify=False,
+            timeout=30,
+        )
+        assert r.status_code == 413
+    finally:
+        requests.post(f"{base}/delete", json={"path": folder}, headers=auth, verify=False)

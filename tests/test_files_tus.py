@@ -198,3 +198,35 @@ def test_idle_uploads_expire_with_their_temporary(app, client, box):
     assert result.exit_code == 0 and "expired 1" in result.output, result.output
     assert _names(client, base, headers, folder) == []
     assert client.head(location, headers={**headers, **TUS}).status_code == 404
+
+
+def test_a_browser_session_sends_bodies_over_the_app_s_6_mib_cap(client, box, login):
+    """The drawer signs requests with the session cookie and X-CSRFToken and sends 16 MiB
+    PATCHes: the CSRF check must not trip werkzeug's body cap (a 413 before the view). A
+    JSON body over the cap is still refused, and a PATCH without the CSRF token too."""
+    machine, owner, headers, folder, base = box
+    token = login(owner)
+    browser = {"X-CSRFToken": token}
+    data = secrets.token_bytes(9 * 1024 * 1024)
+    r = _create(client, base, browser, folder, "big.bin", len(data))
+    assert r.status_code == 201, r.json
+    location = r.headers["Location"]
+    r = _patch(client, location, {}, 0, data[: 7 * 1024 * 1024])
+    assert r.status_code == 400 and r.json["code"] == "csrf"  # no token: refused
+    r = _patch(client, location, browser, 0, data)
+    assert r.status_code == 204, r.json
+    r = client.put(
+        f"{base}/content?path={folder}/put.bin",
+        data=data,
+        headers={**browser, "Content-Type": "application/octet-stream"},
+    )
+    assert r.status_code == 201, r.json
+    assert r.json["sha256"] == hashlib.sha256(data).hexdigest()
+    got = client.get(f"{base}/content?path={folder}/big.bin").data
+    assert hashlib.sha256(got).hexdigest() == hashlib.sha256(data).hexdigest()
+    r = client.post(
+        f"{base}/mkdir",
+        data=b"{" + b" " * (7 * 1024 * 1024) + b"}",
+        headers={**browser, "Content-Type": "application/json"},
+    )
+    assert r.status_code == 413

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from flask import Blueprint, Response, g, jsonify, request, url_for
 from werkzeug.http import http_date
 
@@ -11,6 +13,20 @@ from portal.validation import get_int
 from portal.web import api_login_required, json_body
 
 bp = Blueprint("files_api", __name__)
+
+
+def streamed_body(view):
+    """A body streamed to the machine, never held whole: the app's 6 MiB cap on request
+    bodies does not apply (the services enforce their own caps). Lifted before the sign-in
+    check, whose CSRF check for a browser session looks at the form, and werkzeug refuses
+    any body over the cap as soon as the form is looked at, whatever its type."""
+
+    @functools.wraps(view)
+    def wrapped(*args, **kwargs):
+        request.max_content_length = 1 << 62  # (None would mean "the app default")
+        return view(*args, **kwargs)
+
+    return wrapped
 
 
 def _flag(value) -> bool:
@@ -68,12 +84,11 @@ def content(agent_id: str):
 
 
 @bp.put("/api/machines/<agent_id>/files/content")
+@streamed_body
 @api_login_required
 def put_content(agent_id: str):
     """Body = the file; ?path=folder/name&overwrite=1. 201 {path, size, sha256}."""
     machine = inventory.get_machine(g.user, agent_id)
-    # Streamed to the machine, never held whole; the services enforce their own caps.
-    request.max_content_length = 1 << 62  # (None would mean "the app default", 6 MiB)
     result = services.upload(
         g.user,
         machine,
@@ -182,11 +197,10 @@ def tus_upload(agent_id: str, upload_id: str):
 
 
 @bp.patch("/api/machines/<agent_id>/files/tus/<upload_id>")
+@streamed_body
 @api_login_required
 def tus_patch(agent_id: str, upload_id: str):
     machine = inventory.get_machine(g.user, agent_id)
-    # Streamed to the machine, never held whole; the services enforce their own caps.
-    request.max_content_length = 1 << 62  # (None would mean "the app default", 6 MiB)
     result = tus.append(
         g.user,
         machine,
