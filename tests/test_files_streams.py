@@ -59,6 +59,28 @@ def greeter_sshd(make_sshd, greeter_dir):
     )
 
 
+RESTRICTED = """#!/bin/sh
+# A restricted login shell (rbash): no redirections, so `cat >> file` cannot run.
+case "$SSH_ORIGINAL_COMMAND" in
+  internal-sftp|*sftp-server*) exec /usr/lib/openssh/sftp-server ;;
+esac
+exec /bin/rbash -c "$SSH_ORIGINAL_COMMAND"
+"""
+
+
+@pytest.fixture(scope="module")
+def restricted_sshd(make_sshd, greeter_dir):
+    if not os.path.exists("/bin/rbash"):
+        pytest.skip("/bin/rbash is missing")
+    script = os.path.join(greeter_dir, "restricted.sh")
+    with open(script, "w") as fh:
+        fh.write(RESTRICTED)
+    os.chmod(script, 0o755)
+    return make_sshd(
+        "restricted", ForceCommand=script, Subsystem="sftp /usr/lib/openssh/sftp-server"
+    )
+
+
 @pytest.fixture(scope="module")
 def sftp_only_sshd(make_sshd):
     return make_sshd("sftponly", ForceCommand="internal-sftp")
@@ -171,6 +193,16 @@ def test_a_chatty_login_shell_never_reaches_the_file(
     assert "head -c 3145745 -- " in commands
     assert "tail -c +1001 -- " in commands
     assert "exec cat >> " in commands
+    client.post(f"{box[2]}/delete", json={"path": box[3]}, headers=box[1])
+
+
+def test_a_restricted_shell_streams_downloads_and_uploads_over_sftp(
+    app, client, make_user, sshd_machine, auth, restricted_sshd
+):
+    """rbash refuses `>>`: the check before the marker fails, so uploads go over SFTP (no
+    half-started stream, no error), while downloads still stream through `head`."""
+    box = _box(restricted_sshd, make_user, sshd_machine, auth, client)
+    _exercise(app, client, box)
     client.post(f"{box[2]}/delete", json={"path": box[3]}, headers=box[1])
 
 

@@ -397,15 +397,19 @@ EXEC_BLOCK = 256 * 1024
 EXEC_MIN = 1024 * 1024  # fewer bytes than this go over SFTP (starting a command costs more)
 EXEC_START_TIMEOUT = 5.0  # seconds for the machine's shell to start `head`
 EXEC_RETRY = 600.0  # seconds before a machine that could not stream is tried again
-_no_exec: dict[int, float] = {}  # machine id -> when streaming failed (sftp-only): SFTP reads
+# (machine id, "read" | "append") -> when streaming that way failed there: SFTP meanwhile
+_no_exec: dict[tuple[int, str], float] = {}
 
 
-def _exec_start(sftp: paramiko.SFTPClient, machine_id: int, command: str):
+def _exec_start(sftp: paramiko.SFTPClient, machine_id: int, command: str, check: str = ""):
     """(channel, first output bytes) of `command` run by the login shell on a new channel of
     the SFTP client's SSH connection, once the shell has printed a random marker before it
     (so whatever the shell prints first, a chatty rc file, is skipped); None when the machine
-    cannot run it (no shell, a forced SFTP-only command): the caller then uses SFTP."""
-    failed = _no_exec.get(machine_id)
+    cannot run it (no shell, a forced SFTP-only command, or `check` failing, which runs
+    before the marker: a restricted shell that refuses redirections): the caller then uses
+    SFTP."""
+    key = (machine_id, "append" if check else "read")
+    failed = _no_exec.get(key)
     if failed is not None and time.monotonic() - failed < EXEC_RETRY:
         return None
     marker = secrets.token_hex(16).encode()
@@ -413,7 +417,7 @@ def _exec_start(sftp: paramiko.SFTPClient, machine_id: int, command: str):
     try:
         chan = sftp.get_channel().get_transport().open_session()
         chan.settimeout(EXEC_START_TIMEOUT)
-        chan.exec_command(f"printf %s {marker.decode()}; {command}")
+        chan.exec_command(f"{check}printf %s {marker.decode()}; {command}")
         head = b""
         while marker not in head:
             data = chan.recv(EXEC_BLOCK)
@@ -422,7 +426,7 @@ def _exec_start(sftp: paramiko.SFTPClient, machine_id: int, command: str):
             head += data
     except (OSError, EOFError, paramiko.SSHException) as exc:
         log.info("machine %s cannot stream through its shell (%s): using SFTP", machine_id, exc)
-        _no_exec[machine_id] = time.monotonic()
+        _no_exec[key] = time.monotonic()
         ssh.close_channel(chan)
         return None
     chan.settimeout(None)
@@ -469,7 +473,8 @@ def exec_range(sftp: paramiko.SFTPClient, machine_id: int, path: str, start: int
 def exec_append(sftp: paramiko.SFTPClient, machine_id: int, path: str):
     """A channel whose stdin `cat` appends to `path` (close it with `finish_append`), or None
     when the machine cannot: then write over SFTP."""
-    started = _exec_start(sftp, machine_id, f"exec cat >> {shlex.quote(path)}")
+    q = shlex.quote(path)
+    started = _exec_start(sftp, machine_id, f"exec cat >> {q}", check=f": >> {q} && ")
     return started[0] if started else None
 
 
