@@ -16,9 +16,7 @@ request onto the instance that does not own a terminal.
 
 from __future__ import annotations
 
-import grp
 import os
-import pwd
 import re
 import signal
 import socket
@@ -32,19 +30,13 @@ import pytest
 import requests
 
 from tests.conftest import PASSWORD
+from tests.fixtures.nginx import free_port, nginx_conf, start_nginx
 from tests.fixtures.terminal import Term, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
 ROOT = Path(__file__).resolve().parent.parent
-NGINX = "/usr/sbin/nginx"
 PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +78,7 @@ class RedisServer:
     can stop and start it again on the same port (a Redis restart)."""
 
     def __init__(self, folder: Path):
-        self.port = _free_port()
+        self.port = free_port()
         self.folder = folder
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc = None
@@ -141,7 +133,7 @@ class TcpRelay:
         import threading
 
         self.target = target
-        self.port = _free_port()
+        self.port = free_port()
         self.lock = threading.Lock()
         self.conns: list[socket.socket] = []
         self.listener = None
@@ -211,7 +203,7 @@ class TcpRelay:
 
 
 def _start_instance(n: int, app, tmp_path, redis_url: str, extra_env: dict):
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "HOST": "127.0.0.1",
@@ -253,9 +245,6 @@ def _nginx_conf(tmp: Path, backends: list[int], ports: dict[str, int]) -> str:
     site = (ROOT / "deploy/nginx/portal.conf").read_text()
     (connection_map,) = re.findall(r"^map \$http_upgrade .*?^}", site, re.S | re.M)
     snippet = ROOT / "deploy/nginx/portal-proxy.conf"
-    user = ""
-    if os.geteuid() == 0:  # else nginx ignores `user`; as root it would switch to nobody
-        user = f"user {pwd.getpwuid(0).pw_name} {grp.getgrgid(0).gr_name};"
     upstreams = "\n".join(
         [f"upstream portal {{ {' '.join(f'server 127.0.0.1:{p};' for p in backends)} }}"]
         + [f"upstream portal_{i} {{ server 127.0.0.1:{p}; }}" for i, p in enumerate(backends)]
@@ -264,25 +253,7 @@ def _nginx_conf(tmp: Path, backends: list[int], ports: dict[str, int]) -> str:
         f"server {{ listen 127.0.0.1:{port}; set $portal_upstream {name}; include {snippet}; }}"
         for name, port in ports.items()
     )
-    temp = "\n".join(
-        f"{kind}_temp_path {tmp}/{kind};"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    return f"""
-{user}
-daemon off;
-worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log info;
-events {{ worker_connections 512; }}
-http {{
-    access_log {tmp}/access.log;
-    {temp}
-    {connection_map}
-    {upstreams}
-    {servers}
-}}
-"""
+    return nginx_conf(tmp, "\n".join([connection_map, upstreams, servers]), worker_connections=512)
 
 
 @pytest.fixture
@@ -304,19 +275,8 @@ def topology(app, tmp_path, redis_server, request):
     instances = [_start_instance(n, app, tmp_path, redis_url, extra) for n in range(2)]
     nginx_dir = tmp_path / "nginx"
     nginx_dir.mkdir()
-    ports = {"portal": _free_port(), "portal_0": _free_port(), "portal_1": _free_port()}
-    conf = nginx_dir / "nginx.conf"
-    conf.write_text(_nginx_conf(nginx_dir, [i.port for i in instances], ports))
-    check = subprocess.run(
-        [NGINX, "-t", "-p", str(nginx_dir), "-c", str(conf)], capture_output=True, text=True
-    )
-    assert check.returncode == 0, check.stderr
-    nginx = subprocess.Popen(
-        [NGINX, "-p", str(nginx_dir), "-c", str(conf)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    ports = {"portal": free_port(), "portal_0": free_port(), "portal_1": free_port()}
+    nginx = start_nginx(nginx_dir, _nginx_conf(nginx_dir, [i.port for i in instances], ports))
     topo = SimpleNamespace(
         url=f"http://127.0.0.1:{ports['portal']}",
         via=[f"http://127.0.0.1:{ports['portal_0']}", f"http://127.0.0.1:{ports['portal_1']}"],
