@@ -21,7 +21,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 from types import SimpleNamespace
@@ -30,6 +29,7 @@ import pytest
 import requests
 
 from tests.conftest import PASSWORD
+from tests.fixtures.gunicorn import Gunicorn, start_portal, stop_portal, workers_of
 from tests.fixtures.nginx import free_port, nginx_conf, start_nginx
 from tests.fixtures.terminal import Term, wait_for
 
@@ -202,43 +202,13 @@ class TcpRelay:
             s.close()
 
 
-def _start_instance(n: int, app, tmp_path, redis_url: str, extra_env: dict):
-    port = free_port()
+def _start_instance(n: int, app, tmp_path, redis_url: str, extra_env: dict) -> Gunicorn:
     env = {
-        **os.environ,
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "DATABASE_URL": app.config["DATABASE_URL"],
         "REDIS_URL": redis_url,
-        "SECRET_KEY": app.config["SECRET_KEY"],
-        "PORTAL_VAULT_KEY": app.config["PORTAL_VAULT_KEY"],
-        "PORTAL_INSTANCE_PATH": str(tmp_path / f"instance-{n}"),
-        "PORTAL_RECORDINGS_DIR": str(tmp_path / f"recordings-{n}"),
         "PORTAL_TRUSTED_PROXIES": "1",
-        "PORTAL_ACCESS_LOG": "0",
-        "PORTAL_THREADS": "32",
-        "PORTAL_WORKERS": "1",
         **extra_env,
     }
-    logfile = tmp_path / f"instance-{n}.log"
-    log = open(logfile, "wb")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "python:portal.gunicorn_conf", "app:app"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    return SimpleNamespace(port=port, proc=proc, log=log, logfile=logfile)
-
-
-def _worker_of(master: int) -> int | None:
-    try:
-        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
-    except OSError:
-        return None
-    return int(children[0]) if children else None
+    return start_portal(app, tmp_path, f"instance-{n}", workers=1, threads=32, env=env)
 
 
 def _nginx_conf(tmp: Path, backends: list[int], ports: dict[str, int]) -> str:
@@ -296,23 +266,13 @@ def topology(app, tmp_path, redis_server, request):
 
         assert wait_for(up, timeout=40, interval=0.2), "the topology did not come up"
         for inst in instances:
-            inst.worker = _worker_of(inst.proc.pid)
+            inst.worker = next(iter(workers_of(inst.proc.pid)), None)
         yield topo
     finally:
         nginx.terminate()
         nginx.wait(10)
         for inst in instances:
-            try:
-                os.killpg(inst.proc.pid, signal.SIGTERM)
-                inst.proc.wait(20)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                pass
-            try:
-                os.killpg(inst.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            inst.proc.wait(10)
-            inst.log.close()
+            stop_portal(inst)
 
 
 def _login(base: str, user) -> str:
