@@ -82,7 +82,7 @@ def live_portal(app, tmp_path):
         },
     )
     try:
-        wait_until_up(portal, workers=2)
+        wait_until_up(portal)  # no REDIS_URL: gunicorn_conf runs one worker of the two
         yield portal.base, portal.logfile
     finally:
         stop_portal(portal)
