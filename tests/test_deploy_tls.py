@@ -10,11 +10,8 @@ through it."""
 from __future__ import annotations
 
 import base64
-import grp
 import os
-import pwd
 import re
-import socket
 import subprocess
 from pathlib import Path
 
@@ -23,16 +20,10 @@ import requests
 import urllib3
 
 from tests.conftest import PASSWORD
+from tests.fixtures.nginx import free_port, nginx_conf, start_nginx
 from tests.fixtures.terminal import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
-NGINX = "/usr/sbin/nginx"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _site(tmp: Path, backend: int, http_port: int, https_port: int) -> str:
@@ -67,26 +58,7 @@ def _site(tmp: Path, backend: int, http_port: int, https_port: int) -> str:
         flags=re.S,
     )
     assert n == 1
-    user = ""
-    if os.geteuid() == 0:
-        user = f"user {pwd.getpwuid(0).pw_name} {grp.getgrgid(0).gr_name};"
-    temp = "\n".join(
-        f"{kind}_temp_path {tmp}/{kind};"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    return f"""
-{user}
-daemon off;
-worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log info;
-events {{ worker_connections 64; }}
-http {{
-    access_log {tmp}/access.log;
-    {temp}
-    {site}
-}}
-"""
+    return nginx_conf(tmp, site)
 
 
 @pytest.fixture
@@ -96,19 +68,8 @@ def app_config(app_config):
 
 @pytest.fixture
 def tls_site(live_server, tmp_path):
-    ports = {"http": _free_port(), "https": _free_port()}
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(_site(tmp_path, live_server.port, ports["http"], ports["https"]))
-    check = subprocess.run(
-        [NGINX, "-t", "-p", str(tmp_path), "-c", str(conf)], capture_output=True, text=True
-    )
-    assert check.returncode == 0, check.stderr
-    proc = subprocess.Popen(
-        [NGINX, "-p", str(tmp_path), "-c", str(conf)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    ports = {"http": free_port(), "https": free_port()}
+    proc = start_nginx(tmp_path, _site(tmp_path, live_server.port, ports["http"], ports["https"]))
     base = f"https://127.0.0.1:{ports['https']}"
 
     def up():

@@ -26,8 +26,6 @@ import base64
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import uuid
@@ -37,7 +35,7 @@ import pytest
 import requests
 
 from tests.conftest import PASSWORD
-from tests.fixtures.terminal import wait_for
+from tests.fixtures.gunicorn import start_portal, stop_portal, wait_until_up
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -64,70 +62,30 @@ CHECKS = (
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def live_portal(app, app_config, tmp_path):
+def live_portal(app, tmp_path):
     """The portal under gunicorn (two workers) on the test database, with the same secrets as
     `app` (so tokens and stored machine credentials are valid in both)."""
-    port = _free_port()
-    env = {
-        **os.environ,
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "DATABASE_URL": app_config["DATABASE_URL"],
-        "SECRET_KEY": app.config["SECRET_KEY"],
-        "PORTAL_VAULT_KEY": app.config["PORTAL_VAULT_KEY"],
-        "PORTAL_INSTANCE_PATH": str(tmp_path / "fuzz-instance"),
-        "PORTAL_RECORDINGS_DIR": str(tmp_path / "fuzz-recordings"),
-        "PORTAL_UPLOADS_DIR": str(tmp_path / "fuzz-uploads"),
-        "PORTAL_ACCESS_LOG": "0",
-        "PORTAL_WORKERS": "2",
-        "PORTAL_THREADS": "16",
-        # A fuzzer is a burst of sign-ins and machine calls: the limits of this instance are
-        # raised so that 429 (documented where it applies) does not hide the real answers.
-        "PORTAL_AUTH_RATE_LIMIT": "100000 per minute",
-        "PORTAL_MACHINE_RATE_LIMIT": "100000 per minute",
-    }
-    env.pop("REDIS_URL", None)
-    logfile = tmp_path / "gunicorn.log"
-    log = open(logfile, "wb")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "python:portal.gunicorn_conf", "app:app"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its workers go with it at teardown (killpg)
+    portal = start_portal(
+        app,
+        tmp_path,
+        "fuzz",
+        workers=2,
+        threads=16,
+        env={
+            "PORTAL_UPLOADS_DIR": str(tmp_path / "fuzz-uploads"),
+            # A fuzzer is a burst of sign-ins and machine calls: the limits of this instance
+            # are raised so that 429 (documented where it applies) does not hide the real
+            # answers.
+            "PORTAL_AUTH_RATE_LIMIT": "100000 per minute",
+            "PORTAL_MACHINE_RATE_LIMIT": "100000 per minute",
+        },
     )
-    base = f"http://127.0.0.1:{port}"
-
-    def up():
-        if proc.poll() is not None:
-            return True
-        try:
-            return requests.get(f"{base}/health", timeout=1).status_code == 200
-        except requests.RequestException:
-            return False
-
-    assert wait_for(up, timeout=30, interval=0.2) and proc.poll() is None, logfile.read_text(
-        errors="replace"
-    )[-2000:]
-    yield base, logfile
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-            proc.wait(20)
-            break
-        except ProcessLookupError:
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    log.close()
+    try:
+        wait_until_up(portal)  # no REDIS_URL: gunicorn_conf runs one worker of the two
+        yield portal.base, portal.logfile
+    finally:
+        stop_portal(portal)
 
 
 @pytest.fixture

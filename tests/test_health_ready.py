@@ -3,11 +3,10 @@ that is down."""
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from portal import create_app, signals
+from tests.fixtures.net import free_port
 from tests.fixtures.terminal import redis_config
 
 
@@ -22,12 +21,6 @@ def make_app():
     yield make
     for app in made:
         signals.shutdown(app)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_ready_without_redis(client):
@@ -45,7 +38,7 @@ def test_ready_with_live_redis(app_config, make_app):
 
 def test_redis_down_is_503_with_a_clear_body(app_config, make_app):
     # A port nobody listens on: the Redis the portal was told about is down.
-    app = make_app({**app_config, "REDIS_URL": f"redis://127.0.0.1:{_free_port()}/0"})
+    app = make_app({**app_config, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
     resp = app.test_client().get("/health/ready")
     assert resp.status_code == 503
     body = resp.get_json()

@@ -4,7 +4,6 @@ before the terminal page of a sensitive machine."""
 
 from __future__ import annotations
 
-import os
 import time
 
 import pyotp
@@ -12,20 +11,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.conftest import PASSWORD
-from tests.fixtures.browser import age_session, sign_in
-
-SHOTS = os.environ.get("PORTAL_SHOTS_DIR")  # set to save screenshots for a human to look at
-
-
-def shot(page, name):
-    if SHOTS:
-        os.makedirs(SHOTS, exist_ok=True)
-        page.screenshot(path=os.path.join(SHOTS, f"{name}.png"), full_page=True)
-
-
-def fits(page, width: int) -> None:
-    scroll = page.evaluate("document.documentElement.scrollWidth")
-    assert scroll <= width, f"{page.url} scrolls sideways at {width}px ({scroll}px)"
+from tests.fixtures.browser import age_session, fits, new_page, shot, sign_in
 
 
 @pytest.mark.timeout(120)
@@ -33,17 +19,7 @@ def fits(page, width: int) -> None:
 def test_enrol_sign_in_with_code_and_step_up_before_sensitive_terminal(
     live_server, browser, make_user, make_machine, width
 ):
-    phone = width < 600
-    ctx = browser.new_context(
-        viewport={"width": width, "height": 740 if phone else 800},
-        is_mobile=phone,
-        has_touch=phone,
-        device_scale_factor=2 if phone else 1,
-    )
-    page = ctx.new_page()
-    page.set_default_timeout(15_000)
-    errors = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    ctx, page = new_page(browser, width)
     base = live_server.url
     user = make_user("mo")
     box = make_machine(user, "vault-box", sensitive=True, host="127.0.0.1", port=1)
@@ -100,6 +76,6 @@ def test_enrol_sign_in_with_code_and_step_up_before_sensitive_terminal(
         assert "Confirm it is you" not in page.content()
         page.goto(f"{base}/profile/mfa")
         expect(page.locator("#totp")).to_contain_text("Recovery codes left: 9")
-        assert errors == []
+        assert page.js_errors == []
     finally:
         ctx.close()

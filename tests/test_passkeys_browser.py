@@ -21,38 +21,11 @@ import requests
 from playwright.sync_api import expect
 
 from tests.conftest import PASSWORD
-from tests.fixtures.browser import age_session
+from tests.fixtures.browser import age_session, fits, new_page, shot
 
-SHOTS = os.environ.get("PORTAL_SHOTS_DIR")  # set to save screenshots for a human to look at
 VENDOR_JS = os.path.join(
     os.path.dirname(__file__), "..", "static", "vendor", "simplewebauthn", "index.umd.min.js"
 )
-
-
-def shot(page, name):
-    if SHOTS:
-        os.makedirs(SHOTS, exist_ok=True)
-        page.screenshot(path=os.path.join(SHOTS, f"{name}.png"), full_page=True)
-
-
-def fits(page, width: int) -> None:
-    scroll = page.evaluate("document.documentElement.scrollWidth")
-    assert scroll <= width, f"{page.url} scrolls sideways at {width}px ({scroll}px)"
-
-
-def new_page(browser, width: int):
-    phone = width < 600
-    ctx = browser.new_context(
-        viewport={"width": width, "height": 740 if phone else 800},
-        is_mobile=phone,
-        has_touch=phone,
-        device_scale_factor=2 if phone else 1,
-    )
-    page = ctx.new_page()
-    page.set_default_timeout(15_000)
-    page.js_errors = []
-    page.on("pageerror", lambda exc: page.js_errors.append(str(exc)))
-    return ctx, page
 
 
 def authenticator(ctx, page):

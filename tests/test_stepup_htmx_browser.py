@@ -19,22 +19,17 @@ from playwright.sync_api import expect
 from sqlalchemy import func, select
 
 from tests.conftest import PASSWORD
-from tests.fixtures.browser import age_session
-from tests.test_passkeys_browser import authenticator, credentials, new_page, register
+from tests.fixtures.browser import age_session, fits, new_page
+from tests.fixtures.browser import shot as browser_shot
+from tests.test_passkeys_browser import authenticator, credentials, register
 
 SHOTS = os.environ.get("PORTAL_SHOTS_DIR", "/tmp")
 
 pytestmark = pytest.mark.timeout(180)
 
 
-def shot(page, name):
-    os.makedirs(SHOTS, exist_ok=True)
-    page.screenshot(path=os.path.join(SHOTS, f"stepup-{name}.png"))
-
-
-def fits(page, width: int) -> None:
-    scroll = page.evaluate("document.documentElement.scrollWidth")
-    assert scroll <= width, f"{page.url} scrolls sideways at {width}px ({scroll}px)"
+def shot(page, name):  # always saved (/tmp without PORTAL_SHOTS_DIR), the viewport only
+    browser_shot(page, f"stepup-{name}", folder=SHOTS, full_page=False)
 
 
 def enrol_totp(client, auth, user) -> tuple[pyotp.TOTP, list[str]]:

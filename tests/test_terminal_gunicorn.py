@@ -3,55 +3,28 @@ SIGTERM: live terminals hear why they end, and their rows are closed, not left a
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
-import subprocess
-import sys
 import uuid
-from pathlib import Path
 
 import pytest
 import requests
 
 from tests.fixtures import terminal as _helpers
+from tests.fixtures.gunicorn import start_portal, stop_portal, wait_until_up, workers_of
 from tests.fixtures.terminal import Term, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture
-def start_gunicorn(app, app_config, tmp_path):
+def start_gunicorn(app, tmp_path):
     """start_gunicorn(workers=1, redis=False) -> (base_url, process, log path): the portal under
     gunicorn on the test database (same secrets as `app`, so its tokens and stored machine
     credentials are valid there). Stopped after the test."""
     started: list = []
 
     def _start(workers: int = 1, redis: bool = False):
-        port = _free_port()
-        n = len(started)
-        env = {
-            **os.environ,
-            "HOST": "127.0.0.1",
-            "PORT": str(port),
-            "DATABASE_URL": app_config["DATABASE_URL"],
-            "SECRET_KEY": app.config["SECRET_KEY"],
-            "PORTAL_VAULT_KEY": app.config["PORTAL_VAULT_KEY"],
-            "PORTAL_INSTANCE_PATH": str(tmp_path / f"gunicorn-instance-{n}"),
-            "PORTAL_RECORDINGS_DIR": str(tmp_path / f"gunicorn-recordings-{n}"),
-            "PORTAL_ACCESS_LOG": "0",
-            "PORTAL_THREADS": "32",
-            "PORTAL_WORKERS": str(workers),
-        }
-        env.pop("REDIS_URL", None)
+        env = {}
         if redis:  # the same bus as `app` when it has one (it can then talk to the workers)
             env["REDIS_URL"] = "redis://127.0.0.1:6379/0"
             env["PORTAL_TERMINAL_BUS_PREFIX"] = (
@@ -59,68 +32,14 @@ def start_gunicorn(app, app_config, tmp_path):
                 if app.config.get("REDIS_URL")
                 else f"test-term-{uuid.uuid4().hex[:12]}"
             )
-        logfile = tmp_path / f"gunicorn-{n}.log"
-        log = open(logfile, "wb")  # noqa: SIM115 - closed at teardown
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "python:portal.gunicorn_conf", "app:app"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its workers go with it at teardown (killpg)
-        )
-        started.append((proc, log, logfile))
-        base = f"http://127.0.0.1:{port}"
-
-        def up():
-            if proc.poll() is not None:
-                return True  # died: stop waiting
-            if len(_workers(proc.pid)) < workers:
-                return False
-            try:
-                return requests.get(f"{base}/health", timeout=1).status_code == 200
-            except requests.RequestException:
-                return False
-
-        assert wait_for(up, timeout=30, interval=0.2) and proc.poll() is None, logfile.read_text(
-            errors="replace"
-        )[-2000:]
-        return base, proc, logfile
+        portal = start_portal(app, tmp_path, f"gunicorn-{len(started)}", workers=workers, env=env)
+        started.append(portal)
+        wait_until_up(portal, workers)
+        return portal.base, portal.proc, portal.logfile
 
     yield _start
-    for proc, log, _path in started:
-        # Master and workers together, so no worker outlives the test (and writes into the
-        # next test's database).
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            pass
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(10)
-        wait_for(lambda: not _group_alive(proc.pid), timeout=10)
-        log.close()
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-
-
-def _workers(master: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{master}/task/{master}/children").read_text()
-    except OSError:
-        return []
-    return [int(p) for p in text.split()]
+    for portal in started:
+        stop_portal(portal)
 
 
 def test_sigterm_closes_live_terminals_with_a_reason(
@@ -195,7 +114,7 @@ class TestWithTheSameBus:
         _base, proc, _log = start_gunicorn(workers=1, redis=True)
         from portal.terminal.registry import server_id_for
 
-        (worker,) = _workers(proc.pid)
+        (worker,) = workers_of(proc.pid)
         owner = make_user("staleowner")
         sid = _helpers.live_row(app, make_machine(owner), owner, server_id_for(worker))
         r = requests.delete(

@@ -274,3 +274,39 @@ def test_recording_fits_a_phone_screen(term_setup, page, browser):  # noqa: F811
             assert errors == []
         finally:
             ctx.close()
+
+
+ADD = ".term-tabs [data-action=new-tab]"
+ON_TOP = """(sel) => {
+  const el = document.querySelector(sel), b = el.getBoundingClientRect();
+  return document.elementFromPoint(b.x + b.width / 2, b.y + b.height / 2) === el;
+}"""
+
+
+@pytest.mark.parametrize("viewer,width", [("phone", 375), ("page", 1280)])
+def test_the_new_tab_button_stays_in_view_and_clickable(
+    term_setup,  # noqa: F811
+    request,
+    viewer,
+    width,
+):
+    """However many tabs there are, "+" stays inside the window, on top (not under a tab or a
+    toolbar button) and opens a tab; at 1280 px it still follows the last tab."""
+    p = request.getfixturevalue(viewer)
+    user, machine, base = term_setup
+    open_terminal(p, base, user, machine)
+    for n in (1, 2, 3):
+        p.wait_for_function(f"() => portalTerminals.tabs.length === {n}")
+        add = box(p, ADD)
+        assert add["x"] >= 0 and add["x"] + add["width"] <= width + 0.5, (n, add)
+        assert add["width"] >= 24 and add["height"] >= 24, add
+        assert p.evaluate(ON_TOP, ADD), f"something covers + with {n} tab(s)"
+        if width > 640:
+            last = box(p, ".term-tab:last-of-type")
+            assert add["x"] == pytest.approx(last["x"] + last["width"], abs=1), (last, add)
+        if n == 3:
+            shot(p, f"terminal-tabs-{width}.png")
+        (p.tap if viewer == "phone" else p.click)(ADD)
+    p.wait_for_function("() => portalTerminals.tabs.length === 4")
+    assert p.evaluate("document.documentElement.scrollWidth") <= width
+    assert p.js_errors == []

@@ -11,7 +11,7 @@ import requests
 
 from portal import signals
 from tests.fixtures import terminal as _helpers
-from tests.fixtures.terminal import Term, wait_for, ws_base
+from tests.fixtures.terminal import Term, share, wait_for, watch, ws_base
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -79,23 +79,6 @@ def test_input_typed_without_echo_is_not_logged(term_env, live_server, auth, app
 # ---------------------------------------------------------------- watchers
 
 
-def _share(live_server, headers, sid, shared=True):
-    r = requests.post(
-        f"{live_server.url}/api/terminal/sessions/{sid}/share",
-        headers=headers,
-        json={"shared": shared},
-        timeout=10,
-    )
-    assert r.status_code == 200, r.text
-    return r
-
-
-def _watch(server, sid, token) -> Term:
-    w = Term(f"{ws_base(server)}/api/terminal/sessions/{sid}/watch/ws?token={token}")
-    assert w.wait_control("ready")["watch"] is True
-    return w
-
-
 def _watchers_end_when_access_ends(
     app, term_env, live_server, watch_server, auth, make_user, grant_role, token_for, admin
 ):
@@ -107,7 +90,7 @@ def _watchers_end_when_access_ends(
     t = open_term()
     sid = t.wait_control("ready")["session_id"]
     t.run("echo shared-$((2+2))", r"shared-4\r\n")
-    _share(live_server, auth(owner), sid)
+    share(live_server, auth(owner), sid)
     revoked, deactivated, signed_out, stays = (
         make_user(n) for n in ("w-revoked", "w-deact", "w-signout", "w-stays")
     )
@@ -116,7 +99,7 @@ def _watchers_end_when_access_ends(
         grant_role(machine, u, "viewer")
         tokens[u.id] = token_for(u)
     watchers = {
-        u.id: _watch(watch_server, sid, tokens[u.id])
+        u.id: watch(watch_server, sid, tokens[u.id], ready=True)
         for u in (revoked, deactivated, signed_out, stays)
     }
     for w in watchers.values():
@@ -149,7 +132,7 @@ def _watchers_end_when_access_ends(
     watchers[stays.id].read_until(r"still-6")
     assert not any(c.get("type") == "error" for c in watchers[stays.id].controls)
     # unsharing ends the remaining watcher
-    _share(live_server, auth(owner), sid, shared=False)
+    share(live_server, auth(owner), sid, shared=False)
     assert "no longer shared" in watchers[stays.id].wait_control("error")["message"]
     for w in watchers.values():
         w.close()
@@ -167,7 +150,7 @@ def test_watchers_learn_about_resizes(term_env, live_server, token_for):
     owner, _machine, open_term = term_env
     t = open_term("cols=100&rows=30")
     sid = t.wait_control("ready")["session_id"]
-    w = _watch(live_server, sid, token_for(owner))  # its user may always watch
+    w = watch(live_server, sid, token_for(owner), ready=True)  # its user may always watch
     assert w.wait_control("resize") == {"type": "resize", "cols": 100, "rows": 30}
     w.controls.clear()
     t.control({"type": "resize", "cols": 120, "rows": 40})

@@ -8,22 +8,9 @@ import websocket
 
 from portal import signals
 from tests.fixtures import terminal as _helpers
-from tests.fixtures.terminal import Term, ws_base
+from tests.fixtures.terminal import Term, share, watch, ws_base
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def _share(live_server, headers, sid, shared=True):
-    return requests.post(
-        f"{live_server.url}/api/terminal/sessions/{sid}/share",
-        headers=headers,
-        json={"shared": shared},
-        timeout=10,
-    )
-
-
-def _watch(live_server, sid, token) -> Term:
-    return Term(f"{ws_base(live_server)}/api/terminal/sessions/{sid}/watch/ws?token={token}")
 
 
 def _scenario(term_env, live_server, auth, make_user, grant_role, token_for):
@@ -35,16 +22,16 @@ def _scenario(term_env, live_server, auth, make_user, grant_role, token_for):
     grant_role(machine, viewer, "viewer")
 
     # not shared yet: the viewer cannot even see it
-    w0 = _watch(live_server, sid, token_for(viewer))
+    w0 = watch(live_server, sid, token_for(viewer))
     assert "no such session" in w0.wait_control("error")["message"]
     w0.close()
     # only its user may share it
-    assert _share(live_server, auth(viewer), sid).status_code == 404
-    r = _share(live_server, auth(owner), sid)
+    share(live_server, auth(viewer), sid, status=404)
+    r = share(live_server, auth(owner), sid, status=None)
     assert r.status_code == 200 and r.json()["session"]["shared"] is True
-    assert _share(live_server, auth(owner), sid, shared="yes").status_code == 400
+    share(live_server, auth(owner), sid, shared="yes", status=400)
 
-    w = _watch(live_server, sid, token_for(viewer))
+    w = watch(live_server, sid, token_for(viewer))
     assert w.wait_control("ready")["session_id"] == sid
     w.read_until(r"screen2")  # the recent screen first
     t.run("echo live$((2+3))", r"live5\r\n")
@@ -55,7 +42,7 @@ def _scenario(term_env, live_server, auth, make_user, grant_role, token_for):
     t.run("echo after$((1+0))", r"after1\r\n")
     assert b"81" not in bytes(t.out)
     # unsharing ends the watch
-    assert _share(live_server, auth(owner), sid, shared=False).status_code == 200
+    share(live_server, auth(owner), sid, shared=False)
     assert "no longer shared" in w.wait_control("error")["message"]
     w.close()
     return t, sid
@@ -88,11 +75,11 @@ class TestRedisBus:
         t = open_term()
         sid = t.wait_control("ready")["session_id"]
         t.run("echo other$((3+3))", r"other6\r\n")
-        assert _share(live_server, auth(owner), sid).status_code == 200
+        share(live_server, auth(owner), sid)
         app2 = create_app(app_config)
         server2 = LiveServer(app2).start()
         try:
-            w = _watch(server2, sid, token_for(owner))
+            w = watch(server2, sid, token_for(owner))
             w.wait_control("ready")
             w.read_until(r"other6")
             t.run("echo more$((4+4))", r"more8\r\n")
@@ -193,7 +180,7 @@ def test_its_user_and_an_admin_watch_an_unshared_session_live(
     t.run("echo before$((1+1))", r"before2\r\n")
     admin = make_user("boss", role="admin")
     for who in (owner, admin):
-        w = _watch(live_server, sid, token_for(who))
+        w = watch(live_server, sid, token_for(who))
         assert w.wait_control("ready")["session_id"] == sid
         w.read_until(r"before2")
         marker = f"live{who.id}x$((2+3))"
@@ -227,9 +214,9 @@ def test_a_watcher_never_gets_the_recording_and_closing_ends_the_share(
     grant_role(machine, viewer, "viewer")
     machine_admin = make_user("recadmin")
     grant_role(machine, machine_admin, "admin")
-    assert _share(live_server, auth(owner), sid).status_code == 200
+    share(live_server, auth(owner), sid)
 
-    w = _watch(live_server, sid, token_for(viewer))  # the viewer may watch it live
+    w = watch(live_server, sid, token_for(viewer))  # the viewer may watch it live
     w.wait_control("ready")
     w.close()
     detail = _get(live_server, f"/api/sessions/{sid}", auth(viewer))
@@ -297,7 +284,7 @@ def _refused_watch(live_server, sid, token):
     import websocket
 
     with pytest.raises(websocket.WebSocketBadStatusException) as exc:
-        _watch(live_server, sid, token)
+        watch(live_server, sid, token)
     return exc.value.status_code, (exc.value.resp_body or b"").decode()
 
 
@@ -319,20 +306,20 @@ class TestWatcherCaps:
         owner, machine, open_term = term_env
         t = open_term()
         sid = t.wait_control("ready")["session_id"]
-        assert _share(live_server, auth(owner), sid).status_code == 200
+        share(live_server, auth(owner), sid)
         a, b = make_user("watcher-a"), make_user("watcher-b")
         for who in (a, b):
             grant_role(machine, who, "viewer")
         token_a, token_b = token_for(a), token_for(b)
         reg = app.extensions["portal_terminal"]
 
-        mine = [_watch(live_server, sid, token_a) for _ in range(2)]
+        mine = [watch(live_server, sid, token_a) for _ in range(2)]
         for w in mine:
             w.wait_control("ready")
         status, body = _refused_watch(live_server, sid, token_a)
         assert status == 429 and "2 watch sockets open" in body
         # the per-session cap: a third watcher (another user) fits, a fourth does not
-        other = _watch(live_server, sid, token_b)
+        other = watch(live_server, sid, token_b)
         other.wait_control("ready")
         status, body = _refused_watch(live_server, sid, token_for(owner))
         assert status == 429 and "already has 3 watchers" in body
@@ -348,10 +335,10 @@ class TestWatcherCaps:
         # watchers refused after the upgrade (not shared any more) give their place back too
         for w in (*mine, again, other):
             w.close()
-        assert _share(live_server, auth(owner), sid, shared=False).status_code == 200
+        share(live_server, auth(owner), sid, shared=False)
         assert _helpers.wait_for(lambda: not reg.watchers.places, timeout=10)
         for _ in range(3):  # more than the cap: each refused socket's place comes back
-            w = _watch(live_server, sid, token_a)
+            w = watch(live_server, sid, token_a)
             assert "no such session" in w.wait_control("error")["message"]
             w.drain_close()
             w.close()
@@ -366,7 +353,7 @@ def _try_watch(live_server, sid, token):
     import websocket
 
     try:
-        return _watch(live_server, sid, token)
+        return watch(live_server, sid, token)
     except websocket.WebSocketBadStatusException as exc:
         assert exc.status_code == 429
         return None

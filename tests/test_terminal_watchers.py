@@ -7,28 +7,12 @@ from __future__ import annotations
 import time
 
 import pytest
-import requests
 
 from portal import signals
 from tests.fixtures import terminal as _helpers
-from tests.fixtures.terminal import Term, ws_base
+from tests.fixtures.terminal import Term, share, watch
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def _share(base, headers, sid, shared=True):
-    r = requests.post(
-        f"{base}/api/terminal/sessions/{sid}/share",
-        headers=headers,
-        json={"shared": shared},
-        timeout=10,
-    )
-    assert r.status_code == 200, r.text
-    return r
-
-
-def _watch(server, sid, token) -> Term:
-    return Term(f"{ws_base(server)}/api/terminal/sessions/{sid}/watch/ws?token={token}")
 
 
 def _audience(t: Term, count: int, shared: bool | None = None, timeout: float = 15.0) -> dict:
@@ -56,14 +40,14 @@ def _scenario(server_for_watchers, live_server, term_env, auth, make_user, grant
     t.run("echo up$((1+1))", r"up2\r\n")
     assert not [c for c in t.controls if c["type"] == "watchers"]  # nobody yet: no frame
 
-    _share(live_server.url, auth(owner), sid)
+    share(live_server, auth(owner), sid)
     assert _audience(t, 0, shared=True) == {"type": "watchers", "count": 0, "shared": True}
     viewer = make_user("eyes")
     grant_role(machine, viewer, "viewer")
-    w1 = _watch(server_for_watchers, sid, token_for(viewer))
+    w1 = watch(server_for_watchers, sid, token_for(viewer))
     w1.wait_control("ready")
     _audience(t, 1)
-    w2 = _watch(server_for_watchers, sid, token_for(owner))  # its own user, another window
+    w2 = watch(server_for_watchers, sid, token_for(owner))  # its own user, another window
     w2.wait_control("ready")
     _audience(t, 2)
     t.run("echo still$((2+2))", r"still4\r\n")  # typing goes on meanwhile
@@ -71,7 +55,7 @@ def _scenario(server_for_watchers, live_server, term_env, auth, make_user, grant
     _audience(t, 1)
     w2.close()
     _audience(t, 0)
-    _share(live_server.url, auth(owner), sid, shared=False)
+    share(live_server, auth(owner), sid, shared=False)
     _audience(t, 0, shared=False)
     return t, sid
 
@@ -88,8 +72,8 @@ def test_a_reattached_window_is_told_the_count_at_once(
     owner, machine, open_term = term_env
     t = open_term()
     sid = t.wait_control("ready")["session_id"]
-    _share(live_server.url, auth(owner), sid)
-    w = _watch(live_server, sid, token_for(owner))
+    share(live_server, auth(owner), sid)
+    w = watch(live_server, sid, token_for(owner))
     w.wait_control("ready")
     _audience(t, 1, shared=True)
     t.close()

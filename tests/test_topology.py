@@ -16,14 +16,11 @@ request onto the instance that does not own a terminal.
 
 from __future__ import annotations
 
-import grp
 import os
-import pwd
 import re
 import signal
 import socket
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 from types import SimpleNamespace
@@ -32,19 +29,14 @@ import pytest
 import requests
 
 from tests.conftest import PASSWORD
+from tests.fixtures.gunicorn import Gunicorn, start_portal, stop_portal, workers_of
+from tests.fixtures.nginx import free_port, nginx_conf, start_nginx
 from tests.fixtures.terminal import Term, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
 ROOT = Path(__file__).resolve().parent.parent
-NGINX = "/usr/sbin/nginx"
 PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +78,7 @@ class RedisServer:
     can stop and start it again on the same port (a Redis restart)."""
 
     def __init__(self, folder: Path):
-        self.port = _free_port()
+        self.port = free_port()
         self.folder = folder
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc = None
@@ -141,7 +133,7 @@ class TcpRelay:
         import threading
 
         self.target = target
-        self.port = _free_port()
+        self.port = free_port()
         self.lock = threading.Lock()
         self.conns: list[socket.socket] = []
         self.listener = None
@@ -210,52 +202,19 @@ class TcpRelay:
             s.close()
 
 
-def _start_instance(n: int, app, tmp_path, redis_url: str, extra_env: dict):
-    port = _free_port()
+def _start_instance(n: int, app, tmp_path, redis_url: str, extra_env: dict) -> Gunicorn:
     env = {
-        **os.environ,
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "DATABASE_URL": app.config["DATABASE_URL"],
         "REDIS_URL": redis_url,
-        "SECRET_KEY": app.config["SECRET_KEY"],
-        "PORTAL_VAULT_KEY": app.config["PORTAL_VAULT_KEY"],
-        "PORTAL_INSTANCE_PATH": str(tmp_path / f"instance-{n}"),
-        "PORTAL_RECORDINGS_DIR": str(tmp_path / f"recordings-{n}"),
         "PORTAL_TRUSTED_PROXIES": "1",
-        "PORTAL_ACCESS_LOG": "0",
-        "PORTAL_THREADS": "32",
-        "PORTAL_WORKERS": "1",
         **extra_env,
     }
-    logfile = tmp_path / f"instance-{n}.log"
-    log = open(logfile, "wb")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "python:portal.gunicorn_conf", "app:app"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    return SimpleNamespace(port=port, proc=proc, log=log, logfile=logfile)
-
-
-def _worker_of(master: int) -> int | None:
-    try:
-        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
-    except OSError:
-        return None
-    return int(children[0]) if children else None
+    return start_portal(app, tmp_path, f"instance-{n}", workers=1, threads=32, env=env)
 
 
 def _nginx_conf(tmp: Path, backends: list[int], ports: dict[str, int]) -> str:
     site = (ROOT / "deploy/nginx/portal.conf").read_text()
     (connection_map,) = re.findall(r"^map \$http_upgrade .*?^}", site, re.S | re.M)
     snippet = ROOT / "deploy/nginx/portal-proxy.conf"
-    user = ""
-    if os.geteuid() == 0:  # else nginx ignores `user`; as root it would switch to nobody
-        user = f"user {pwd.getpwuid(0).pw_name} {grp.getgrgid(0).gr_name};"
     upstreams = "\n".join(
         [f"upstream portal {{ {' '.join(f'server 127.0.0.1:{p};' for p in backends)} }}"]
         + [f"upstream portal_{i} {{ server 127.0.0.1:{p}; }}" for i, p in enumerate(backends)]
@@ -264,25 +223,7 @@ def _nginx_conf(tmp: Path, backends: list[int], ports: dict[str, int]) -> str:
         f"server {{ listen 127.0.0.1:{port}; set $portal_upstream {name}; include {snippet}; }}"
         for name, port in ports.items()
     )
-    temp = "\n".join(
-        f"{kind}_temp_path {tmp}/{kind};"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    return f"""
-{user}
-daemon off;
-worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log info;
-events {{ worker_connections 512; }}
-http {{
-    access_log {tmp}/access.log;
-    {temp}
-    {connection_map}
-    {upstreams}
-    {servers}
-}}
-"""
+    return nginx_conf(tmp, "\n".join([connection_map, upstreams, servers]), worker_connections=512)
 
 
 @pytest.fixture
@@ -304,19 +245,8 @@ def topology(app, tmp_path, redis_server, request):
     instances = [_start_instance(n, app, tmp_path, redis_url, extra) for n in range(2)]
     nginx_dir = tmp_path / "nginx"
     nginx_dir.mkdir()
-    ports = {"portal": _free_port(), "portal_0": _free_port(), "portal_1": _free_port()}
-    conf = nginx_dir / "nginx.conf"
-    conf.write_text(_nginx_conf(nginx_dir, [i.port for i in instances], ports))
-    check = subprocess.run(
-        [NGINX, "-t", "-p", str(nginx_dir), "-c", str(conf)], capture_output=True, text=True
-    )
-    assert check.returncode == 0, check.stderr
-    nginx = subprocess.Popen(
-        [NGINX, "-p", str(nginx_dir), "-c", str(conf)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    ports = {"portal": free_port(), "portal_0": free_port(), "portal_1": free_port()}
+    nginx = start_nginx(nginx_dir, _nginx_conf(nginx_dir, [i.port for i in instances], ports))
     topo = SimpleNamespace(
         url=f"http://127.0.0.1:{ports['portal']}",
         via=[f"http://127.0.0.1:{ports['portal_0']}", f"http://127.0.0.1:{ports['portal_1']}"],
@@ -336,23 +266,13 @@ def topology(app, tmp_path, redis_server, request):
 
         assert wait_for(up, timeout=40, interval=0.2), "the topology did not come up"
         for inst in instances:
-            inst.worker = _worker_of(inst.proc.pid)
+            inst.worker = next(iter(workers_of(inst.proc.pid)), None)
         yield topo
     finally:
         nginx.terminate()
         nginx.wait(10)
         for inst in instances:
-            try:
-                os.killpg(inst.proc.pid, signal.SIGTERM)
-                inst.proc.wait(20)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                pass
-            try:
-                os.killpg(inst.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            inst.proc.wait(10)
-            inst.log.close()
+            stop_portal(inst)
 
 
 def _login(base: str, user) -> str:
