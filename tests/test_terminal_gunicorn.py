@@ -206,3 +206,35 @@ class TestWithTheSameBus:
             row = db.session.get(TerminalSession, sid)
             assert row.status == "closed" and row.close_reason == "closed by its user"
             db.session.remove()
+
+
+def _cpus(pid: int) -> set[int]:
+    return os.sched_getaffinity(pid)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_two_workers_run_on_a_cpu_each_and_a_replacement_takes_the_free_one(start_gunicorn):
+    """Workers are pinned one to a CPU (PORTAL_PIN_WORKERS, docs/terminal.md "Worker model");
+    a worker that dies is replaced on the CPU it left, not beside the survivor. A single
+    worker keeps every CPU."""
+    mine = os.sched_getaffinity(0)
+    _base, proc, _log = start_gunicorn(workers=2, redis=True)
+    first = _workers(proc.pid)
+    pinned = [_cpus(w) for w in first]
+    assert all(len(c) == 1 and c <= mine for c in pinned), pinned
+    assert pinned[0] != pinned[1]
+    assert _cpus(proc.pid) == mine  # the arbiter itself is not pinned
+
+    gone = first[1]
+    os.kill(gone, signal.SIGKILL)
+    assert wait_for(
+        lambda: len(w := _workers(proc.pid)) == 2 and gone not in w, timeout=30, interval=0.2
+    )
+    now = {w: _cpus(w) for w in _workers(proc.pid)}
+    assert now[first[0]] == pinned[0]
+    (new,) = [w for w in now if w != first[0]]
+    assert now[new] == pinned[1]
+
+    _base, single, _log = start_gunicorn(workers=1)
+    (worker,) = _workers(single.pid)
+    assert _cpus(worker) == mine
