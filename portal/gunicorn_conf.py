@@ -114,3 +114,41 @@ def child_exit(server, worker):
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+# Workers pinned one to a CPU (PORTAL_PIN_WORKERS=1, opt-in, with two workers or more).
+# Unpinned, each worker's ~1,000 threads ran on every CPU: a thread woken for the GIL (or for
+# its socket) waited for a CPU the other worker held, and the GIL went back and forth between
+# CPUs. 500 terminals at ~1370 keys/s, two workers, five pairs on a shared 2-vCPU host: p99
+# 57-738 ms pinned vs 310-1422 unpinned, 0.49-0.70 ms of server CPU per key vs 0.87-1.45
+# (docs/benchmarks.md). One worker is never pinned: it would lose the other CPUs. Opt-in: in
+# a burst of 500 opens pinned workers split the connections unevenly (up to 480 vs 1,560
+# threads) and twice hit the pool's connection limit; and CPUs are the host's to share.
+PIN_WORKERS = os.environ.get("PORTAL_PIN_WORKERS", "0") == "1" and workers > 1
+_cpu_of_worker: dict[int, int] = {}  # worker age -> CPU (kept in the arbiter, copied by fork)
+
+
+def pre_fork(server, worker):
+    """Choose the new worker's CPU in the arbiter: the one fewest live workers hold."""
+    if not PIN_WORKERS:
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return
+    live = {w.age for w in server.WORKERS.values()}
+    for age in [a for a in _cpu_of_worker if a not in live]:
+        del _cpu_of_worker[age]
+    load = {cpu: 0 for cpu in cpus}
+    for cpu in _cpu_of_worker.values():
+        if cpu in load:
+            load[cpu] += 1
+    _cpu_of_worker[worker.age] = min(cpus, key=lambda cpu: (load[cpu], cpu))
+
+
+def post_fork(server, worker):
+    cpu = _cpu_of_worker.get(worker.age)
+    if cpu is not None:
+        try:
+            os.sched_setaffinity(0, {cpu})
+        except OSError:  # the CPU left this process's set meanwhile: run unpinned
+            pass

@@ -8,8 +8,9 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from portal import create_app, signals
+from tests.fixtures.gunicorn import workers_of
 from tests.fixtures.terminal import wait_for
-from tests.test_terminal_gunicorn import _workers, start_gunicorn  # noqa: F401 - fixture
+from tests.test_terminal_gunicorn import start_gunicorn  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -133,4 +134,4 @@ def test_gunicorn_workers_share_one_scrape(start_gunicorn):  # noqa: F811 - the 
         samples = scrape(requests.get(f"{base}/metrics", timeout=10).text)
         seen.add(value(samples, "portal_http_requests_total", **key))
     assert seen == {20.0}, seen
-    assert len(_workers(proc.pid)) == 2
+    assert len(workers_of(proc.pid)) == 2

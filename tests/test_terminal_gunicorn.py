@@ -3,6 +3,7 @@ SIGTERM: live terminals hear why they end, and their rows are closed, not left a
 
 from __future__ import annotations
 
+import os
 import signal
 import uuid
 
@@ -23,8 +24,8 @@ def start_gunicorn(app, tmp_path):
     credentials are valid there). Stopped after the test."""
     started: list = []
 
-    def _start(workers: int = 1, redis: bool = False):
-        env = {}
+    def _start(workers: int = 1, redis: bool = False, env: dict[str, str] | None = None):
+        env = dict(env or {})
         if redis:  # the same bus as `app` when it has one (it can then talk to the workers)
             env["REDIS_URL"] = "redis://127.0.0.1:6379/0"
             env["PORTAL_TERMINAL_BUS_PREFIX"] = (
@@ -125,3 +126,38 @@ class TestWithTheSameBus:
             row = db.session.get(TerminalSession, sid)
             assert row.status == "closed" and row.close_reason == "closed by its user"
             db.session.remove()
+
+
+def _cpus(pid: int) -> set[int]:
+    return os.sched_getaffinity(pid)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_two_workers_run_on_a_cpu_each_and_a_replacement_takes_the_free_one(start_gunicorn):
+    """With PORTAL_PIN_WORKERS=1 workers are pinned one to a CPU (docs/terminal.md "Worker
+    model"); a worker that dies is replaced on the CPU it left, not beside the survivor. A
+    single worker keeps every CPU, and without the setting no worker is pinned."""
+    mine = os.sched_getaffinity(0)
+    _base, proc, _log = start_gunicorn(workers=2, redis=True, env={"PORTAL_PIN_WORKERS": "1"})
+    first = workers_of(proc.pid)
+    pinned = [_cpus(w) for w in first]
+    assert all(len(c) == 1 and c <= mine for c in pinned), pinned
+    assert pinned[0] != pinned[1]
+    assert _cpus(proc.pid) == mine  # the arbiter itself is not pinned
+
+    gone = first[1]
+    os.kill(gone, signal.SIGKILL)
+    assert wait_for(
+        lambda: len(w := workers_of(proc.pid)) == 2 and gone not in w, timeout=30, interval=0.2
+    )
+    now = {w: _cpus(w) for w in workers_of(proc.pid)}
+    assert now[first[0]] == pinned[0]
+    (new,) = [w for w in now if w != first[0]]
+    assert now[new] == pinned[1]
+
+    _base, single, _log = start_gunicorn(workers=1, env={"PORTAL_PIN_WORKERS": "1"})
+    (worker,) = workers_of(single.pid)
+    assert _cpus(worker) == mine
+
+    _base, default, _log = start_gunicorn(workers=2, redis=True)
+    assert [_cpus(w) for w in workers_of(default.pid)] == [mine, mine]

@@ -20,8 +20,8 @@ import websocket
 
 from tests import test_terminal_gunicorn as _gunicorn
 from tests.fixtures import terminal as _helpers
+from tests.fixtures.gunicorn import workers_of
 from tests.fixtures.terminal import Term, wait_for
-from tests.test_terminal_gunicorn import _workers
 
 start_gunicorn = _gunicorn.start_gunicorn  # the same fixture: gunicorn on the test database
 
@@ -142,7 +142,7 @@ def relayed(app, start_gunicorn, make_user, sshd_machine, token_for, tap):
     sid = t.wait_control("ready")["session_id"]
     t.run("RELAYED=kept$((1+1)); echo set$((2+2))", r"set4")
     holder = int(_server_id(app, sid).split(":")[1])
-    (other,) = [p for p in _workers(proc.pid) if p != holder]
+    (other,) = [p for p in workers_of(proc.pid) if p != holder]
     t.drop()
 
     opened: dict = {}
@@ -432,7 +432,7 @@ def test_no_unix_socket_listens_in_the_workers(
         t.wait_control("ready")
         t.run("echo up$((2+3))", r"up5")
         listening = _listening_unix_inodes()
-        for pid in [proc.pid, *_workers(proc.pid)]:
+        for pid in [proc.pid, *workers_of(proc.pid)]:
             names = {listening[i] for i in _socket_inodes(pid) if i in listening}
             assert not names, f"process {pid} listens on Unix sockets {names}"
     finally:

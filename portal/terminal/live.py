@@ -248,7 +248,7 @@ class LiveSession:
             finally:
                 self.check_echo()
             self.bytes_in += len(data)
-            metrics.TERMINAL_BYTES.labels("in").inc(len(data))
+            metrics.TERMINAL_BYTES_IN.inc(len(data))
             self.last_activity = time.monotonic()
 
     def can_send(self) -> bool:

@@ -128,7 +128,7 @@ def _output(sess, data: bytes) -> None:
     with sess.lock:
         sess.ring.append(data)
         sess.bytes_out += len(data)
-        metrics.TERMINAL_BYTES.labels("out").inc(len(data))
+        metrics.TERMINAL_BYTES_OUT.inc(len(data))
         sess.last_activity = time.monotonic()
         c = sess.client
         if c is not None:
