@@ -37,14 +37,27 @@ log = logging.getLogger(__name__)
 
 
 class SessionInterface(SecureCookieSessionInterface):
-    """Flask's signed-cookie sessions, except that static files never send the cookie. A
-    page's static file still on its way when a request changed the session (a passkey
-    ceremony's pending challenge) would otherwise put the older cookie back in the browser."""
+    """Flask's signed-cookie sessions, except that an unchanged session is sent again (to
+    slide its expiry) only with a page navigation, never with a static file, the service
+    worker script, an HTMX partial or a fetch. Those run beside requests that change the
+    session (a passkey ceremony's pending challenge, a step-up marking the session fresh):
+    one answered after such a change would put the older cookie back in the browser, and the
+    step-up's replayed action was then refused again."""
 
     def should_set_cookie(self, app, session) -> bool:
-        if request.endpoint == "static" and not session.modified:
+        if session.modified:
+            return True
+        if not super().should_set_cookie(app, session):
             return False
-        return super().should_set_cookie(app, session)
+        dest = request.headers.get("Sec-Fetch-Dest")
+        if dest is not None:  # what browsers say the request is for
+            return dest == "document"
+        return (
+            request.method == "GET"
+            and request.endpoint != "static"
+            and not is_htmx()
+            and not wants_json()
+        )
 
 
 def wants_json() -> bool:

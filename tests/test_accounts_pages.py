@@ -153,6 +153,18 @@ def test_static_files_never_set_the_session_cookie(client, make_user, login):
     login(make_user("sta"))
     assert "Set-Cookie" not in client.get("/static/css/app.css").headers
     assert "session=" in client.get("/dashboard").headers.get("Set-Cookie", "")
+    # nor do the service worker, HTMX partials, fetches and API calls beside a page (a
+    # step-up's fresh session was put back to stale by /sw.js answered after it)
+    quiet = [
+        client.get("/sw.js", headers={"Sec-Fetch-Dest": "serviceworker"}),  # as browsers
+        client.get("/sessions", headers={"HX-Request": "true"}),
+        client.get("/dashboard", headers={"Sec-Fetch-Dest": "empty"}),
+        client.get("/api/machines"),
+    ]
+    assert [r.headers.get("Set-Cookie") for r in quiet] == [None] * 4
+    assert [r.status_code for r in quiet[1:]] == [200, 200, 200]
+    nav = client.get("/dashboard", headers={"Sec-Fetch-Dest": "document"})
+    assert "session=" in nav.headers.get("Set-Cookie", "")
 
 
 def test_no_inline_script_in_pages(client, make_user, login):
