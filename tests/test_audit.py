@@ -519,3 +519,28 @@ def test_the_full_text_filter_is_served_by_an_index(app, client, admin, auth):
         db.session.execute(delete(AuditEvent).where(AuditEvent.id == found[0]["id"]))
         db.session.commit()
     assert _events(client, headers, q="zqxw")["events"] == []
+
+
+def test_a_fresh_install_s_db_upgrade_prints_no_webhook_traceback(tmp_path):
+    """`make run` on a fresh machine runs `flask db upgrade` before any table exists: the
+    webhook deliverer must not start from a `flask` command (it logged "no such table")."""
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "PORTAL_INSTANCE_PATH": str(tmp_path),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'fresh.db'}",
+    }
+    env.pop("REDIS_URL", None)
+    out = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app", "db", "upgrade"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr + out.stdout
+    assert (tmp_path / "fresh.db").exists()

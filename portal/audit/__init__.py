@@ -6,6 +6,8 @@ actions); read by the /audit page and GET /api/audit; forwarded to a webhook and
 
 from __future__ import annotations
 
+import click
+
 
 def register(app) -> None:
     from portal.audit import (
@@ -41,6 +43,7 @@ def register(app) -> None:
     app.register_blueprint(api.bp)
     app.register_blueprint(views.bp)
     cli.init_app(app)
-    if not app.testing:
-        # Deliveries queued before a restart go out again.
+    if not app.testing and click.get_current_context(silent=True) is None:
+        # Deliveries queued before a restart go out again; not from a `flask` command (on a
+        # fresh install `flask db upgrade` builds the app before the tables exist).
         deliverer.kick()
