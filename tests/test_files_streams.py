@@ -239,3 +239,68 @@ def test_a_download_cancelled_on_the_sftp_path_stops_cleanly(
         interval=0.2,
     )
     client.post(f"{base}/delete", json={"path": folder}, headers=headers)
+
+
+@pytest.fixture
+def full_disk(sshd_user):
+    """A 2 MiB tmpfs in the test user's home, owned by them: a machine whose disk fills."""
+    import subprocess
+
+    folder = os.path.join(sshd_user.home, f"full-disk-{secrets.token_hex(4)}")
+    os.mkdir(folder)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs", folder], capture_output=True
+    )
+    if mounted.returncode:
+        os.rmdir(folder)
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    shutil.chown(folder, sshd_user.username)
+    yield folder
+    subprocess.run(["umount", folder], check=False)
+    os.rmdir(folder)
+
+
+@pytest.mark.parametrize("how", ["shell", "sftp"])
+def test_a_full_disk_is_507_and_leaves_nothing_under_the_name(
+    how, app, client, make_user, sshd_machine, auth, sshd, sftp_only_sshd, full_disk
+):
+    """A tus upload bigger than the machine's free space (through `cat >>`, and over SFTP
+    where there is no shell) and a plain PUT: 507 with the API's error, no file under the
+    real name, the upload's offset no further than what the disk took."""
+    server = sshd if how == "shell" else sftp_only_sshd
+    owner = make_user(f"owner-full-{how}")
+    machine = sshd_machine(owner, server=server)
+    headers = auth(owner)
+    base = f"/api/machines/{machine.agent_id}/files"
+    data = secrets.token_bytes(5 * 1024 * 1024)
+    meta = ",".join(
+        f"{k} {base64.b64encode(v.encode()).decode()}"
+        for k, v in {"filename": "big.bin", "folder": full_disk}.items()
+    )
+    r = client.post(
+        f"{base}/tus",
+        headers={**headers, **TUS, "Upload-Length": str(len(data)), "Upload-Metadata": meta},
+    )
+    assert r.status_code == 201, r.json
+    location = r.headers["Location"]
+    r = client.patch(
+        location,
+        data=data,
+        headers={
+            **headers,
+            **TUS,
+            "Upload-Offset": "0",
+            "Content-Type": "application/offset+octet-stream",
+        },
+    )
+    assert r.status_code == 507, (r.status_code, r.get_data(as_text=True))
+    assert "full" in r.json["error"]
+    assert "big.bin" not in os.listdir(full_disk)
+    offset = int(client.head(location, headers={**headers, **TUS}).headers["Upload-Offset"])
+    assert offset <= 2 * 1024 * 1024
+    assert client.delete(location, headers={**headers, **TUS}).status_code == 204
+    assert os.listdir(full_disk) == []  # the temporary went with the upload
+
+    r = client.put(f"{base}/content?path={full_disk}/put.bin", data=data, headers=headers)
+    assert r.status_code == 507, (r.status_code, r.get_data(as_text=True))
+    assert os.listdir(full_disk) == []  # nor a half-written temporary

@@ -16,6 +16,7 @@ import datetime as dt
 import hashlib
 import logging
 import posixpath
+import queue
 import secrets
 import stat as statmod
 import threading
@@ -41,7 +42,8 @@ log = logging.getLogger(__name__)
 
 VERSION = "1.0.0"
 EXTENSIONS = "creation,termination,expiration"
-WRITE_BLOCK = 256 * 1024
+WRITE_BLOCK = 1 << 20  # read from the HTTP body at a time (1.2x the rate of 256 KiB)
+SEND_QUEUE = 4  # blocks read ahead of the sender: at most ~6 MiB in memory per upload
 DIGESTS_MAX = 256  # uploads whose running SHA-256 this process keeps
 
 # upload id -> (offset the digest covers, running sha256), for PATCHes served by this process
@@ -223,6 +225,56 @@ def _final_name(sftp, upload: FileUpload) -> str | None:
     raise Conflict("too many copies of that name")
 
 
+def _channel_writer(chan: paramiko.Channel):
+    """`chan.sendall` given a memoryview: paramiko's `sendall` sends one packet at a time and
+    slices off the rest, which copies what is left of a bytes block after every 32 KiB packet
+    (a 1 MiB block copied 16 times over); slices of a memoryview copy nothing."""
+
+    def write(block: bytes) -> None:
+        chan.sendall(memoryview(block))
+
+    return write
+
+
+class _Sender:
+    """Writes an upload's blocks to the machine on a thread of its own, so that reading the
+    next block from the HTTP body (and hashing it) overlaps encrypting and sending this one.
+    Socket reads and writes and SHA-256 run without the GIL; interleaved runs of
+    bench/bench_files.py's upload measured 149 MB/s this way against 136 MB/s for one thread
+    doing each step in turn (and 113 MB/s with 256 KiB blocks and bytes to `sendall`)."""
+
+    def __init__(self, write):
+        self._write = write
+        self._queue: queue.Queue[bytes | None] = queue.Queue(SEND_QUEUE)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="upload-send", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (block := self._queue.get()) is not None:
+            if self._error is None:  # after a failure the rest is dropped
+                try:
+                    self._write(block)
+                except BaseException as exc:  # handed to the request's thread
+                    self._error = exc
+
+    def put(self, block: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(block)
+
+    def finish(self) -> None:
+        """Wait until every block is written; raise what writing raised."""
+        self.stop()
+        if self._error is not None:
+            raise self._error
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+
 def append(user, machine: Machine, upload_id: str, offset_header, content_type, stream) -> dict:
     """PATCH: append the body at Upload-Offset; returns {offset, done, path?}."""
     upload = get(user, machine, upload_id)
@@ -261,21 +313,21 @@ def append(user, machine: Machine, upload_id: str, offset_header, content_type, 
                 if chan is None:  # no shell on the machine: pipelined SFTP writes
                     f.set_pipelined(True)
                     f.seek(offset)
+                sender = _Sender(f.write if chan is None else _channel_writer(chan))
                 try:
                     while pos < length:
                         block = stream.read(min(WRITE_BLOCK, length - pos))
                         if not block:
                             break
-                        if chan is None:
-                            f.write(block)
-                        else:
-                            chan.sendall(block)
-                        if digest is not None:
+                        sender.put(block)
+                        if digest is not None:  # hashed while the sender encrypts and sends
                             digest.update(block)
                         pos += len(block)
                     if stream.read(1):
                         raise ValidationError("the body goes past Upload-Length")
+                    sender.finish()
                 finally:
+                    sender.stop()
                     if chan is not None:
                         services.finish_append(chan, temp)
         except OSError as exc:
