@@ -395,6 +395,11 @@ def sftp_range(f: paramiko.SFTPFile, start: int, end: int) -> Iterator[bytes]:
 
 EXEC_BLOCK = 256 * 1024
 EXEC_MIN = 1024 * 1024  # fewer bytes than this go over SFTP (starting a command costs more)
+# The stream's receive window and largest packet (paramiko's defaults: 2 MiB, 32 KiB): a
+# download then runs ~8 % faster (interleaved runs of bench/bench_files.py), for at most
+# 4 MiB held unread per download.
+EXEC_WINDOW = 4 * 1024 * 1024
+EXEC_PACKET = 64 * 1024
 EXEC_START_TIMEOUT = 5.0  # seconds for the machine's shell to start `head`
 EXEC_RETRY = 600.0  # seconds before a machine that could not stream is tried again
 # (machine id, "read" | "append") -> when streaming that way failed there: SFTP meanwhile
@@ -415,7 +420,11 @@ def _exec_start(sftp: paramiko.SFTPClient, machine_id: int, command: str, check:
     marker = secrets.token_hex(16).encode()
     chan = None
     try:
-        chan = sftp.get_channel().get_transport().open_session()
+        chan = (
+            sftp.get_channel()
+            .get_transport()
+            .open_session(window_size=EXEC_WINDOW, max_packet_size=EXEC_PACKET)
+        )
         chan.settimeout(EXEC_START_TIMEOUT)
         chan.exec_command(f"{check}printf %s {marker.decode()}; {command}")
         head = b""
