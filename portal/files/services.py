@@ -395,14 +395,10 @@ def sftp_range(f: paramiko.SFTPFile, start: int, end: int) -> Iterator[bytes]:
 
 EXEC_BLOCK = 256 * 1024
 EXEC_MIN = 1024 * 1024  # fewer bytes than this go over SFTP (starting a command costs more)
-# The stream's receive window and largest packet (paramiko's defaults: 2 MiB, 32 KiB): a
-# download then runs ~8 % faster (interleaved runs of bench/bench_files.py), for at most
-# 4 MiB held unread per download.
-EXEC_WINDOW = 4 * 1024 * 1024
-EXEC_PACKET = 64 * 1024
-# A download takes all that is buffered at once: paramiko's channel buffer moves what is left
-# down after a partial read (with a 4 MiB window, up to 4 MiB per read); ~6 % faster.
-EXEC_TAKE = EXEC_WINDOW + EXEC_PACKET
+# A download's read takes all its channel holds: more than the receive window (paramiko's
+# 2 MiB), because after a partial read paramiko's buffer moves the rest down (~6 % faster in
+# interleaved runs; a 4 MiB window was no faster and doubled the memory a download holds).
+EXEC_TAKE = 4 * 1024 * 1024
 EXEC_START_TIMEOUT = 5.0  # seconds for the machine's shell to start `head`
 EXEC_RETRY = 600.0  # seconds before a machine that could not stream is tried again
 # (machine id, "read" | "append") -> when streaming that way failed there: SFTP meanwhile
@@ -423,11 +419,7 @@ def _exec_start(sftp: paramiko.SFTPClient, machine_id: int, command: str, check:
     marker = secrets.token_hex(16).encode()
     chan = None
     try:
-        chan = (
-            sftp.get_channel()
-            .get_transport()
-            .open_session(window_size=EXEC_WINDOW, max_packet_size=EXEC_PACKET)
-        )
+        chan = sftp.get_channel().get_transport().open_session()
         chan.settimeout(EXEC_START_TIMEOUT)
         chan.exec_command(f"{check}printf %s {marker.decode()}; {command}")
         head = b""
