@@ -304,3 +304,112 @@ def test_a_full_disk_is_507_and_leaves_nothing_under_the_name(
     r = client.put(f"{base}/content?path={full_disk}/put.bin", data=data, headers=headers)
     assert r.status_code == 507, (r.status_code, r.get_data(as_text=True))
     assert os.listdir(full_disk) == []  # nor a half-written temporary
+
+
+class _PausingBody(io.RawIOBase):
+    """A request body that calls `at(first)` once `first` bytes have been read."""
+
+    def __init__(self, data: bytes, first: int, at):
+        self._data, self._first, self._at, self._pos = data, first, at, 0
+
+    def readable(self):
+        return True
+
+    def seekable(self):  # the test client measures the body by seeking to its end and back
+        return True
+
+    def seek(self, offset, whence=0):
+        self._pos = {0: 0, 1: self._pos, 2: len(self._data)}[whence] + offset
+        return self._pos
+
+    def tell(self):
+        return self._pos
+
+    def readinto(self, buf):
+        if self._at is not None and self._pos >= self._first:
+            self._at()
+            self._at = None
+        n = min(len(buf), len(self._data) - self._pos)
+        if self._pos < self._first:
+            n = min(n, self._first - self._pos)
+        buf[:n] = self._data[self._pos : self._pos + n]
+        self._pos += n
+        return n
+
+
+def test_a_stalled_machine_ends_the_upload_with_504_not_a_hang(
+    app, client, make_user, sshd_machine, auth, sshd_user, monkeypatch
+):
+    """`cat` on the machine stops taking bytes mid-upload (SIGSTOP): after the stall timeout
+    the PATCH answers 504 instead of holding its worker forever; the upload then resumes
+    from its saved offset and lands with the right SHA-256."""
+    import signal
+    import subprocess
+
+    from portal.files import services
+
+    monkeypatch.setattr(services, "STALL_TIMEOUT", 2.0)
+    owner = make_user("owner-stall")
+    machine = sshd_machine(owner)
+    headers = auth(owner)
+    base = f"/api/machines/{machine.agent_id}/files"
+    folder = client.post(
+        f"{base}/mkdir", json={"path": f"portal-stall-{secrets.token_hex(4)}"}, headers=headers
+    ).json["path"]
+    data = secrets.token_bytes(24 * 1024 * 1024)
+    meta = ",".join(
+        f"{k} {base64.b64encode(v.encode()).decode()}"
+        for k, v in {"filename": "stall.bin", "folder": folder}.items()
+    )
+    r = client.post(
+        f"{base}/tus",
+        headers={**headers, **TUS, "Upload-Length": str(len(data)), "Upload-Metadata": meta},
+    )
+    location = r.headers["Location"]
+    stopped: list[int] = []
+
+    def stop_cat():  # the machine stalls: its `cat` stops reading
+        found = subprocess.run(
+            ["pgrep", "-u", sshd_user.username, "-x", "cat"], capture_output=True, text=True
+        )
+        for pid in (int(p) for p in found.stdout.split()):
+            os.kill(pid, signal.SIGSTOP)
+            stopped.append(pid)
+
+    try:
+        r = client.patch(
+            location,
+            input_stream=_PausingBody(data, 4 * 1024 * 1024, stop_cat),
+            headers={
+                **headers,
+                **TUS,
+                "Upload-Offset": "0",
+                "Content-Type": "application/offset+octet-stream",
+            },
+        )
+    finally:
+        for pid in stopped:  # the stalled process dies (as on a machine that recovered)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    assert stopped, "no cat process took the upload"
+    assert r.status_code == 504, (r.status_code, r.get_data(as_text=True))
+    assert "did not answer" in r.json["error"]
+
+    offset = int(client.head(location, headers={**headers, **TUS}).headers["Upload-Offset"])
+    assert offset <= 4 * 1024 * 1024
+    r = client.patch(
+        location,
+        data=data[offset:],
+        headers={
+            **headers,
+            **TUS,
+            "Upload-Offset": str(offset),
+            "Content-Type": "application/offset+octet-stream",
+        },
+    )
+    assert r.status_code == 204, r.get_data(as_text=True)
+    got = client.get(f"{base}/content?path={folder}/stall.bin", headers=headers).data
+    assert hashlib.sha256(got).hexdigest() == hashlib.sha256(data).hexdigest()
+    client.post(f"{base}/delete", json={"path": folder}, headers=headers)

@@ -50,6 +50,10 @@ READ_BLOCK = 32 * 1024  # SFTP read size OpenSSH serves whole
 WINDOW = 256  # reads in flight per readv window (8 MiB)
 WRITE_BLOCK = 256 * 1024
 TEMP_PREFIX = ".portal-upload-"
+# Seconds a transfer waits for the machine to take or give any byte (an SFTP answer, room in
+# `cat`'s input, more of `head`'s output) before it fails: a stalled machine ends the
+# request with an error instead of holding it, and its worker thread, forever.
+STALL_TIMEOUT = 120.0
 
 
 class DiskFull(PortalError):
@@ -64,6 +68,13 @@ class RangeNotSatisfiable(PortalError):
 
     status = 416
     code = "range"
+
+
+class Stalled(PortalError):
+    """The machine stopped answering in the middle of a file operation."""
+
+    status = 504
+    code = "timeout"
 
 
 class NoSftp(PortalError):
@@ -87,6 +98,8 @@ def map_error(exc: BaseException, path: str) -> PortalError:
         return Conflict(f"already exists: {shown}")
     if code == errno.ENOSPC:
         return DiskFull(f"the machine's disk is full writing {shown}")
+    if isinstance(exc, TimeoutError):
+        return Stalled(f"the machine did not answer for {STALL_TIMEOUT:g} s ({shown})")
     text = str(exc) or exc.__class__.__name__
     return PortalError(f"{text} ({shown})")
 
@@ -211,7 +224,7 @@ def sftp_session(user, machine: Machine, action: str):
                 raise NoSftp(
                     f"{machine.name} does not offer SFTP (its sshd has no sftp subsystem): {exc}"
                 ) from None
-            channel.settimeout(None)
+            channel.settimeout(STALL_TIMEOUT)
             yield client
         finally:
             ssh.close_channel(channel)
@@ -401,8 +414,10 @@ EXEC_MIN = 1024 * 1024  # fewer bytes than this go over SFTP (starting a command
 EXEC_TAKE = 4 * 1024 * 1024
 EXEC_START_TIMEOUT = 5.0  # seconds for the machine's shell to start `head`
 EXEC_RETRY = 600.0  # seconds before a machine that could not stream is tried again
-# (machine id, "read" | "append") -> when streaming that way failed there: SFTP meanwhile
-_no_exec: dict[tuple[int, str], float] = {}
+# (machine id, its address, port and login, whether appending) -> when streaming that way
+# failed there: SFTP meanwhile. The address is in the key because a machine's id may be
+# reused (SQLite hands out a deleted last row's id again) and a machine may be edited.
+_no_exec: dict[tuple, float] = {}
 
 
 def _exec_start(sftp: paramiko.SFTPClient, machine_id: int, command: str, check: str = ""):
@@ -412,14 +427,15 @@ def _exec_start(sftp: paramiko.SFTPClient, machine_id: int, command: str, check:
     cannot run it (no shell, a forced SFTP-only command, or `check` failing, which runs
     before the marker: a restricted shell that refuses redirections): the caller then uses
     SFTP."""
-    key = (machine_id, "append" if check else "read")
+    transport = sftp.get_channel().get_transport()
+    key = (machine_id, *transport.getpeername()[:2], transport.get_username(), bool(check))
     failed = _no_exec.get(key)
     if failed is not None and time.monotonic() - failed < EXEC_RETRY:
         return None
     marker = secrets.token_hex(16).encode()
     chan = None
     try:
-        chan = sftp.get_channel().get_transport().open_session()
+        chan = transport.open_session()
         chan.settimeout(EXEC_START_TIMEOUT)
         chan.exec_command(f"{check}printf %s {marker.decode()}; {command}")
         head = b""
@@ -433,7 +449,7 @@ def _exec_start(sftp: paramiko.SFTPClient, machine_id: int, command: str, check:
         _no_exec[key] = time.monotonic()
         ssh.close_channel(chan)
         return None
-    chan.settimeout(None)
+    chan.settimeout(STALL_TIMEOUT)
     return chan, head.split(marker, 1)[1]
 
 
@@ -482,12 +498,11 @@ def exec_append(sftp: paramiko.SFTPClient, machine_id: int, path: str):
     return started[0] if started else None
 
 
-def finish_append(chan: paramiko.Channel, path: str, timeout: float = 60.0) -> None:
+def finish_append(chan: paramiko.Channel, path: str) -> None:
     """End `cat`'s input and wait for it to write the rest; its failure (a full disk) raises
     the API's error."""
     try:
         chan.shutdown_write()
-        chan.settimeout(timeout)
         while chan.recv(4096):  # nothing comes but its end: cat has exited
             pass
         status = chan.recv_exit_status()
