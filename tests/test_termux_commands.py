@@ -164,3 +164,51 @@ def test_a_paste_before_the_prompt_is_fully_drawn_leaves_the_prompt_out(drawn):
     g.process()
     g.expire(final=True)
     assert out == ["echo p$((1+0))", "echo p$((1+1))", "echo p$((1+2))"]
+
+
+def test_a_flood_of_output_feeds_the_screen_only_its_tail(monkeypatch):
+    """`cat` of 8 MB after a command: the emulator sees the bytes up to the command's echo
+    and line feed, then only a flood's tail once the output pauses (pyte parses ~1-2 MB/s;
+    fed every batch, it held the GIL from the output pump and `cat` ran at 4 MB/s). The
+    command before and the one after are both logged, read off a screen that is right."""
+    from portal.terminal import screenlog
+
+    fed: list[int] = []
+    feed = ScreenLog._output
+    monkeypatch.setattr(ScreenLog, "_output", lambda self, d: (fed.append(len(d)), feed(self, d)))
+    out: list[str] = []
+    g = ScreenLog(lambda lines: out.extend(t for t, _at in lines), 80, 24)
+    g.note_output(b"$ ")
+    g.note_input(b"cat big.txt\r")
+    g.note_output(b"cat big.txt\r\n")
+    chunk = (b"y" * 79 + b"\r\n") * 800  # 64 KB
+    for _ in range(128):  # 8 MB, a batch of two chunks at a time
+        g.note_output(chunk)
+        g.note_output(chunk)
+        g.process()
+    g.note_output(b"$ ")  # the flood ends with the prompt
+    g.process()
+    assert sum(fed) <= 3 * screenlog.FLOOD_KEEP, sum(fed)
+    assert g.screen.display[-1].rstrip() == "$"  # the screen as the flood left it
+    g.note_input(b"echo after\r")
+    g.note_output(b"echo after\r\nafter\r\n$ ")
+    g.process()
+    g.expire(final=True)
+    assert out == ["cat big.txt", "echo after"]
+
+
+def test_a_command_whose_echo_never_completes_is_hidden_after_a_flood():
+    """A command still waiting for its echo after FLOOD_KEEP bytes of output is logged as
+    hidden, and the rest of the flood is not fed byte by byte."""
+    from portal.terminal import screenlog
+    from portal.terminal.linelog import HIDDEN
+
+    out: list[str] = []
+    g = ScreenLog(lambda lines: out.extend(t for t, _at in lines), 80, 24)
+    g.note_output(b"$ ")
+    g.note_input(b"secret\r")
+    g.note_output(b"z" * (4 * screenlog.FLOOD_KEEP))  # no echo, no line feed
+    g.process()
+    g.expire(final=True)
+    assert out == [HIDDEN]
+    assert not g._armed

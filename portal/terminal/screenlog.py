@@ -16,7 +16,7 @@ logged as `HIDDEN`.
 
 Nothing here runs on the keystroke path: the bridge appends to a queue (`note_input`,
 `note_output`) and asks for a drain; one thread per process (`_Worker`) feeds the emulators
-in batches. A flood of output is cut to its last `FLOOD_KEEP` bytes per batch.
+in batches. Of a flood of output only the tail is fed, once it pauses or a key comes.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from portal.terminal.linelog import HIDDEN, PASSWORD_PROMPT, _strip_escapes
 log = logging.getLogger(__name__)
 
 MAX_LINE = 4096
-FLOOD_KEEP = 64 * 1024  # output bytes fed per batch at most (the tail of a flood)
+FLOOD_KEEP = 32 * 1024  # a batch of output over this is a flood: only its tail is fed
 HOLD = 0.5  # seconds a captured line waits for a continuation prompt
 ALT_MODES = (47, 1047, 1049)
 _OSC133 = re.compile(rb"\x1b\]133;([A-Za-z])[^\x07\x1b]{0,200}(?:\x07|\x1b\\)")
@@ -138,6 +138,8 @@ class ScreenLog:
         self._held_at = 0.0
         self._held_enter = 0.0  # when Enter was pressed on the held command
         self._esc_out = 0
+        self._flood = b""  # the tail of a flood of output not fed yet
+        self._armed_out = 0  # output bytes fed while commands wait for their echo
         self._last_prompt = ""  # the prompt as the last captured line showed it
         self.dirty = False
 
@@ -173,6 +175,7 @@ class ScreenLog:
             while events:
                 is_input, data = events.popleft()
                 if is_input:
+                    self._flush_flood()  # the screen as it stands before the key
                     self._input(data)
                     continue
                 parts, size = [data], len(data)
@@ -181,13 +184,45 @@ class ScreenLog:
                     parts.append(more)
                     size += len(more)
                 data = b"".join(parts) if len(parts) > 1 else data
-                if size > FLOOD_KEEP and not self._armed:
-                    data = data[-FLOOD_KEEP:]
+                if self._armed:
+                    # An Enter waits for its echo and the line feed after it: every byte
+                    # counts, up to FLOOD_KEEP of them (an echo comes first, not after a
+                    # flood); a command still waiting then is not coming back.
+                    self._flush_flood()
+                    room = max(FLOOD_KEEP - self._armed_out, 0)
+                    self._armed_out += min(room, len(data))
+                    self._output(data[:room])
+                    data = data[room:]
+                    if not data:
+                        continue
+                    self._give_up()
+                    size = len(data)
+                if size > FLOOD_KEEP or self._flood:
+                    # A flood: the screen it leaves is its last bytes' doing. Hold the tail
+                    # and feed it once the output pauses (a batch under FLOOD_KEEP) or a key
+                    # comes, not every batch: pyte parses ~1-2 MB/s, and fed every batch it
+                    # held the GIL from the output pump (`cat` ran at 4 MB/s, not 40).
+                    self._flood = (self._flood + data)[-FLOOD_KEEP:]
+                    if size > FLOOD_KEEP:
+                        continue
+                    data, self._flood = self._flood, b""
                 self._output(data)
             if self._held is not None:
                 cur = self.screen.row(self.screen.cursor.y).rstrip()
                 if (cur and cur != ">") or self._clock() - self._held_at >= HOLD:
                     self._flush()
+
+    def _give_up(self) -> None:
+        """The commands still waiting for their echo after FLOOD_KEEP bytes of output are
+        logged as hidden (as when their line feeds pass without it)."""
+        while self._armed:
+            self._log([HIDDEN], self._armed.popleft().at)
+        self._armed_out = 0
+
+    def _flush_flood(self) -> None:
+        if self._flood:
+            data, self._flood = self._flood, b""
+            self._output(data)
 
     # input -------------------------------------------------------------------
     def _input(self, data: bytes) -> None:
@@ -275,6 +310,8 @@ class ScreenLog:
             p.matched = m
         if p.deferred:
             p.prompt = self._armed[-1].prompt
+        if not self._armed:
+            self._armed_out = 0
         self._armed.append(p)
         self._start = None
         self._typed.clear()
