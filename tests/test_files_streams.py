@@ -343,9 +343,6 @@ def test_a_stalled_machine_ends_the_upload_with_504_not_a_hang(
     """`cat` on the machine stops taking bytes mid-upload (SIGSTOP): after the stall timeout
     the PATCH answers 504 instead of holding its worker forever; the upload then resumes
     from its saved offset and lands with the right SHA-256."""
-    import signal
-    import subprocess
-
     from portal.files import services
 
     monkeypatch.setattr(services, "STALL_TIMEOUT", 2.0)
@@ -356,6 +353,16 @@ def test_a_stalled_machine_ends_the_upload_with_504_not_a_hang(
     folder = client.post(
         f"{base}/mkdir", json={"path": f"portal-stall-{secrets.token_hex(4)}"}, headers=headers
     ).json["path"]
+    try:
+        _stall_and_resume(client, base, headers, folder, sshd_user)
+    finally:  # the machine is this host: the folder goes even when the test fails
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _stall_and_resume(client, base, headers, folder, sshd_user):
+    import signal
+    import subprocess
+
     data = secrets.token_bytes(24 * 1024 * 1024)
     meta = ",".join(
         f"{k} {base64.b64encode(v.encode()).decode()}"
@@ -412,4 +419,3 @@ def test_a_stalled_machine_ends_the_upload_with_504_not_a_hang(
     assert r.status_code == 204, r.get_data(as_text=True)
     got = client.get(f"{base}/content?path={folder}/stall.bin", headers=headers).data
     assert hashlib.sha256(got).hexdigest() == hashlib.sha256(data).hexdigest()
-    client.post(f"{base}/delete", json={"path": folder}, headers=headers)
