@@ -98,29 +98,39 @@ def _box(server, make_user, sshd_machine, auth, client):
     return machine, headers, base, r.json["path"]
 
 
-def _tus_upload(client, base, headers, folder, name, data, pieces=1):
+def _tus_create(client, base, headers, folder, name, length) -> str:
+    """A tus upload of `length` bytes named `name` in `folder`: its location."""
     meta = ",".join(
         f"{k} {base64.b64encode(v.encode()).decode()}"
         for k, v in {"filename": name, "folder": folder}.items()
     )
     r = client.post(
         f"{base}/tus",
-        headers={**headers, **TUS, "Upload-Length": str(len(data)), "Upload-Metadata": meta},
+        headers={**headers, **TUS, "Upload-Length": str(length), "Upload-Metadata": meta},
     )
     assert r.status_code == 201, r.json
-    location = r.headers["Location"]
+    return r.headers["Location"]
+
+
+def _tus_patch(client, location, headers, offset, **body):
+    """PATCH at `offset` with `data=` or `input_stream=`."""
+    return client.patch(
+        location,
+        headers={
+            **headers,
+            **TUS,
+            "Upload-Offset": str(offset),
+            "Content-Type": "application/offset+octet-stream",
+        },
+        **body,
+    )
+
+
+def _tus_upload(client, base, headers, folder, name, data, pieces=1):
+    location = _tus_create(client, base, headers, folder, name, len(data))
     step = -(-len(data) // pieces)
     for offset in range(0, len(data), step):
-        r = client.patch(
-            location,
-            data=data[offset : offset + step],
-            headers={
-                **headers,
-                **TUS,
-                "Upload-Offset": str(offset),
-                "Content-Type": "application/offset+octet-stream",
-            },
-        )
+        r = _tus_patch(client, location, headers, offset, data=data[offset : offset + step])
         assert r.status_code == 204, r.json
     return r
 
@@ -273,26 +283,8 @@ def test_a_full_disk_is_507_and_leaves_nothing_under_the_name(
     headers = auth(owner)
     base = f"/api/machines/{machine.agent_id}/files"
     data = secrets.token_bytes(5 * 1024 * 1024)
-    meta = ",".join(
-        f"{k} {base64.b64encode(v.encode()).decode()}"
-        for k, v in {"filename": "big.bin", "folder": full_disk}.items()
-    )
-    r = client.post(
-        f"{base}/tus",
-        headers={**headers, **TUS, "Upload-Length": str(len(data)), "Upload-Metadata": meta},
-    )
-    assert r.status_code == 201, r.json
-    location = r.headers["Location"]
-    r = client.patch(
-        location,
-        data=data,
-        headers={
-            **headers,
-            **TUS,
-            "Upload-Offset": "0",
-            "Content-Type": "application/offset+octet-stream",
-        },
-    )
+    location = _tus_create(client, base, headers, full_disk, "big.bin", len(data))
+    r = _tus_patch(client, location, headers, 0, data=data)
     assert r.status_code == 507, (r.status_code, r.get_data(as_text=True))
     assert "full" in r.json["error"]
     assert "big.bin" not in os.listdir(full_disk)
@@ -338,7 +330,7 @@ class _PausingBody(io.RawIOBase):
 
 
 def test_a_stalled_machine_ends_the_upload_with_504_not_a_hang(
-    app, client, make_user, sshd_machine, auth, sshd_user, monkeypatch
+    app, client, make_user, sshd_machine, auth, sshd, sshd_user, monkeypatch
 ):
     """`cat` on the machine stops taking bytes mid-upload (SIGSTOP): after the stall timeout
     the PATCH answers 504 instead of holding its worker forever; the upload then resumes
@@ -346,13 +338,7 @@ def test_a_stalled_machine_ends_the_upload_with_504_not_a_hang(
     from portal.files import services
 
     monkeypatch.setattr(services, "STALL_TIMEOUT", 2.0)
-    owner = make_user("owner-stall")
-    machine = sshd_machine(owner)
-    headers = auth(owner)
-    base = f"/api/machines/{machine.agent_id}/files"
-    folder = client.post(
-        f"{base}/mkdir", json={"path": f"portal-stall-{secrets.token_hex(4)}"}, headers=headers
-    ).json["path"]
+    _machine, headers, base, folder = _box(sshd, make_user, sshd_machine, auth, client)
     try:
         _stall_and_resume(client, base, headers, folder, sshd_user)
     finally:  # the machine is this host: the folder goes even when the test fails
@@ -364,15 +350,7 @@ def _stall_and_resume(client, base, headers, folder, sshd_user):
     import subprocess
 
     data = secrets.token_bytes(24 * 1024 * 1024)
-    meta = ",".join(
-        f"{k} {base64.b64encode(v.encode()).decode()}"
-        for k, v in {"filename": "stall.bin", "folder": folder}.items()
-    )
-    r = client.post(
-        f"{base}/tus",
-        headers={**headers, **TUS, "Upload-Length": str(len(data)), "Upload-Metadata": meta},
-    )
-    location = r.headers["Location"]
+    location = _tus_create(client, base, headers, folder, "stall.bin", len(data))
     stopped: list[int] = []
 
     def stop_cat():  # the machine stalls: its `cat` stops reading
@@ -384,16 +362,8 @@ def _stall_and_resume(client, base, headers, folder, sshd_user):
             stopped.append(pid)
 
     try:
-        r = client.patch(
-            location,
-            input_stream=_PausingBody(data, 4 * 1024 * 1024, stop_cat),
-            headers={
-                **headers,
-                **TUS,
-                "Upload-Offset": "0",
-                "Content-Type": "application/offset+octet-stream",
-            },
-        )
+        body = _PausingBody(data, 4 * 1024 * 1024, stop_cat)
+        r = _tus_patch(client, location, headers, 0, input_stream=body)
     finally:
         for pid in stopped:  # the stalled process dies (as on a machine that recovered)
             try:
@@ -406,16 +376,7 @@ def _stall_and_resume(client, base, headers, folder, sshd_user):
 
     offset = int(client.head(location, headers={**headers, **TUS}).headers["Upload-Offset"])
     assert offset <= 4 * 1024 * 1024
-    r = client.patch(
-        location,
-        data=data[offset:],
-        headers={
-            **headers,
-            **TUS,
-            "Upload-Offset": str(offset),
-            "Content-Type": "application/offset+octet-stream",
-        },
-    )
+    r = _tus_patch(client, location, headers, offset, data=data[offset:])
     assert r.status_code == 204, r.get_data(as_text=True)
     got = client.get(f"{base}/content?path={folder}/stall.bin", headers=headers).data
     assert hashlib.sha256(got).hexdigest() == hashlib.sha256(data).hexdigest()
