@@ -75,7 +75,12 @@ def create_app(config: dict | None = None) -> Flask:
     csrf.init_app(app)
     login_manager.init_app(app)
     login_manager.login_view = "accounts.login"
-    login_manager.session_protection = "basic"
+    # No flask-login session protection: its "basic" mode only marks `_fresh` false (the
+    # portal's freshness is the step-up's `mfa_at`, stepup.py), and that write made any
+    # request loading current_user (the service worker script) send an older cookie back
+    # over a passkey ceremony's pending challenge. "strong" would sign a phone out whenever
+    # its network changed. Sessions end by sign-out, token_version and expiry.
+    login_manager.session_protection = None
     limiter.init_app(app)
     sock.init_app(app)
     web.init_app(app)

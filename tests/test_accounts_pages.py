@@ -167,6 +167,28 @@ def test_static_files_never_set_the_session_cookie(client, make_user, login):
     assert "session=" in nav.headers.get("Set-Cookie", "")
 
 
+def test_requests_beside_a_sign_in_page_leave_its_session_cookie_alone(client):
+    """Signed out, the sign-in page's session holds only its CSRF token. The service worker
+    script fetched while a passkey sign-in starts must not answer with that session: it used
+    to (flask-login's session protection marked it not fresh, which counts as a change), and
+    the browser then dropped the pending challenge: the passkey was refused with a 401."""
+    assert "session=" in client.get("/login").headers.get("Set-Cookie", "")
+    quiet = [
+        client.get("/sw.js", headers={"Sec-Fetch-Dest": "serviceworker"}),
+        client.get("/manifest.webmanifest", headers={"Sec-Fetch-Dest": "manifest"}),
+        client.get("/static/css/app.css"),
+        client.get("/api/machines"),
+    ]
+    assert [r.headers.get("Set-Cookie") for r in quiet] == [None] * 4
+    assert [r.status_code for r in quiet] == [200, 200, 200, 401]
+    started = client.post("/api/auth/passkey/options", json={"purpose": "login"})
+    assert started.status_code == 200 and "session=" in started.headers["Set-Cookie"]
+    assert (
+        client.get("/sw.js", headers={"Sec-Fetch-Dest": "serviceworker"}).headers.get("Set-Cookie")
+        is None
+    )
+
+
 def test_no_inline_script_in_pages(client, make_user, login):
     login(make_user("yul", role="admin"))
     for path in ("/login", "/dashboard", "/profile", "/admin/users"):

@@ -18,6 +18,7 @@ import threading
 
 import pytest
 import requests
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
 
 from tests.conftest import PASSWORD
@@ -57,6 +58,17 @@ def password_sign_in(page, base, username="mo"):
     page.fill("#f-login", username)
     page.fill("#f-password", PASSWORD)
     page.click("form button[type=submit]")
+
+
+def arrive(page, url: str) -> None:
+    """Wait for the page to reach `url`; when a passkey ceremony failed instead, fail with
+    what the page told the user (a bare timeout says nothing about why)."""
+    try:
+        page.wait_for_url(url)
+    except PlaywrightTimeout:
+        err = page.locator("#e-passkey")
+        said = err.inner_text() if err.count() else ""
+        raise AssertionError(f"still at {page.url}, not {url}; the page says {said!r}") from None
 
 
 def register(page, base, name: str):
@@ -100,7 +112,7 @@ def test_register_sign_in_step_up_passwordless_and_remove(
     cdp, auth_id = authenticator(ctx, page)
     try:
         password_sign_in(page, base)
-        page.wait_for_url(f"{base}/dashboard")
+        arrive(page, f"{base}/dashboard")
         page.goto(f"{base}/profile/mfa")
         expect(page.locator("#no-passkeys")).to_be_visible()
         register(page, base, "Laptop")
@@ -118,10 +130,10 @@ def test_register_sign_in_step_up_passwordless_and_remove(
         # password, then the passkey as the second step
         sign_out(ctx, page, base)
         password_sign_in(page, base)
-        page.wait_for_url(f"{base}/login/mfa")
+        arrive(page, f"{base}/login/mfa")
         shot(page, "passkeys-login-mfa-1280")
         page.click("#passkey-mfa")
-        page.wait_for_url(f"{base}/dashboard")
+        arrive(page, f"{base}/dashboard")
 
         # an hour later the check is stale: the sensitive terminal asks again, a passkey answers
         age_session(ctx, live_server.app, base, 3600)
@@ -129,14 +141,14 @@ def test_register_sign_in_step_up_passwordless_and_remove(
         expect(page.locator("#step-up h1")).to_have_text("Confirm it is you")
         shot(page, "passkeys-step-up-1280")
         page.click("#passkey-step-up")
-        page.wait_for_url(f"{base}/machines/{box.agent_id}/terminal*")
+        arrive(page, f"{base}/machines/{box.agent_id}/terminal*")
         expect(page.locator("#step-up")).to_have_count(0)
 
         # no password at all
         sign_out(ctx, page, base)
         shot(page, "passkeys-login-1280")
         page.click("#passkey-login")
-        page.wait_for_url(f"{base}/dashboard")
+        arrive(page, f"{base}/dashboard")
         expect(page.locator("body")).to_contain_text("mo")
 
         # a second passkey (the first one is off this authenticator, as if on another device)
@@ -234,7 +246,7 @@ def test_replayed_stale_foreign_and_cloned_answers_are_refused(live_server, brow
     other = _OtherSite()
     try:
         password_sign_in(page, base)
-        page.wait_for_url(f"{base}/dashboard")
+        arrive(page, f"{base}/dashboard")
         register(page, base, "Phone")
         fits(page, 375)
         shot(page, "passkeys-list-375")
