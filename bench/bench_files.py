@@ -136,12 +136,17 @@ def portal_download(portal, path: str) -> tuple[float, str]:
     return time.monotonic() - began, out.stdout.split()[0].decode()
 
 
+WITH_CREATION_MAX = 1 << 20  # the drawer sends a file this small with its creation
+
+
 def portal_folder_upload(portal, src: Path, folder: str) -> float:
-    """One tus creation + PATCH per file, with its relativePath, as the drawer sends them."""
+    """One tus creation per file, with its relativePath, as the drawer sends them: a file of
+    up to 1 MiB goes with its creation (creation-with-upload), a larger one in a PATCH."""
     import requests
 
     base = f"http://127.0.0.1:{portal.port}/api/machines/{portal.agent_id}/files"
     auth = {"Authorization": f"Bearer {portal.token}", "Tus-Resumable": "1.0.0"}
+    octets = {"Content-Type": "application/offset+octet-stream"}
     files = sorted(p for p in src.rglob("*") if p.is_file())
     began = time.monotonic()
     with requests.Session() as http:
@@ -157,19 +162,24 @@ def portal_folder_upload(portal, src: Path, folder: str) -> float:
                     "conflict": "overwrite",
                 }.items()
             )
+            with_creation = len(data) <= WITH_CREATION_MAX
             r = http.post(
                 f"{base}/tus",
-                headers={**auth, "Upload-Length": str(len(data)), "Upload-Metadata": meta},
+                data=data if with_creation else None,
+                headers={
+                    **auth,
+                    **(octets if with_creation else {}),
+                    "Upload-Length": str(len(data)),
+                    "Upload-Metadata": meta,
+                },
             )
             r.raise_for_status()
+            if int(r.headers["Upload-Offset"]) == len(data):
+                continue
             r = http.patch(
                 f"http://127.0.0.1:{portal.port}{r.headers['Location']}",
                 data=data,
-                headers={
-                    **auth,
-                    "Upload-Offset": "0",
-                    "Content-Type": "application/offset+octet-stream",
-                },
+                headers={**auth, **octets, "Upload-Offset": r.headers["Upload-Offset"]},
             )
             r.raise_for_status()
     return time.monotonic() - began

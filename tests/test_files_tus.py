@@ -36,12 +36,16 @@ def box(app, make_user, sshd_machine, auth, client):
     client.post(f"{base}/delete", json={"path": r.json["path"]}, headers=headers)
 
 
-def _create(client, base, headers, folder, name, length, **extra):
+def _create(client, base, headers, folder, name, length, *, body=None, **extra):
+    """A tus creation; with `body`, the first bytes go with it (creation-with-upload)."""
+    data = {} if body is None else {"Content-Type": "application/offset+octet-stream"}
     return client.post(
         f"{base}/tus",
+        data=body,
         headers={
             **headers,
             **TUS,
+            **data,
             "Upload-Length": str(length),
             "Upload-Metadata": _meta(filename=name, folder=folder, **extra),
         },
@@ -130,6 +134,74 @@ def test_conflicts_fail_keep_both_skip(client, box):
     r = _create(client, base, headers, folder, "a.txt", 5, conflict="overwrite")
     assert _patch(client, r.headers["Location"], headers, 0, b"fresh").status_code == 204
     assert client.get(f"{base}/content?path={folder}/a.txt", headers=headers).data == b"fresh"
+
+
+def _landed(client, base, headers, path) -> tuple[bytes, str | None]:
+    """What the file at `path` holds, and the SHA-256 its upload was recorded with."""
+    data = client.get(f"{base}/content?path={path}", headers=headers).data
+    rows = client.get(f"{base}/transfers", headers=headers).json["transfers"]
+    return data, next((r["sha256"] for r in rows if r["path"] == path), None)
+
+
+def test_a_small_file_goes_with_its_creation(client, box):
+    """creation-with-upload: one request for a whole small file, as the drawer sends it;
+    a creation carrying only the first part is then PATCHed from where it stands."""
+    machine, owner, headers, folder, base = box
+    data = secrets.token_bytes(300_000)
+    r = _create(client, base, headers, folder, "one.bin", len(data), body=data)
+    assert r.status_code == 201, r.json
+    assert r.headers["Upload-Offset"] == str(len(data))
+    assert client.head(r.headers["Location"], headers={**headers, **TUS}).status_code == 404
+    assert _landed(client, base, headers, f"{folder}/one.bin") == (
+        data,
+        hashlib.sha256(data).hexdigest(),
+    )
+    r = _create(client, base, headers, folder, "two.bin", len(data), body=data[:1000])
+    assert r.status_code == 201 and r.headers["Upload-Offset"] == "1000"
+    assert _offset(client, r.headers["Location"], headers) == 1000
+    assert _patch(client, r.headers["Location"], headers, 1000, data[1000:]).status_code == 204
+    assert _landed(client, base, headers, f"{folder}/two.bin")[0] == data
+    assert _names(client, base, headers, folder) == ["one.bin", "two.bin"]
+
+
+def test_an_empty_file_lands_when_it_is_created(client, box):
+    """tus clients send no PATCH for 0 bytes: the creation finishes it (the drawer's empty
+    files used to stay a hidden temporary)."""
+    machine, owner, headers, folder, base = box
+    for name, body in (("empty.txt", None), ("empty2.txt", b"")):
+        r = _create(client, base, headers, folder, name, 0, body=body)
+        assert r.status_code == 201 and r.headers["Upload-Offset"] == "0"
+        assert _landed(client, base, headers, f"{folder}/{name}") == (
+            b"",
+            hashlib.sha256(b"").hexdigest(),
+        )
+    client.put(f"{base}/content?path={folder}/kept.txt", data=b"old", headers=headers)
+    r = _create(client, base, headers, folder, "kept.txt", 0, conflict="skip")
+    assert r.status_code == 201
+    assert _names(client, base, headers, folder) == ["empty.txt", "empty2.txt", "kept.txt"]
+    assert client.get(f"{base}/content?path={folder}/kept.txt", headers=headers).data == b"old"
+
+
+def test_a_creation_with_bad_data_makes_nothing(client, box):
+    machine, owner, headers, folder, base = box
+    r = client.post(
+        f"{base}/tus",
+        data=b"abcd",
+        headers={
+            **headers,
+            **TUS,
+            "Content-Type": "text/plain",
+            "Upload-Length": "4",
+            "Upload-Metadata": _meta(filename="t.txt", folder=folder),
+        },
+    )
+    assert r.status_code == 415 and r.json["error"]
+    r = _create(client, base, headers, folder, "long.bin", 3, body=b"abcdef")
+    assert r.status_code == 400 and "past Upload-Length" in r.json["error"]
+    client.put(f"{base}/content?path={folder}/x.bin", data=b"old", headers=headers)
+    assert _create(client, base, headers, folder, "x.bin", 3, body=b"new").status_code == 409
+    assert _names(client, base, headers, folder) == ["x.bin"]
+    assert client.get(f"{base}/content?path={folder}/x.bin", headers=headers).data == b"old"
 
 
 def test_terminate_removes_the_temporary(client, box):

@@ -166,21 +166,32 @@ def _tus(resp: Response, upload=None) -> Response:
 
 
 @bp.post("/api/machines/<agent_id>/files/tus")
+@streamed_body
 @api_login_required
 def tus_create(agent_id: str):
-    """Upload-Length + Upload-Metadata (filename, folder, conflict) -> 201 Location."""
+    """Upload-Length + Upload-Metadata (filename, folder, conflict) -> 201 Location; a body
+    (creation-with-upload) is the upload's first bytes -> Upload-Offset past them."""
     machine = inventory.get_machine(g.user, agent_id)
-    upload = tus.create(
+    content_type = request.headers.get("Content-Type")
+    has_body = (
+        bool(request.content_length)
+        or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+        or tus.carries_data(content_type)  # an empty first part is a part too
+    )
+    upload, result = tus.create(
         g.user,
         machine,
         request.headers.get("Upload-Length"),
         request.headers.get("Upload-Metadata"),
+        content_type=content_type,
+        body=request.stream if has_body else None,
+        body_length=request.content_length,
     )
     resp = Response(status=201)
     resp.headers["Location"] = url_for(
         "files_api.tus_upload", agent_id=agent_id, upload_id=upload.id
     )
-    resp.headers["Upload-Offset"] = "0"
+    resp.headers["Upload-Offset"] = str(result["offset"])
     return _tus(resp, upload)
 
 

@@ -1,9 +1,12 @@
-"""Resumable uploads: the server side of tus 1.0 (core, creation, termination, expiration).
+"""Resumable uploads: the server side of tus 1.0 (core, creation, creation-with-upload,
+termination, expiration).
 
 An upload is a row in `file_uploads` (its offset is the truth any worker resumes from) and
 a temporary file `.portal-upload-<id>` in the target folder on the machine; each PATCH
 appends at the stored offset and saves the new offset even when the connection drops
-mid-body. When the last byte lands the temporary is renamed into place (overwrite, keep
+mid-body. A creation may carry the first bytes itself (creation-with-upload: one request
+for a small file instead of two), and an empty upload is complete once it is made (clients
+never send a PATCH for it). When the last byte lands the temporary is renamed into place (overwrite, keep
 both, or skip), and the transfer is recorded with its SHA-256: hashed as the bytes pass when
 this process saw every PATCH of the upload (one PATCH, or a resume on the same worker), read
 back from the machine otherwise (a PATCH served by another worker, a restart).
@@ -14,6 +17,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import io
 import logging
 import posixpath
 import queue
@@ -41,7 +45,7 @@ from portal.ssh import close_channel, get_pool
 log = logging.getLogger(__name__)
 
 VERSION = "1.0.0"
-EXTENSIONS = "creation,termination,expiration"
+OCTETS = "application/offset+octet-stream"  # the body type of every tus write
 WRITE_BLOCK = 1 << 20  # read from the HTTP body at a time (1.2x the rate of 256 KiB)
 SEND_QUEUE = 4  # blocks read ahead of the sender: at most ~6 MiB in memory per upload
 DIGESTS_MAX = 256  # uploads whose running SHA-256 this process keeps
@@ -83,6 +87,11 @@ class OffsetMismatch(PortalError):
     code = "offset"
 
 
+def carries_data(content_type) -> bool:
+    """A tus write's body type (a creation sent with it carries the first bytes)."""
+    return (content_type or "").split(";")[0].strip().lower() == OCTETS
+
+
 def parse_metadata(header: str | None) -> dict[str, str]:
     """`Upload-Metadata: key base64,key2 base64` -> dict (values decoded as UTF-8)."""
     out: dict[str, str] = {}
@@ -117,12 +126,26 @@ def _made_folders(user, machine: Machine, paths: list[str]) -> None:
         )
 
 
-def create(user, machine: Machine, length_header, metadata_header) -> FileUpload:
+def create(
+    user,
+    machine: Machine,
+    length_header,
+    metadata_header,
+    content_type=None,
+    body=None,
+    body_length: int | None = None,
+) -> tuple[FileUpload, dict]:
     """POST: a new upload of Upload-Length bytes into metadata `folder` as `filename`;
     `conflict`: overwrite | keep (both) | skip | fail (default: 409 when the name exists).
     `relativePath` ("a/b/c.txt": a file of an uploaded folder) names the file and the
-    folders under `folder` to put it in; the missing ones are created first."""
+    folders under `folder` to put it in; the missing ones are created first. `body` (a
+    stream, with `content_type` application/offset+octet-stream) is appended at once, as a
+    PATCH would (`body_length`, when known, is checked first: a body past Upload-Length
+    makes nothing); an upload of 0 bytes is finished at once. Returns the upload and where it
+    stands, as `append` does: {offset, done, path?}."""
     require(user, machine, "write_files")
+    if body is not None and not carries_data(content_type):
+        raise UnsupportedMediaType(f"a creation with data must be sent as {OCTETS}")
     try:
         length = int(length_header)
     except (TypeError, ValueError):
@@ -132,6 +155,8 @@ def create(user, machine: Machine, length_header, metadata_header) -> FileUpload
     cap = current_app.config.get("PORTAL_FILES_MAX_UPLOAD", 0)
     if cap and length > cap:
         raise TooLarge(f"uploads are limited to {cap} bytes")
+    if body is not None and body_length is not None and body_length > length:
+        raise ValidationError("the body goes past Upload-Length")
     meta = parse_metadata(metadata_header)
     relative = meta.get("relativePath")
     if relative is not None:  # a file of a folder upload: its folders are made as needed
@@ -181,7 +206,9 @@ def create(user, machine: Machine, length_header, metadata_header) -> FileUpload
     )
     db.session.add(upload)
     db.session.flush()
-    return upload
+    if body is None and length > 0:
+        return upload, {"offset": 0, "done": False}
+    return upload, append(user, machine, upload_id, 0, OCTETS, body or io.BytesIO())
 
 
 def get(user, machine: Machine, upload_id: str, need: str = "write_files") -> FileUpload:
@@ -278,8 +305,8 @@ class _Sender:
 def append(user, machine: Machine, upload_id: str, offset_header, content_type, stream) -> dict:
     """PATCH: append the body at Upload-Offset; returns {offset, done, path?}."""
     upload = get(user, machine, upload_id)
-    if (content_type or "").split(";")[0].strip() != "application/offset+octet-stream":
-        raise UnsupportedMediaType("Content-Type must be application/offset+octet-stream")
+    if not carries_data(content_type):
+        raise UnsupportedMediaType(f"Content-Type must be {OCTETS}")
     try:
         offset = int(offset_header)
     except (TypeError, ValueError):

@@ -131,6 +131,9 @@ FILES_PATHS: dict[str, dict[str, dict]] = {
             F,
             ok=201,
             empty=True,  # Location and Upload-Offset headers
+            description="creation-with-upload: a body sent as application/offset+octet-stream "
+            "is the upload's first bytes (Upload-Offset says how many were kept); an upload of "
+            "0 bytes is complete once created",
             params=[
                 _header("Tus-Resumable", {"type": "string", "enum": ["1.0.0"]}),
                 _header("Upload-Length", {"type": "string", "pattern": "^[0-9]+$"}, True),
@@ -141,7 +144,7 @@ FILES_PATHS: dict[str, dict[str, dict]] = {
                     "relativePath (a/b/c.txt: the missing folders under folder are made first)",
                 },
             ],
-            errors=FILE_ERRORS + (412, 413),
+            errors=FILE_ERRORS + (412, 413, 415),
         )
     },
     "/api/machines/<agent_id>/files/tus/<upload_id>": {

@@ -87,6 +87,10 @@ export class FilesDrawer {
     this.queue = [];
     this.running = 0;
     this.chunkSize = 16 * 1024 * 1024; // tus PATCH size: a proxy's body cap never bites
+    // A file this small goes with its creation (tus creation-with-upload): one request, not
+    // two, which is what a folder of many small files costs. A larger one is created first,
+    // so that a cut connection resumes it from the machine's offset.
+    this.withCreationMax = 1024 * 1024;
     this.loadSeq = 0;
     const saved = this.savedState();
     this.hidden = !!saved.hidden;
@@ -844,6 +848,7 @@ export class FilesDrawer {
     const upload = new tus.Upload(file, {
       endpoint: this.base + "/tus",
       chunkSize: this.chunkSize,
+      uploadDataDuringCreation: file.size <= this.withCreationMax,
       retryDelays: [0, 1000, 3000, 5000, 10000, 20000],
       metadata: metadata,
       headers: { "X-CSRFToken": csrfToken() },
