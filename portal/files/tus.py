@@ -6,10 +6,11 @@ a temporary file `.portal-upload-<id>` in the target folder on the machine; each
 appends at the stored offset and saves the new offset even when the connection drops
 mid-body. A creation may carry the first bytes itself (creation-with-upload: one request
 for a small file instead of two), and an empty upload is complete once it is made (clients
-never send a PATCH for it). When the last byte lands the temporary is renamed into place (overwrite, keep
-both, or skip), and the transfer is recorded with its SHA-256: hashed as the bytes pass when
-this process saw every PATCH of the upload (one PATCH, or a resume on the same worker), read
-back from the machine otherwise (a PATCH served by another worker, a restart).
+never send a PATCH for it). When the last byte lands the temporary is renamed into place
+(overwrite, keep both, or skip), and the transfer is recorded with its SHA-256: hashed as
+the bytes pass when this process saw every PATCH of the upload (one PATCH, or a resume on
+the same worker), read back from the machine otherwise (a PATCH served by another worker,
+a restart).
 """
 
 from __future__ import annotations
