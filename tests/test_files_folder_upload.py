@@ -10,7 +10,7 @@ import secrets
 
 import pytest
 
-from portal.files.services import MAX_PATH, RELATIVE_DEPTH_MAX
+from portal.files.paths import MAX_PATH, RELATIVE_DEPTH_MAX
 from tests.test_files_tus import TUS, _meta, _names, _patch
 
 pytestmark = pytest.mark.timeout(90)

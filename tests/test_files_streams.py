@@ -335,9 +335,9 @@ def test_a_stalled_machine_ends_the_upload_with_504_not_a_hang(
     """`cat` on the machine stops taking bytes mid-upload (SIGSTOP): after the stall timeout
     the PATCH answers 504 instead of holding its worker forever; the upload then resumes
     from its saved offset and lands with the right SHA-256."""
-    from portal.files import services
+    from portal.files import remote
 
-    monkeypatch.setattr(services, "STALL_TIMEOUT", 2.0)
+    monkeypatch.setattr(remote, "STALL_TIMEOUT", 2.0)
     _machine, headers, base, folder = _box(sshd, make_user, sshd_machine, auth, client)
     try:
         _stall_and_resume(client, base, headers, folder, sshd_user)

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from flask import current_app
 
 from portal.errors import ValidationError
-from portal.files import services
+from portal.files import paths, remote, services
 from portal.machines.access import require
 from portal.machines.models import Machine
 
@@ -60,8 +60,8 @@ def _walk(sftp, root: str, rel: str = "") -> Iterator[tuple[str, str, object]]:
 def open_zip(user, machine: Machine, path) -> tuple[str, Iterator[bytes]]:
     """(zip file name, chunks) of a folder; the transfer is recorded when the stream ends."""
     require(user, machine, "browse_files")
-    path = services.clean_path(path)
-    ctx = services.sftp_session(user, machine, "browse_files")
+    path = paths.clean_path(path)
+    ctx = remote.sftp_session(user, machine, "browse_files")
     sftp = ctx.__enter__()
     try:
         try:
@@ -69,7 +69,7 @@ def open_zip(user, machine: Machine, path) -> tuple[str, Iterator[bytes]]:
             if not statmod.S_ISDIR(sftp.stat(root).st_mode or 0):
                 raise ValidationError("not a folder: download the file itself", field="path")
         except OSError as exc:
-            raise services.map_error(exc, path) from None
+            raise remote.map_error(exc, path) from None
     except BaseException:
         ctx.__exit__(None, None, None)
         raise
@@ -98,7 +98,7 @@ def open_zip(user, machine: Machine, path) -> tuple[str, Iterator[bytes]]:
                             sftp.open(full, "rb") as src,
                             zf.open(info, "w", force_zip64=True) as dst,
                         ):
-                            reader = services.sftp_range(src, 0, (attrs.st_size or 0) - 1)
+                            reader = remote.sftp_range(src, 0, (attrs.st_size or 0) - 1)
                             try:
                                 for data in reader:
                                     dst.write(data)

@@ -8,7 +8,8 @@ import stat as statmod
 
 from portal import signals
 from portal.errors import Conflict, ValidationError
-from portal.files.services import clean_name, clean_path, exists, map_error, sftp_session
+from portal.files.paths import clean_name, clean_path, exists
+from portal.files.remote import map_error, sftp_session
 from portal.machines.access import require
 from portal.machines.models import Machine
 

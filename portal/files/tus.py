@@ -36,7 +36,7 @@ from portal import signals
 from portal.db import utcnow
 from portal.errors import Conflict, NotFound, PortalError, TooLarge, ValidationError
 from portal.extensions import db
-from portal.files import services
+from portal.files import paths, remote, services
 from portal.files.models import CONFLICTS, FileUpload
 from portal.machines.access import require
 from portal.machines.models import Machine
@@ -114,8 +114,8 @@ def expires_at(upload: FileUpload) -> dt.datetime:
     )
 
 
-def _made_folders(user, machine: Machine, paths: list[str]) -> None:
-    for path in paths:
+def _made_folders(user, machine: Machine, folders: list[str]) -> None:
+    for path in folders:
         signals.send(
             signals.file_changed,
             user=user,
@@ -161,14 +161,14 @@ def create(
     meta = parse_metadata(metadata_header)
     relative = meta.get("relativePath")
     if relative is not None:  # a file of a folder upload: its folders are made as needed
-        name = services.clean_relative(relative)[-1]
+        name = paths.clean_relative(relative)[-1]
         if meta.get("filename") not in (None, "", name):
             raise ValidationError(
                 "filename must be the last part of relativePath", field="filename"
             )
     else:
-        name = services.clean_name(meta.get("filename") or meta.get("name"), field="filename")
-    folder = services.clean_path(meta.get("folder") or ".")
+        name = paths.clean_name(meta.get("filename") or meta.get("name"), field="filename")
+    folder = paths.clean_path(meta.get("folder") or ".")
     conflict = meta.get("conflict") or "fail"
     if conflict not in CONFLICTS:
         raise ValidationError(f"conflict must be one of {', '.join(CONFLICTS)}")
@@ -176,22 +176,22 @@ def create(
     upload_id = secrets.token_hex(16)
     made: list[str] = []
     try:
-        with services.sftp_session(user, machine, "write_files") as sftp:
+        with remote.sftp_session(user, machine, "write_files") as sftp:
             try:
                 folder = sftp.normalize(folder)
                 if not statmod.S_ISDIR(sftp.stat(folder).st_mode or 0):
                     raise ValidationError("the target is not a folder", field="folder")
                 if relative is not None:
-                    folder, _ = services.make_parents(sftp, folder, relative, made)
-                existing = services.exists(sftp, posixpath.join(folder, name))
+                    folder, _ = paths.make_parents(sftp, folder, relative, made)
+                existing = paths.exists(sftp, posixpath.join(folder, name))
                 if existing is not None and statmod.S_ISDIR(existing.st_mode or 0):
                     raise Conflict(f"{name} is a folder")
                 if existing is not None and conflict == "fail":
                     raise Conflict(f"{name} already exists")
-                temp = posixpath.join(folder, f"{services.TEMP_PREFIX}{upload_id}")
+                temp = posixpath.join(folder, f"{paths.TEMP_PREFIX}{upload_id}")
                 sftp.open(temp, "wb").close()
             except OSError as exc:
-                raise services.map_error(exc, folder) from None
+                raise remote.map_error(exc, folder) from None
     finally:  # folders made stay made (and audited) whatever happens next
         _made_folders(user, machine, made)
     upload = FileUpload(
@@ -237,7 +237,7 @@ def _save_offset(upload_id: str, offset: int) -> None:
 
 def _final_name(sftp, upload: FileUpload) -> str | None:
     dest = posixpath.join(upload.folder, upload.name)
-    if services.exists(sftp, dest) is None or upload.conflict == "overwrite":
+    if paths.exists(sftp, dest) is None or upload.conflict == "overwrite":
         return dest
     if upload.conflict == "skip":
         return None
@@ -248,7 +248,7 @@ def _final_name(sftp, upload: FileUpload) -> str | None:
         stem, dot, ext = upload.name, "", ""
     for n in range(1, 1000):
         candidate = posixpath.join(upload.folder, f"{stem} ({n}){dot}{ext}")
-        if services.exists(sftp, candidate) is None:
+        if paths.exists(sftp, candidate) is None:
             return candidate
     raise Conflict("too many copies of that name")
 
@@ -321,12 +321,12 @@ def append(user, machine: Machine, upload_id: str, offset_header, content_type, 
     pos = offset
     done_path = None
     digest = _take_digest(uid, offset)
-    with services.sftp_session(user, machine, "write_files") as sftp:
+    with remote.sftp_session(user, machine, "write_files") as sftp:
         try:
             try:
                 f = sftp.open(temp, "r+b")
             except OSError as exc:
-                raise services.map_error(exc, temp) from None
+                raise remote.map_error(exc, temp) from None
             with f:
                 have = f.stat().st_size
                 if have < offset:
@@ -334,8 +334,8 @@ def append(user, machine: Machine, upload_id: str, offset_header, content_type, 
                 if have > offset:  # a cut PATCH wrote past the offset it saved
                     f.truncate(offset)
                 chan = (
-                    services.exec_append(sftp, machine_id, temp)
-                    if length - offset >= services.EXEC_MIN
+                    remote.exec_append(sftp, machine_id, temp)
+                    if length - offset >= remote.EXEC_MIN
                     else None
                 )
                 if chan is None:  # no shell on the machine: pipelined SFTP writes
@@ -357,11 +357,11 @@ def append(user, machine: Machine, upload_id: str, offset_header, content_type, 
                 finally:
                     sender.stop()
                     if chan is not None:
-                        services.finish_append(chan, temp)
+                        remote.finish_append(chan, temp)
         except OSError as exc:
-            err = services.map_error(exc, temp)
+            err = remote.map_error(exc, temp)
             if type(err) is PortalError:
-                err = services.DiskFull(f"writing failed on the machine (disk full?): {exc}")
+                err = remote.DiskFull(f"writing failed on the machine (disk full?): {exc}")
             raise err from None
         except Exception:
             # A cut connection: keep what reached the machine (the file was flushed on close).
@@ -375,7 +375,7 @@ def append(user, machine: Machine, upload_id: str, offset_header, content_type, 
             if digest is None:  # some PATCHes went through another process: read it back
                 digest = hashlib.sha256()
                 with sftp.open(temp, "rb") as rf:
-                    for data in services.sftp_range(rf, 0, length - 1):
+                    for data in remote.sftp_range(rf, 0, length - 1):
                         digest.update(data)
             dest = _final_name(sftp, upload)
             if dest is None:
@@ -415,7 +415,7 @@ def terminate(user, machine: Machine, upload_id: str) -> None:
     upload = get(user, machine, upload_id)
     temp, uid = upload.temp_path, upload.id
     _take_digest(uid, -1)  # forget its running digest
-    with services.sftp_session(user, machine, "write_files") as sftp:
+    with remote.sftp_session(user, machine, "write_files") as sftp:
         try:
             sftp.remove(temp)
         except OSError as exc:
