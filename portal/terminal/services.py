@@ -19,6 +19,7 @@ from portal.accounts.models import User
 from portal.db import iso
 from portal.errors import AccessDenied, Conflict, NotFound, PortalError, ValidationError
 from portal.extensions import db
+from portal.files.services import transfers_between
 from portal.machines import access as machine_access
 from portal.machines.inventory import get_machine
 from portal.machines.models import CommandLog
@@ -156,8 +157,6 @@ def session_detail(user, row: TerminalSession) -> dict:
     """What its page and `GET /api/sessions/<id>` show; `user` may see the session (the
     caller loaded it through `get_session`). Its file transfers are the ones its user made
     on its machine while it was open (the files drawer beside the terminal)."""
-    from portal.files.services import transfers_between
-
     logs = db.session.scalars(
         select(CommandLog).where(CommandLog.session_id == row.id).order_by(CommandLog.id)
     ).all()
