@@ -544,3 +544,40 @@ def test_a_fresh_install_s_db_upgrade_prints_no_webhook_traceback(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "Traceback" not in out.stderr + out.stdout
     assert (tmp_path / "fresh.db").exists()
+
+
+def test_the_webhook_deliverer_on_a_database_without_tables_logs_one_line(tmp_path, caplog):
+    """`gunicorn` started before `flask db upgrade`: the deliverer said so with a traceback
+    every 5 s; now one warning, no traceback, however often it is woken."""
+    import logging
+
+    from portal import create_app, signals
+    from portal.extensions import db
+
+    app = create_app(
+        {
+            "TESTING": True,
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'empty.db'}",
+            "PORTAL_INSTANCE_PATH": str(tmp_path / "instance"),
+            "SECRET_KEY": "test-secret-" + "w" * 40,
+        }
+    )
+    deliverer = app.extensions["portal_audit_webhook"]
+    caplog.set_level(logging.INFO, logger="portal.audit.webhook")
+    try:
+        for _ in range(4):
+            deliverer.kick()
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and deliverer.wake.is_set():
+                time.sleep(0.02)  # the loop took the wake-up and tried again
+            time.sleep(0.2)
+    finally:
+        deliverer.stop()
+        signals.shutdown(app)
+        with app.app_context():
+            db.engine.dispose()
+    mine = [r for r in caplog.records if r.name == "portal.audit.webhook"]
+    assert [r.levelname for r in mine] == ["WARNING"], [r.getMessage() for r in mine]
+    assert "no such table" in mine[0].getMessage()
+    assert "flask db upgrade" in mine[0].getMessage()
+    assert all(r.exc_info is None for r in mine)

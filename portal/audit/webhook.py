@@ -22,6 +22,7 @@ import urllib.request
 from urllib.parse import urlsplit
 
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from portal.audit.models import AuditDelivery, AuditEvent, AuditWebhook
 from portal.db import utcnow
@@ -118,9 +119,26 @@ class Deliverer:
             self.thread.join(timeout=10)
 
     def _run(self) -> None:
+        waiting_for_db = False
         while not self.stopping.is_set():
             try:
                 wait = self.deliver_due()
+                if waiting_for_db:
+                    log.info("audit webhook deliveries resumed: the database answers")
+                waiting_for_db = False
+            except SQLAlchemyError as exc:
+                # The database is down, or its tables are not made yet (`gunicorn` started
+                # before `flask db upgrade`): one line until it answers, not a traceback
+                # every few seconds.
+                if not waiting_for_db:
+                    reason = str(getattr(exc, "orig", None) or type(exc).__name__).splitlines()[0]
+                    log.warning(
+                        "audit webhook deliveries wait for the database (%s); "
+                        "is its schema migrated (`flask db upgrade`)?",
+                        reason,
+                    )
+                waiting_for_db = True
+                wait = 5.0
             except Exception:
                 log.exception("audit webhook delivery failed")
                 wait = 5.0
