@@ -11,7 +11,7 @@ from functools import cache
 
 @cache
 def limits() -> dict[str, int]:
-    from portal.accounts import mfa, passwords, users
+    from portal.accounts import factors, passwords, users
     from portal.audit import services as audit
     from portal.audit import webhook
     from portal.community import issues, search
@@ -39,7 +39,7 @@ def limits() -> dict[str, int]:
         "new_password": passwords.PASSWORD_MAX,
         "current_password": users.CURRENT_PASSWORD_MAX,
         "login": users.LOGIN_MAX,
-        "mfa_code": mfa.CODE_MAX,
+        "mfa_code": factors.CODE_MAX,
         "user_search": users.USER_SEARCH_MAX,
         # community
         "issue_title": issues.TITLE_MAX,

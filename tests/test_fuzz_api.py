@@ -101,12 +101,12 @@ def scratch_folder(sshd_user):
 
 
 def _api_key(app, user) -> str:
-    from portal.accounts import tokens
+    from portal.accounts import users
     from portal.accounts.models import User
     from portal.extensions import db
 
     with app.test_request_context():
-        key = tokens.regenerate_api_key(db.session.get(User, user.id))
+        key = users.regenerate_api_key(db.session.get(User, user.id))
         db.session.commit()
         return key
 

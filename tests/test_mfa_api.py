@@ -203,7 +203,7 @@ def test_bad_confirm_input_is_4xx(client, make_user, auth, body):
 
 
 def test_a_code_longer_than_the_field_allows_is_a_wrong_code(client, enrolled):
-    from portal.accounts.mfa import CODE_MAX
+    from portal.accounts.factors import CODE_MAX
     from portal.formlimits import limits
 
     assert limits()["mfa_code"] == CODE_MAX  # what the pages' maxlength says

@@ -105,7 +105,7 @@ def test_ticket_needs_csrf_with_a_browser_session(term_env, live_server):
 
 def test_api_key_as_token(term_env, live_server, app):
     owner, machine, open_term = term_env
-    from portal.accounts import tokens as acc
+    from portal.accounts import users as acc
     from portal.accounts.models import User
     from portal.extensions import db
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, g, jsonify, request
 
-from portal.accounts import avatars, membership, mfa, tokens
+from portal.accounts import avatars, factors, membership, tokens
 from portal.accounts import users as user_services
 from portal.errors import AuthenticationRequired, ValidationError
 from portal.extensions import limiter
-from portal.validation import get_str
-from portal.web import api_admin_required, api_login_required, json_body, page_args
+from portal.validation import get_bool, get_str
+from portal.web import api_admin_required, api_login_required, error_json, json_body, page_args
 
 bp = Blueprint("accounts_api", __name__)
 
@@ -40,8 +40,8 @@ def login():
     login_value = data.get("login") or data.get("email") or data.get("username")
     user = user_services.authenticate(login_value, data.get("password"))
     used_mfa = False
-    if mfa.has_factor(user):
-        mfa.verify(user, data.get("totp"), data.get("recovery_code"))
+    if factors.has_factor(user):
+        factors.verify(user, data.get("totp"), data.get("recovery_code"))
         used_mfa = True
     membership.password_change_gate(user, data.get("new_password"))
     body = tokens.token_pair(user, mfa=used_mfa)
@@ -82,11 +82,9 @@ def profile():
 @bp.post("/api/profile/regenerate-api-key")
 @api_login_required
 def regenerate_api_key():
-    from portal.validation import get_bool
-
     data = json_body() if request.get_data() else {}
     terminal = get_bool(data, "terminal", default=True)
-    key = tokens.regenerate_api_key(g.user, terminal=terminal)
+    key = user_services.regenerate_api_key(g.user, terminal=terminal)
     return jsonify(
         {
             "api_key": key,
@@ -129,8 +127,6 @@ def users():
 @api_admin_required
 def set_active(user_id: int):
     data = json_body()
-    from portal.validation import get_bool
-
     user = user_services.find_user_ref(user_id)
     user_services.set_active(g.user, user, get_bool(data, "active"))
     return jsonify({"user": user.to_dict()})
@@ -147,8 +143,6 @@ def set_role(user_id: int):
 
 @bp.errorhandler(AuthenticationRequired)
 def _auth_error(err):
-    from portal.web import error_json
-
     return error_json(err.message, 401, err.code, **err.extra)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from flask import g, jsonify
 
-from portal.accounts import membership, mfa, passkeys, tokens
+from portal.accounts import factors, membership, mfa, passkeys, tokens
 from portal.accounts import users as user_services
 from portal.accounts.api import auth_limit, bp
 from portal.errors import AuthenticationRequired, ValidationError
@@ -19,10 +19,10 @@ from portal.web import api_admin_required, api_login_required, api_user, json_bo
 def mfa_status():
     return jsonify(
         {
-            "totp": mfa.has_totp(g.user),
+            "totp": factors.has_totp(g.user),
             "passkeys": len(passkeys.user_passkeys(g.user)),
-            "recovery_codes_left": mfa.recovery_codes_left(g.user),
-            "required": mfa.required_for_everyone(),
+            "recovery_codes_left": factors.recovery_codes_left(g.user),
+            "required": factors.required_for_everyone(),
         }
     )
 
@@ -68,7 +68,7 @@ def mfa_admin_reset(user_id: int):
 @api_admin_required
 def mfa_admin_required():
     mfa.set_required_for_everyone(g.user, get_bool(json_body(), "required"))
-    return jsonify({"required": mfa.required_for_everyone()})
+    return jsonify({"required": factors.required_for_everyone()})
 
 
 # ---------------------------------------------------------------- passkeys (WebAuthn)
@@ -83,7 +83,7 @@ def passkey_list():
 @bp.post("/api/profile/mfa/passkeys/options")
 @api_login_required
 def passkey_register_options():
-    return jsonify({"options": passkeys.begin_registration(g.user)})
+    return jsonify({"options": mfa.begin_passkey(g.user)})
 
 
 @bp.post("/api/profile/mfa/passkeys")
@@ -105,7 +105,9 @@ def passkey_rename(passkey_id: int):
 @api_login_required
 def passkey_remove(passkey_id: int):
     data = json_body()
-    passkeys.remove(g.user, passkey_id, password=data.get("password"), passkey=data.get("passkey"))
+    mfa.remove_passkey(
+        g.user, passkey_id, password=data.get("password"), passkey=data.get("passkey")
+    )
     return jsonify({"ok": True})
 
 

@@ -19,7 +19,7 @@ from flask import (
 )
 from flask_login import login_user
 
-from portal.accounts import mfa, passkeys, stepup
+from portal.accounts import factors, mfa, passkeys, stepup
 from portal.accounts.api import auth_limit
 from portal.accounts.models import User
 from portal.accounts.views import _home, bp
@@ -33,7 +33,7 @@ PENDING_TTL = 300  # seconds between the password and the second factor
 def finish_sign_in(user: User, remember: bool, nxt: str | None, status: int = 303):
     """The first factor passed (password or OAuth): sign in now, or ask for the second one.
     Returns the redirect."""
-    if mfa.has_factor(user):
+    if factors.has_factor(user):
         session["mfa_pending"] = {
             "uid": user.id,
             "ver": user.token_version,
@@ -44,7 +44,7 @@ def finish_sign_in(user: User, remember: bool, nxt: str | None, status: int = 30
         return redirect(url_for("accounts.login_mfa"), status)
     login_user(user, remember=remember)
     session.permanent = True
-    if mfa.needs_enrolment(user):
+    if factors.needs_enrolment(user):
         flash("This portal requires a second factor: set one up now.", "error")
         return redirect(url_for("accounts.profile_mfa"), status)
     return redirect(safe_next(nxt, _home()), status)
@@ -90,7 +90,7 @@ def login_mfa():
         return redirect(url_for("accounts.login"))
     if request.method == "POST":
         try:
-            mfa.verify_code(user, request.form.get("code"))
+            factors.verify_code(user, request.form.get("code"))
         except PortalError as err:
             errors = {"code": err.message}
             return _login_mfa_page(user, errors), (429 if err.status == 429 else 401)
@@ -103,8 +103,8 @@ def _login_mfa_page(user: User, errors: dict):
         "accounts/login_mfa.html",
         errors=errors,
         form={},
-        passkey=passkeys.has_passkey(user),
-        codes=mfa.has_totp(user) or mfa.recovery_codes_left(user) > 0,
+        passkey=factors.has_passkey(user),
+        codes=factors.has_totp(user) or factors.recovery_codes_left(user) > 0,
     )
 
 
@@ -114,19 +114,19 @@ def _login_mfa_page(user: User, errors: dict):
 def _page(status: int = 200, errors: dict | None = None, **ctx):
     user = g.user
     uri = ctx.pop("uri", None) or mfa.pending_uri(user)
-    if uri and not mfa.has_totp(user):
+    if uri and not factors.has_totp(user):
         ctx.setdefault("qr", mfa.qr_svg(uri))
         ctx.setdefault("secret", mfa.secret_of_uri(uri))
     keys = passkeys.user_passkeys(user)
     return render_template(
         "accounts/mfa.html",
         user=user,
-        enrolled=mfa.has_totp(user),
-        any_factor=mfa.has_factor(user),
+        enrolled=factors.has_totp(user),
+        any_factor=factors.has_factor(user),
         passkeys=keys,
         has_password=bool(user.password_hash),
-        codes_left=mfa.recovery_codes_left(user),
-        required=mfa.required_for_everyone(),
+        codes_left=factors.recovery_codes_left(user),
+        required=factors.required_for_everyone(),
         errors=errors or {},
         **ctx,
     ), status
@@ -199,7 +199,7 @@ def profile_passkey_rename(passkey_id: int):
 @login_required
 def profile_passkey_remove(passkey_id: int):
     try:
-        passkeys.remove(
+        mfa.remove_passkey(
             g.user,
             passkey_id,
             password=request.form.get("password"),
@@ -229,7 +229,7 @@ def _wants_inline_prompt() -> bool:
         return False
     from flask_login import current_user
 
-    return current_user.is_authenticated and mfa.has_factor(current_user)
+    return current_user.is_authenticated and factors.has_factor(current_user)
 
 
 def _wants_json_answer() -> bool:
@@ -286,7 +286,7 @@ def _step_up_prompt(err: stepup.StepUpRequired):
 def _user_has_passkey() -> bool:
     from flask_login import current_user
 
-    return current_user.is_authenticated and passkeys.has_passkey(current_user)
+    return current_user.is_authenticated and factors.has_passkey(current_user)
 
 
 @bp.route("/step-up", methods=["GET", "POST"])
@@ -324,6 +324,6 @@ def step_up():
 @admin_required
 def admin_mfa_required():
     mfa.set_required_for_everyone(g.user, request.form.get("required") == "1")
-    on = mfa.required_for_everyone()
+    on = factors.required_for_everyone()
     flash("A second factor is now " + ("required for everyone." if on else "optional."), "success")
     return redirect(url_for("accounts.admin_users"), 303)

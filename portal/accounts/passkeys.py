@@ -1,6 +1,8 @@
-"""Passkeys (WebAuthn, through py_webauthn): register several per account, name, rename and
-remove them; check one as a second factor, for step-up, for re-authentication, or alone for
-passwordless sign-in (a discoverable credential with user verification).
+"""Passkeys (WebAuthn, through py_webauthn): the ceremonies. Register several per account, name
+and rename them; check one as a second factor, for step-up, for re-authentication, or alone
+for passwordless sign-in (a discoverable credential with user verification). Adding one (with
+its step-up) and removing one (with re-authentication) are `mfa.begin_passkey` and
+`mfa.remove_passkey`: this module sits below step-up, which checks passkeys through it.
 
 Every ceremony has a challenge stored server-side (`webauthn_challenges`), bound to the browser
 session and to what it is for, valid for PORTAL_WEBAUTHN_TIMEOUT seconds and deleted the moment
@@ -16,7 +18,7 @@ import secrets
 from urllib.parse import urlsplit
 
 from flask import current_app, request, session
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from webauthn import (
     base64url_to_bytes,
     generate_authentication_options,
@@ -36,6 +38,7 @@ from webauthn.helpers.structs import (
 )
 
 from portal import signals
+from portal.accounts import factors
 from portal.accounts.models import Passkey, User, WebauthnChallenge
 from portal.db import utcnow
 from portal.errors import AuthenticationRequired, Conflict, NotFound, ValidationError
@@ -78,11 +81,7 @@ def user_passkeys(user: User) -> list[Passkey]:
     )
 
 
-def has_passkey(user: User) -> bool:
-    return bool(db.session.scalar(select(func.count(Passkey.id)).where(Passkey.user_id == user.id)))
-
-
-def _own(user: User, passkey_id) -> Passkey:
+def own(user: User, passkey_id) -> Passkey:
     row = db.session.get(Passkey, passkey_id) if isinstance(passkey_id, int) else None
     if row is None or row.user_id != user.id:
         raise NotFound("no such passkey")
@@ -101,34 +100,15 @@ def _clean_name(name, default: str | None = None) -> str:
 
 
 def rename(user: User, passkey_id, name) -> Passkey:
-    row = _own(user, passkey_id)
+    row = own(user, passkey_id)
     row.name = _clean_name(name)
     db.session.flush()
     return row
 
 
-def remove(user: User, passkey_id, password=None, passkey=None) -> None:
-    """Remove one passkey; needs the password again, or a passkey of the account."""
-    from portal.accounts import mfa
-
-    row = _own(user, passkey_id)
-    mfa.check_reauth(user, password, passkey)
-    name = row.name
-    db.session.delete(row)
-    db.session.flush()
-    mfa.drop_orphan_recovery_codes(user)
-    _event(user, "passkey_removed", name=name)
-
-
 def remove_all(user: User) -> None:
     db.session.execute(delete(Passkey).where(Passkey.user_id == user.id))
     db.session.flush()
-
-
-def _event(user: User, action: str, **details) -> None:
-    signals.send(
-        signals.mfa_event, user=user, action=action, method="passkey", actor=user, details=details
-    )
 
 
 # ---------------------------------------------------------------- challenges
@@ -190,12 +170,9 @@ def _options_dict(options) -> dict:
 # ---------------------------------------------------------------- registration
 
 
-def begin_registration(user: User) -> dict:
-    """PublicKeyCredentialCreationOptions (JSON) for a new passkey of `user`. Adding a factor
-    to an account that has one is a risky action (a stolen session could plant its own)."""
-    from portal.accounts import stepup
-
-    stepup.require(user, "passkey.add")
+def registration_options(user: User) -> dict:
+    """PublicKeyCredentialCreationOptions (JSON) for a new passkey of `user`. The ceremony
+    only: `mfa.begin_passkey` is the service, with the step-up that adding a factor needs."""
     existing = user_passkeys(user)
     if len(existing) >= MAX_PER_USER:
         raise Conflict(f"an account can have at most {MAX_PER_USER} passkeys; remove one first")
@@ -255,7 +232,7 @@ def finish_registration(user: User, credential, name=None) -> Passkey:
     )
     db.session.add(row)
     db.session.flush()
-    _event(user, "passkey_added", name=name)
+    factors.event(user, "passkey_added", "passkey", name=name)
     return row
 
 
@@ -313,8 +290,6 @@ def finish_authentication(
     is a passwordless sign-in, which finds the user from the passkey). Refused: another
     origin or RP id, a reused or expired challenge, a sign count that did not move forward,
     a passkey of someone else. Failures count against the account like a wrong code."""
-    from portal.accounts import mfa
-
     if purpose not in PURPOSES or purpose == "register":
         raise ValidationError("`purpose` must be login, mfa, step-up or reauth", field="purpose")
     challenge, _pending = _take_challenge(purpose, user)
@@ -338,7 +313,7 @@ def finish_authentication(
         if not owner.is_active:
             signals.send(signals.sign_in_failed, login=owner.username, reason="account deactivated")
             raise PasskeyRefused("this account is deactivated", mfa_required=True)
-    mfa.check_throttle(owner)
+    factors.check_throttle(owner)
     rp_id, origins = relying_party()
     try:
         verified = verify_authentication_response(
@@ -354,7 +329,7 @@ def finish_authentication(
         _refuse(owner, purpose, str(err)[:200])
     row.sign_count = verified.new_sign_count
     row.last_used_at = utcnow()
-    mfa.clear_throttle(owner)
+    factors.clear_throttle(owner)
     if purpose == "login":
         owner.last_login_at = utcnow()
         signals.send(signals.signed_in, user=owner, method="passkey")
@@ -371,9 +346,7 @@ def finish_authentication(
 
 
 def _refuse(user: User, purpose: str, reason: str):
-    from portal.accounts import mfa
-
-    mfa.count_failure(user, "passkey", purpose=purpose, reason=reason)
+    factors.count_failure(user, "passkey", purpose=purpose, reason=reason)
     if purpose == "login":
         signals.send(signals.sign_in_failed, login=user.username, reason=f"passkey: {reason}")
     raise PasskeyRefused(f"the passkey was refused: {reason}", mfa_required=True)

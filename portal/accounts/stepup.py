@@ -11,9 +11,9 @@ import time
 from flask import current_app, g, has_request_context, request, session
 
 from portal import signals
-from portal.accounts import mfa
+from portal.accounts import factors, passkeys, tokens
 from portal.accounts.models import User
-from portal.errors import AuthenticationRequired, PortalError
+from portal.errors import AccessDenied, AuthenticationRequired, PortalError
 
 
 class StepUpRequired(AuthenticationRequired):
@@ -31,8 +31,6 @@ def _bearer() -> str | None:
 
 def credential_mfa_at() -> int | None:
     """When the credential of this request last passed a second factor (Unix time)."""
-    from portal.accounts import tokens
-
     token = _bearer() or request.args.get("token")
     if token or request.headers.get("X-API-Key"):
         if token and not token.startswith(tokens.API_KEY_PREFIX):
@@ -60,8 +58,6 @@ def offered_code() -> tuple[str | None, str | None]:
 
 def offered_passkey():
     """A passkey assertion offered with this request (an object), if any."""
-    from portal.accounts import passkeys
-
     value = None
     if request.is_json:
         data = request.get_json(silent=True)
@@ -78,9 +74,6 @@ def offered_passkey():
 def require_terminal_rights(user: User) -> None:
     """An API key made without terminal rights may call the API but never open a terminal
     (through `?token=`, `X-API-Key` or a ticket asked for with it)."""
-    from portal.accounts import tokens
-    from portal.errors import AccessDenied
-
     if not has_request_context() or g.get("ws_via") in ("session", "ticket"):
         return
     key = request.headers.get("X-API-Key") or _bearer() or request.args.get("token") or ""
@@ -94,7 +87,7 @@ def mark_fresh() -> None:
 
 
 def applies_to(user: User) -> bool:
-    return mfa.has_factor(user) or mfa.required_for_everyone()
+    return factors.has_factor(user) or factors.required_for_everyone()
 
 
 def require(user: User, action: str) -> None:
@@ -108,7 +101,7 @@ def require(user: User, action: str) -> None:
     fresh = credential_mfa_at()
     if fresh is not None and time.time() - fresh <= max_age:
         return
-    if not mfa.has_factor(user):
+    if not factors.has_factor(user):
         raise StepUpRequired(
             "this portal requires a second factor: set one up on your profile first",
             step_up_required=True,
@@ -119,12 +112,10 @@ def require(user: User, action: str) -> None:
         raise StepUpRequired(step_up_required=True, action=action)
     try:
         if assertion is not None:
-            from portal.accounts import passkeys
-
             passkeys.finish_authentication(assertion, "step-up", user)
             method = "passkey"
         else:
-            method = mfa.verify(user, totp=totp, recovery_code=rc, purpose=f"step-up: {action}")
+            method = factors.verify(user, totp=totp, recovery_code=rc, purpose=f"step-up: {action}")
     except AuthenticationRequired as err:
         signals.send(
             signals.mfa_event,

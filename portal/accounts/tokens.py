@@ -170,24 +170,6 @@ def _revoke_family(family: str, now: dt.datetime) -> None:
     db.commit_now("a reused refresh token revokes its family although the request fails")
 
 
-def regenerate_api_key(user: User, terminal: bool = True) -> str:
-    """A new key (the old one dies). `terminal=False` makes a key that cannot open terminals.
-    A user with a second factor passes a step-up first, and the key records that."""
-    from portal.accounts import mfa, stepup
-
-    stepup.require(user, "apikey.create")
-    if user.api_key_prefix:
-        signals.send(signals.api_key_revoked, user=user, prefix=user.api_key_prefix)
-    key = API_KEY_PREFIX + secrets.token_urlsafe(32)  # 256 random bits
-    user.api_key_hash = sha256(key)
-    user.api_key_prefix = key[: len(API_KEY_PREFIX) + 6]
-    user.api_key_mfa = mfa.has_factor(user)
-    user.api_key_terminal = bool(terminal)
-    db.session.flush()
-    signals.send(signals.api_key_created, user=user, prefix=user.api_key_prefix)
-    return key
-
-
 def user_from_api_key(key: str) -> User | None:
     if not isinstance(key, str) or not key.startswith(API_KEY_PREFIX) or len(key) > 200:
         return None

@@ -4,12 +4,13 @@ Services flush; callers commit."""
 from __future__ import annotations
 
 import re
+import secrets
 
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy import func, select
 
 from portal import metrics, signals
-from portal.accounts import stepup
+from portal.accounts import factors, stepup, tokens
 from portal.accounts.models import User
 from portal.accounts.passwords import PASSWORD_MAX, check_password_strength, dummy_hash, hasher
 from portal.accounts.settings import signup_open
@@ -256,3 +257,19 @@ def list_users(q: str | None = None, limit: int = 50, offset: int = 0) -> tuple[
     total = db.session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
     users = db.session.scalars(stmt.order_by(User.id).limit(limit).offset(offset)).all()
     return list(users), total
+
+
+def regenerate_api_key(user: User, terminal: bool = True) -> str:
+    """A new key (the old one dies). `terminal=False` makes a key that cannot open terminals.
+    A user with a second factor passes a step-up first, and the key records that."""
+    stepup.require(user, "apikey.create")
+    if user.api_key_prefix:
+        signals.send(signals.api_key_revoked, user=user, prefix=user.api_key_prefix)
+    key = tokens.API_KEY_PREFIX + secrets.token_urlsafe(32)  # 256 random bits
+    user.api_key_hash = tokens.sha256(key)
+    user.api_key_prefix = key[: len(tokens.API_KEY_PREFIX) + 6]
+    user.api_key_mfa = factors.has_factor(user)
+    user.api_key_terminal = bool(terminal)
+    db.session.flush()
+    signals.send(signals.api_key_created, user=user, prefix=user.api_key_prefix)
+    return key

@@ -21,7 +21,7 @@ from flask import (
 from flask_login import current_user, login_user, logout_user
 
 from portal import signals
-from portal.accounts import avatars, identities, membership, oauth, settings, tokens
+from portal.accounts import avatars, factors, identities, membership, oauth, settings, tokens
 from portal.accounts import users as user_services
 from portal.accounts.api import auth_limit
 from portal.accounts.models import User
@@ -232,7 +232,7 @@ def profile_password():
 @login_required
 def profile_api_key():
     terminal = request.form.getlist("terminal")[-1:] != ["0"]  # hidden "0" + checkbox "1"
-    key = tokens.regenerate_api_key(g.user, terminal=terminal)
+    key = user_services.regenerate_api_key(g.user, terminal=terminal)
     # Shown this once, never stored in clear.
     return _profile(new_api_key=key)
 
@@ -295,7 +295,7 @@ def _users_table(status: int = 200, error: str | None = None, page: dict | None 
         "q": q,
         "error": error,
         "signup_open": settings.signup_open(),
-        "mfa_required": mfa_views.mfa.required_for_everyone(),
+        "mfa_required": factors.required_for_everyone(),
         **extra,
     }
     if is_htmx() and request.headers.get("HX-Target") == "users-table":

@@ -12,13 +12,14 @@ import logging
 import threading
 import time
 
-from sqlalchemy import bindparam, update
+from sqlalchemy import bindparam, select, update
 
 from portal import metrics
 from portal.db import utcnow
 from portal.extensions import db
 from portal.terminal import recordings
-from portal.terminal.models import TerminalSession
+from portal.terminal.models import LIVE, TerminalSession
+from portal.terminal.writer import end_row
 
 log = logging.getLogger(__name__)
 
@@ -119,12 +120,6 @@ def close_lost(reg, unseen: dict[str, float]) -> None:
     longer runs, or (Redis) another host whose heartbeat has been missing for a whole lease.
     A server is declared lost only after `reg.lease` seconds unseen, so a Redis restart (the
     heartbeat keys gone until the next beat) or one failed look-up closes nothing."""
-    from sqlalchemy import select
-
-    from portal.terminal.models import LIVE
-    from portal.terminal.services import server_running
-    from portal.terminal.writer import end_row
-
     # The other servers first (a few ids), rows only for those found gone: with two workers
     # each one's sweep loaded the other's hundreds of live rows through the ORM every 10 s.
     live_elsewhere = (
@@ -139,7 +134,7 @@ def close_lost(reg, unseen: dict[str, float]) -> None:
     lost = []
     for sid in servers:
         try:
-            running = server_running(reg, sid)
+            running = reg.server_running(sid)
         except Exception:  # Redis down: nothing can be told
             log.warning("terminal janitor: could not tell whether %s runs", sid)
             running = True

@@ -201,6 +201,14 @@ class Registry:
         with self.lock:
             return list(self.sessions.values())
 
+    def server_running(self, server_id: str | None) -> bool | None:
+        """Whether another terminal server runs: on this host (/proc), on another host (its
+        bus heartbeat; None without Redis)."""
+        alive = process_alive(server_id)
+        if alive is None and self.bus.kind == "redis":
+            alive = self.bus.alive(server_id)
+        return alive
+
     def status_changed(self, sess) -> Future:
         return self.submit(write_status, sess.sid, sess.status, sess.cols, sess.rows, None, None)
 

@@ -232,16 +232,7 @@ def owner_running(reg, row: TerminalSession) -> bool | None:
     it), another on this host (/proc), another host (its bus heartbeat; None without Redis)."""
     if row.server_id == reg.server_id:
         return Registry.holds_anywhere(row.id)
-    return server_running(reg, row.server_id)
-
-
-def server_running(reg, server_id: str | None) -> bool | None:
-    """Whether another terminal server runs: on this host (/proc), on another host (its bus
-    heartbeat; None without Redis)."""
-    alive = process_alive(server_id)
-    if alive is None and reg.bus.kind == "redis":
-        alive = reg.bus.alive(server_id)
-    return alive
+    return reg.server_running(row.server_id)
 
 
 def set_shared(user, row: TerminalSession, shared: bool) -> None:
