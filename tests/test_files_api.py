@@ -122,6 +122,8 @@ def test_overwrite_rename_chmod_delete(client, box):
         ("post", "/mkdir", {"path": "{f}/bad\nname"}, 400),
         ("post", "/mkdir", {"path": "{f}"}, 409),
         ("post", "/mkdir", {"path": 5}, 400),
+        ("post", "/mkdir", {"path": "{f}/a/b", "parents": "maybe"}, 400),
+        ("post", "/mkdir", {"path": "{f}/a/b\nc", "parents": True}, 400),
         ("post", "/chmod", {"path": "{f}", "mode": "999"}, 400),
         ("post", "/rename", {"path": "{f}/missing", "to": "{f}/x"}, 404),
         ("post", "/delete", {"path": "/"}, 400),
@@ -144,6 +146,51 @@ def test_bad_input_is_a_clear_error(client, box, method, url, body, status):
     assert r.is_json and r.json["error"]
     listing = client.get(f"{base}?path={folder}&hidden=1", headers=headers).json
     assert listing["entries"] == []  # nothing half-written, no temporary left
+
+
+def test_mkdir_with_parents_is_mkdir_p(app, client, box):
+    machine, owner, headers, folder = box
+    base = f"/api/machines/{machine.agent_id}/files"
+    r = client.post(
+        f"{base}/mkdir", json={"path": f"{folder}/a/b/c", "parents": True}, headers=headers
+    )
+    assert r.status_code == 201, r.json
+    assert r.json["path"] == f"{folder}/a/b/c"
+    assert r.json["created"] == [f"{folder}/a", f"{folder}/a/b", f"{folder}/a/b/c"]
+    r = client.get(f"{base}?path={folder}/a/b", headers=headers)
+    assert [(e["name"], e["type"]) for e in r.json["entries"]] == [("c", "dir")]
+
+    # There already: no error, nothing made. Without `parents` it is still a 409.
+    r = client.post(
+        f"{base}/mkdir", json={"path": f"{folder}/a/b", "parents": True}, headers=headers
+    )
+    assert (r.status_code, r.json["created"]) == (201, [])
+    r = client.post(f"{base}/mkdir", json={"path": f"{folder}/a/b"}, headers=headers)
+    assert r.status_code == 409
+
+    # A file on the way: 409, and nothing made under it or beside it.
+    assert _put(client, base, headers, f"{folder}/a/file", b"x").status_code == 201
+    r = client.post(
+        f"{base}/mkdir", json={"path": f"{folder}/a/file/d", "parents": True}, headers=headers
+    )
+    assert r.status_code == 409 and "not a folder" in r.json["error"]
+    names = [
+        e["name"] for e in client.get(f"{base}?path={folder}/a", headers=headers).json["entries"]
+    ]
+    assert names == ["b", "file"]
+
+    # Each folder made is audited like a plain mkdir.
+    from portal.audit.models import AuditEvent
+    from portal.extensions import db
+
+    app.extensions["portal_audit"].flush()
+    with app.app_context():
+        made = [
+            e.details["path"]
+            for e in db.session.query(AuditEvent).filter_by(action="file_changed")
+            if e.details.get("action") == "mkdir" and e.details["path"].startswith(f"{folder}/a")
+        ]
+    assert sorted(made) == [f"{folder}/a", f"{folder}/a/b", f"{folder}/a/b/c"]
 
 
 def test_upload_onto_a_folder_is_refused(client, box):

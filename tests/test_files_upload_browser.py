@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 
 import pytest
 
@@ -192,7 +193,7 @@ def test_network_cut_mid_upload_pauses_and_resumes_from_the_offset(
 # directory entry whose reader answers in batches (100 at most in Chromium; 2 here) until
 # an empty one. Playwright cannot drag a real folder from the desktop, so the drop event
 # carries entries built on the page's File objects; the drawer's own drop handler walks them.
-DROP_FOLDER = """(files) => {
+DROP_FOLDER = """([name, files]) => {
   const fileEntry = (name, text) => ({ isFile: true, isDirectory: false, name: name,
     file: (ok) => setTimeout(() => ok(new File([text], name)), 0) });
   const dirEntry = (name, children) => ({ isFile: false, isDirectory: true, name: name,
@@ -200,10 +201,10 @@ DROP_FOLDER = """(files) => {
       const batch = children.slice(at, at + 2); at += batch.length; ok(batch); }, 0) }; } });
   const build = (name, node) => typeof node === 'string' ? fileEntry(name, node)
     : dirEntry(name, Object.keys(node).map((k) => build(k, node[k])));
-  const top = build('dropped', files);
+  const top = build(name, files);
   const ev = new Event('drop', { bubbles: true, cancelable: true });
   Object.defineProperty(ev, 'dataTransfer', { value: {
-    types: ['Files'], files: [new File([''], 'dropped')],
+    types: ['Files'], files: [new File([''], name)],
     items: [{ kind: 'file', webkitGetAsEntry: () => top }] } });
   document.querySelector('[data-role=files]').dispatchEvent(ev);
   return ev.defaultPrevented;
@@ -217,11 +218,16 @@ def test_dropped_folder_is_walked_in_batches(box, folder, page):  # noqa: F811
         "one.txt": "1",
         "two.txt": "22",
         "three.txt": "333",
-        "sub": {"four.txt": "4444", "five.txt": "55555", "deeper": {"six.txt": "666666"}},
+        "sub": {
+            "four.txt": "4444",
+            "five.txt": "55555",
+            "deeper": {"six.txt": "666666"},
+            "void": {"inner": {}},
+        },
         "empty": {},
     }
     open_files(page, base, user, machine, path)
-    assert page.evaluate(DROP_FOLDER, files) is True
+    assert page.evaluate(DROP_FOLDER, ["dropped", files]) is True
     page.locator("[data-role=upload-group][data-group-name=dropped][data-state=done]").wait_for()
     assert "6 of 6 files uploaded" in page.inner_text("[data-role=upload-group]")
     row(page, "dropped").wait_for()
@@ -233,4 +239,28 @@ def test_dropped_folder_is_walked_in_batches(box, folder, page):  # noqa: F811
         "sub/five.txt": b"55555",
         "sub/deeper/six.txt": b"666666",
     }
+    # Its empty folders carry no file: the drawer makes them (mkdir -p), the folder on the
+    # way (sub/void) too.
+    top = os.path.join(path, "dropped")
+    wait_for_folders(top, ["empty", "sub/void/inner"])
+    assert page.js_errors == []
+
+
+def wait_for_folders(root: str, rels: list[str]) -> None:
+    deadline = time.monotonic() + 15
+    while not all(os.path.isdir(os.path.join(root, r)) for r in rels):
+        assert time.monotonic() < deadline, [r for r in rels if not os.path.isdir(f"{root}/{r}")]
+        time.sleep(0.1)
+
+
+def test_a_dropped_folder_of_empty_folders_is_made_on_the_machine(box, folder, page):  # noqa: F811
+    """No file at all: nothing to upload, the folders are still made, and the listing shows
+    the new top folder."""
+    user, machine, base = box
+    path, put = folder
+    open_files(page, base, user, machine, path)
+    assert page.evaluate(DROP_FOLDER, ["skeleton", {"logs": {}, "src": {"pkg": {}}}]) is True
+    wait_for_folders(os.path.join(path, "skeleton"), ["logs", "src/pkg"])
+    row(page, "skeleton").wait_for()
+    assert tree(os.path.join(path, "skeleton")) == {}
     assert page.js_errors == []

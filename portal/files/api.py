@@ -9,7 +9,7 @@ from werkzeug.http import http_date
 
 from portal.files import archive, manage, services, tus
 from portal.machines import inventory
-from portal.validation import get_int
+from portal.validation import get_bool, get_int
 from portal.web import api_login_required, json_body
 
 bp = Blueprint("files_api", __name__)
@@ -110,7 +110,8 @@ def put_content(agent_id: str):
 def mkdir(agent_id: str):
     machine = inventory.get_machine(g.user, agent_id)
     data = json_body()
-    return jsonify(manage.mkdir(g.user, machine, data.get("path"))), 201
+    result = manage.mkdir(g.user, machine, data.get("path"), parents=get_bool(data, "parents"))
+    return jsonify(result), 201
 
 
 @bp.post("/api/machines/<agent_id>/files/rename")

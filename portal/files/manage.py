@@ -8,7 +8,7 @@ import stat as statmod
 
 from portal import signals
 from portal.errors import Conflict, ValidationError
-from portal.files.paths import clean_name, clean_path, exists
+from portal.files.paths import clean_name, clean_path, exists, make_folders
 from portal.files.remote import map_error, sftp_session
 from portal.machines.access import require
 from portal.machines.models import Machine
@@ -26,21 +26,33 @@ def _changed(user, machine, action: str, path: str, result: str, **details) -> N
     )
 
 
-def mkdir(user, machine: Machine, path) -> dict:
+def mkdir(user, machine: Machine, path, *, parents: bool = False) -> dict:
+    """A new folder; 409 when the name exists. With `parents` it is `mkdir -p`: the missing
+    folders on the way are made too, and a folder that exists already is no error (a
+    dropped folder's empty sub-folders, which carry no file to make them)."""
     require(user, machine, "write_files")
     path = clean_path(path)
     clean_name(posixpath.basename(path.rstrip("/")), field="path")
+    made: list[str] = []
     with sftp_session(user, machine, "write_files") as sftp:
         try:
-            parent = sftp.normalize(posixpath.dirname(path.rstrip("/")) or ".")
-            full = posixpath.join(parent, posixpath.basename(path.rstrip("/")))
-            if exists(sftp, full) is not None:
-                raise Conflict(f"already exists: {full}")
-            sftp.mkdir(full)
+            if parents:
+                start = "/" if path.startswith("/") else sftp.normalize(".")
+                # `..` is taken lexically here, as in the path field of the drawer
+                full = posixpath.normpath(posixpath.join(start, path))
+                make_folders(sftp, "/", [p for p in full.split("/") if p], made)
+            else:
+                parent = sftp.normalize(posixpath.dirname(path.rstrip("/")) or ".")
+                full = posixpath.join(parent, posixpath.basename(path.rstrip("/")))
+                if exists(sftp, full) is not None:
+                    raise Conflict(f"already exists: {full}")
+                sftp.mkdir(full)
+                made.append(full)
         except OSError as exc:
             raise map_error(exc, path) from None
-    _changed(user, machine, "mkdir", full, "ok")
-    return {"path": full}
+    for folder in made:
+        _changed(user, machine, "mkdir", folder, "ok")
+    return {"path": full, "created": made}
 
 
 def rename(user, machine: Machine, path, new_path, *, overwrite: bool = False) -> dict:

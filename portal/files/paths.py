@@ -78,9 +78,16 @@ def make_parents(
         raise ValidationError(
             f"the path would be longer than {MAX_PATH} characters", field="relativePath"
         )
-    folder = base
     created = [] if created is None else created
-    for part in parts[:-1]:
+    return make_folders(sftp, base, parts[:-1], created), created
+
+
+def make_folders(sftp, base: str, parts: list[str], created: list[str]) -> str:
+    """`mkdir -p` of `parts` under `base`: each missing folder is made and appended to
+    `created`; the deepest folder is returned. A part that exists and is not a folder is a
+    409; the caller maps OSErrors (map_error)."""
+    folder = base
+    for part in parts:
         folder = posixpath.join(folder, part)
         attrs = exists(sftp, folder)
         if attrs is None:
@@ -93,7 +100,7 @@ def make_parents(
                     raise
         if attrs is not None and not statmod.S_ISDIR(attrs.st_mode or 0):
             raise Conflict(f"{folder} is not a folder")
-    return folder, created
+    return folder
 
 
 def exists(sftp, path: str) -> paramiko.SFTPAttributes | None:

@@ -99,7 +99,16 @@ FILES_PATHS: dict[str, dict[str, dict]] = {
         )
     },
     "/api/machines/<agent_id>/files/mkdir": {
-        "POST": op("New folder", F, ok=201, body=obj({"path": S}, ("path",)), errors=FILE_ERRORS)
+        "POST": op(
+            "New folder",
+            F,
+            ok=201,
+            body=obj({"path": S, "parents": B}, ("path",)),
+            errors=FILE_ERRORS,
+            description="409 when `path` exists. With `parents` it is `mkdir -p`: the missing "
+            "folders on the way are made too and an existing folder is no error; `created` "
+            "lists the folders made.",
+        )
     },
     "/api/machines/<agent_id>/files/rename": {
         "POST": op(

@@ -43,7 +43,8 @@ function readAll(reader) {
   });
 }
 
-// A dropped entry (file or folder, walked recursively) into out as {file, rel}.
+// A dropped entry (file or folder, walked recursively) into out as {file, rel}; a folder
+// with nothing in it into out.folders as its rel (no file carries it to the machine).
 async function walkEntry(entry, prefix, out, failed) {
   const rel = prefix ? prefix + "/" + entry.name : entry.name;
   try {
@@ -51,6 +52,7 @@ async function walkEntry(entry, prefix, out, failed) {
       out.push({ file: await new Promise(function (res, rej) { entry.file(res, rej); }), rel: rel });
     } else if (entry.isDirectory) {
       const children = await readAll(entry.createReader());
+      if (!children.length) out.folders.push(rel);
       for (let i = 0; i < children.length; i++) await walkEntry(children[i], rel, out, failed);
     }
   } catch (e) {
@@ -341,16 +343,22 @@ export class FilesDrawer {
           .map(function (it) { return it.webkitGetAsEntry ? it.webkitGetAsEntry() : null; });
         const start = this.box.hidden ? this.toggle(true) : Promise.resolve();
         start.then(() => this.droppedItems(files, entries)).then((items) => {
-          if (items.length) this.uploadFiles(items, this.path);
+          const folder = this.path;
+          const started = items.length ? this.uploadFiles(items, folder) : Promise.resolve();
+          if (items.folders && items.folders.length) {
+            started.then(() => this.makeFolders(items.folders, folder));
+          }
         });
       });
     });
   }
 
-  // Dropped files as they are; with a folder among them, every file in it with its path.
+  // Dropped files as they are; with a folder among them, every file in it with its path
+  // (and its empty folders as .folders).
   async droppedItems(files, entries) {
     if (entries.length !== files.length || !entries.some(function (en) { return en && en.isDirectory; })) return files;
     const out = [], failed = [];
+    out.folders = [];
     for (let i = 0; i < entries.length; i++) {
       if (entries[i]) await walkEntry(entries[i], "", out, failed);
       else out.push(asItem(files[i]));
@@ -608,6 +616,19 @@ export class FilesDrawer {
   }
 
   dialogHost() { return this.root; }
+
+  // The empty folders of a dropped folder (mkdir -p: the folders on the way may not be
+  // there when no file made them). Sent once the folder's uploads have started, so their
+  // "is the folder new?" check still sees it missing.
+  async makeFolders(rels, folder) {
+    const failed = [];
+    for (let i = 0; i < rels.length; i++) {
+      const res = await api("POST", this.base + "/mkdir", { path: joinPath(folder, rels[i]), parents: true });
+      if (!res.ok) failed.push(shownName(rels[i]) + " (" + res.error + ")");
+    }
+    if (failed.length) this.say("Could not make the folder " + failed.join(", "), true);
+    if (this.path === folder) this.load(this.path);
+  }
 
   async mkdir() {
     const r = await ask(this.dialogHost(), {
