@@ -1,10 +1,10 @@
 """What second factors an account has, and checking one: TOTP codes (pyotp), single-use
 recovery codes, the per-account failure limit, and the "a factor is required" setting.
 
-The bottom of the accounts services: it imports no other service, so passkeys (ceremonies),
-tokens and step-up build on it, and `mfa` (enrolment, removal, reset: the management that
-needs step-up or re-authentication) sits on top of them all. Every event is sent as
-`signals.mfa_event`; services flush, callers commit."""
+The bottom of the accounts services: it imports no other service (only the settings store),
+so passkeys (ceremonies), tokens and step-up build on it, and `mfa` (enrolment, removal,
+reset: the management that needs step-up or re-authentication) sits on top of them all.
+Every event is sent as `signals.mfa_event`; services flush, callers commit."""
 
 from __future__ import annotations
 

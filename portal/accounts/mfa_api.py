@@ -1,5 +1,6 @@
 """JSON face of the second factor: /api/profile/mfa/* and the admin's switches.
-Routes hang on the accounts API blueprint; the rules live in portal/accounts/mfa.py."""
+Routes hang on the accounts API blueprint; the rules live in the services (`mfa`, `factors`,
+`passkeys`; docs/mfa.md has the order)."""
 
 from __future__ import annotations
 
