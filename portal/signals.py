@@ -17,6 +17,8 @@ import logging
 from blinker import Namespace
 from flask import current_app
 
+from portal.extensions import db
+
 log = logging.getLogger(__name__)
 _events = Namespace()
 
@@ -104,8 +106,6 @@ def send(signal, app=None, **kwargs) -> None:
 def shutdown(app) -> None:
     """The app is going away: its features stop their threads and close live terminals, then
     its database connections are closed."""
-    from portal.extensions import db
-
     with app.app_context():
         send(app_shutdown, app=app)
         db.session.remove()

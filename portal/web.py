@@ -24,6 +24,7 @@ from flask_wtf.csrf import CSRFError
 from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
 
+from portal.accounts.tokens import user_from_token
 from portal.errors import (
     AccessDenied,
     AuthenticationRequired,
@@ -31,7 +32,8 @@ from portal.errors import (
     PortalError,
     ValidationError,
 )
-from portal.extensions import csrf, login_manager
+from portal.extensions import csrf, limiter, login_manager
+from portal.validation import get_int
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +100,6 @@ def json_body() -> dict:
 
 
 def page_args(default_limit: int = 50, max_limit: int = 200) -> tuple[int, int]:
-    from portal.validation import get_int
-
     limit = get_int(request.args, "limit", default=default_limit, min_value=1, max_value=max_limit)
     offset = get_int(request.args, "offset", default=0, min_value=0, max_value=10_000_000)
     return limit, offset
@@ -121,7 +121,6 @@ def api_user():
     (then CSRF applies to unsafe methods). None when unauthenticated."""
     if "api_user" in g:
         return g.api_user
-    from portal.accounts.tokens import user_from_token
 
     user = None
     token = _bearer_value()
@@ -341,8 +340,6 @@ def init_app(app) -> None:
 
 def _retry_after_seconds(err) -> int | None:
     """Seconds until the breached limit resets (flask-limiter's public current_limit)."""
-    from portal.extensions import limiter
-
     current = limiter.current_limit
     if current is not None and current.reset_at:
         return max(1, int(current.reset_at - time.time()) + 1)

@@ -16,7 +16,10 @@ import threading
 
 from flask import g, has_request_context, request
 
+from portal.accounts.tokens import API_KEY_PREFIX
+from portal.audit.models import AuditEvent
 from portal.db import utcnow
+from portal.extensions import db
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +48,6 @@ def actor_of(user) -> tuple[int | None, str]:
         return None, "system"
     label = user.username
     if has_request_context() and g.get("auth_via") == "token":
-        from portal.accounts.tokens import API_KEY_PREFIX
-
         # The prefix of the key this request came with (the user's stored prefix may
         # already name a newer key, when this request regenerated it).
         value = request.headers.get("Authorization", "")[7:].strip()
@@ -96,9 +97,6 @@ class Writer:
         return rows
 
     def _write(self, rows: list) -> None:
-        from portal.audit.models import AuditEvent
-        from portal.extensions import db
-
         with self.lock:
             rows = self._drain(rows)
             if not rows:

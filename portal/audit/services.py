@@ -14,6 +14,7 @@ import json
 from sqlalchemy import and_, delete, literal, literal_column, or_, select, table
 
 from portal.accounts.users import find_user_ref
+from portal.audit import webhook
 from portal.audit.models import AuditEvent
 from portal.errors import AccessDenied, NotFound, ValidationError
 from portal.extensions import db
@@ -191,13 +192,9 @@ def require_admin(user) -> None:
 
 
 def webhook_info() -> dict:
-    from portal.audit import webhook
-
     return webhook.info(db.session)
 
 
 def set_webhook(user, url, secret) -> None:
-    from portal.audit import webhook
-
     require_admin(user)
     webhook.configure(db.session, url, secret)

@@ -27,6 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from portal.audit.models import AuditDelivery, AuditEvent, AuditWebhook
 from portal.db import utcnow
 from portal.errors import ValidationError
+from portal.extensions import db
 from portal.machines import vault
 
 log = logging.getLogger(__name__)
@@ -147,8 +148,6 @@ class Deliverer:
 
     def deliver_due(self) -> float:
         """Send every due row once; the seconds until the next one is due (at most 30)."""
-        from portal.extensions import db
-
         cfg = self.app.config
         base = float(cfg.get("PORTAL_AUDIT_WEBHOOK_BACKOFF", 2.0))
         max_attempts = int(cfg.get("PORTAL_AUDIT_WEBHOOK_MAX_ATTEMPTS", 12))

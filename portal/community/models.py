@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, select
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.accounts.models import User
 from portal.db import Base, UTCDateTime, iso, utcnow
+from portal.extensions import db
 
 
 def _author(user: User | None) -> dict | None:
@@ -56,10 +57,6 @@ class Issue(Base):
         return [t.tag for t in self.tag_rows]
 
     def accepted_fix_id(self) -> int | None:
-        from sqlalchemy import select
-
-        from portal.extensions import db
-
         return db.session.scalar(
             select(Fix.id).where(Fix.issue_id == self.id, Fix.accepted.is_(True)).limit(1)
         )

@@ -17,7 +17,7 @@ from flask import (
     url_for,
 )
 
-from portal.community import drafts, fixes, issues, search, uploads
+from portal.community import drafts, fixes, issues, markdown, search, uploads
 from portal.errors import PortalError
 from portal.web import is_htmx, login_required
 
@@ -225,8 +225,6 @@ def unaccept(issue_id: int, fix_id: int):
 @bp.post("/community/preview")
 @login_required
 def preview():
-    from portal.community import markdown
-
     body = request.form.get("body", "")
     if not isinstance(body, str) or len(body) > issues.BODY_MAX:
         return render_template(

@@ -13,6 +13,7 @@ import time
 
 from sqlalchemy import case, func, literal, select, union_all
 
+from portal.community.search import open_issues_count
 from portal.db import utcnow
 from portal.extensions import db
 from portal.machines import access as machine_access
@@ -68,8 +69,6 @@ def _failed():
 
 
 def stats(user, scope: Scope | None = None) -> dict:
-    from portal.community.search import open_issues_count
-
     scope = scope or Scope(user)
     out = {
         "machines_total": 0,

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.accounts.models import User
 from portal.db import Base, UTCDateTime, iso, utcnow
+from portal.ssh import fingerprint
 
 ROLES = ("viewer", "operator", "admin")
 AUTH_METHODS = ("key", "password", "portal_key")
@@ -71,8 +72,6 @@ class Machine(Base):
 
     @property
     def host_key_fingerprints(self) -> list[str]:
-        from portal.ssh import fingerprint
-
         out = []
         for line in self.host_key_lines:
             try:

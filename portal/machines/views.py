@@ -18,6 +18,7 @@ from flask import (
 )
 
 from portal.accounts.stepup import StepUpRequired
+from portal.community import fixes, issues
 from portal.errors import AccessDenied, PortalError
 from portal.extensions import db, limiter
 from portal.machines import access as machine_access
@@ -428,8 +429,6 @@ def broadcast_page():
 
 def _fix_link(issue_id, fix_id) -> dict | None:
     """The accepted community fix a prefilled command came from (a link back), or None."""
-    from portal.community import fixes, issues
-
     if not issue_id or not fix_id:
         return None
     try:

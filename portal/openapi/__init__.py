@@ -6,22 +6,21 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from flask import Blueprint, jsonify, render_template
+from flask import Blueprint, current_app, jsonify, render_template
+
+from portal.openapi.paths import PATHS
+from portal.openapi.spec import build
 
 bp = Blueprint("openapi", __name__)
 
 
 @lru_cache(maxsize=1)
 def document(version: str) -> dict:
-    from portal.openapi.spec import build
-
-    return build(version)
+    return build(version, PATHS)
 
 
 @bp.get("/api/openapi.json")
 def openapi_json():
-    from flask import current_app
-
     return jsonify(document(current_app.config["PORTAL_VERSION"]))
 
 

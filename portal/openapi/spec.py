@@ -159,11 +159,10 @@ def _path_params(rule: str) -> list[dict]:
     return out
 
 
-def build(version: str) -> dict:
-    from portal.openapi.paths import PATHS
-
+def build(version: str, table: dict[str, dict[str, dict]]) -> dict:
+    """The document for `table` (`portal/openapi/paths.py`'s PATHS)."""
     paths: dict[str, Any] = {}
-    for rule, methods in PATHS.items():
+    for rule, methods in table.items():
         item: dict[str, Any] = {}
         params = _path_params(rule)
         if params:

@@ -27,6 +27,7 @@ from portal.ssh.connect import (
 from portal.ssh.connection import tunnel_refused
 from portal.ssh.errors import hostport
 from portal.ssh.keys import HOST_KEY_TYPES, fingerprint, host_key_algorithms, key_line
+from portal.ssh.pool import get_pool
 from portal.ssh.target import Target
 
 __all__ = ["scan_host_key"]
@@ -65,8 +66,6 @@ def scan_host_key(
     """
     deadline = time.monotonic() + timeout
     if gateway is not None:
-        from portal.ssh.pool import get_pool
-
         pool = pool or get_pool()
 
         def sock_factory(h: str, p: int, left: float):
