@@ -87,9 +87,6 @@ WIRING = {
     "gunicorn_conf.py": "gunicorn's hooks run in the master and workers, before the app exists",
     "formlimits.py": "the table of every form's limits, read from each feature on first use",
 }
-# Known and left: the accounts faces share the sign-in steps that live in the page face
-# (`mfa_views.pending_user`, `complete_mfa_sign_in`); the API face borrows them.
-FACES = {("accounts/mfa_api.py", "portal.accounts.mfa_views")}
 
 
 def test_no_module_imports_a_portal_module_inside_a_function():
@@ -99,7 +96,7 @@ def test_no_module_imports_a_portal_module_inside_a_function():
         if path.name in WIRING:
             continue
         for module, at_top in _portal_imports(path):
-            if at_top or (rel, module) in FACES:
+            if at_top:
                 continue
             if rel == "web.py" and module == "portal.formlimits":
                 continue  # web.init_app installs the table (wiring)

@@ -20,8 +20,9 @@ from portal.accounts import membership, oauth, users
 from portal.accounts.api import auth_limit
 from portal.accounts.membership_api import invite_url
 from portal.accounts.models import User
+from portal.accounts.signin import home_url
 from portal.accounts.stepup import StepUpRequired
-from portal.accounts.views import _home, _users_table, bp
+from portal.accounts.views import _users_table, bp
 from portal.errors import PortalError
 from portal.extensions import db, limiter
 from portal.web import admin_required, error_json, is_htmx, login_required
@@ -63,7 +64,7 @@ def invite():
     token = request.values.get("token", "")
     if current_user.is_authenticated:
         flash("You are already signed in; sign out first to use an invite link.", "error")
-        return redirect(_home())
+        return redirect(home_url())
     if request.method == "GET":
         return _invite_page(token)
     f = request.form
@@ -88,7 +89,7 @@ def invite():
     db.commit_now("the new account must exist before its id goes into the session cookie")
     login_user(user)
     flash("Welcome! Your account is ready.", "success")
-    return redirect(_home(), 303)
+    return redirect(home_url(), 303)
 
 
 @bp.get("/invite/oauth/<name>")
@@ -168,7 +169,7 @@ def change_password():
         if not errors:
             login_user(g.user)  # the old sessions ended with the temporary password
             flash("Password changed. Welcome!", "success")
-            return redirect(_home(), 303)
+            return redirect(home_url(), 303)
     status = 422 if errors else 200
     return render_template("accounts/change_password.html", errors=errors, form={}), status
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from flask import g, jsonify
 
-from portal.accounts import factors, membership, mfa, passkeys, tokens
+from portal.accounts import factors, membership, mfa, passkeys, signin, tokens
 from portal.accounts import users as user_services
 from portal.accounts.api import auth_limit, bp
 from portal.errors import AuthenticationRequired, ValidationError
@@ -120,9 +120,7 @@ def _purpose(data: dict) -> str:
 
 
 def _pending_mfa_user():
-    from portal.accounts import mfa_views
-
-    user, pending = mfa_views.pending_user()
+    user, pending = signin.pending_user()
     if user is None:
         raise AuthenticationRequired("sign in with your password first (or it expired)")
     return user, pending
@@ -153,8 +151,6 @@ def passkey_auth():
     signed in; with `"tokens": true` a JWT pair (carrying `mfa_at`) is answered too. A
     step-up or re-authentication sends its assertion as `passkey` with the request it
     guards instead."""
-    from portal.accounts import mfa_views
-
     data = json_body()
     purpose = _purpose(data)
     if purpose in ("step-up", "reauth"):
@@ -165,11 +161,11 @@ def passkey_auth():
     if purpose == "mfa":
         user, pending = _pending_mfa_user()
         passkeys.finish_authentication(data.get("credential"), "mfa", user)
-        nxt = mfa_views.complete_mfa_sign_in(user, pending)
+        nxt = signin.complete_mfa_sign_in(user, pending)
     else:
         user, _row = passkeys.finish_authentication(data.get("credential"), "login")
         nxt_arg = data.get("next")
-        nxt = mfa_views.passwordless_sign_in(user, nxt_arg if isinstance(nxt_arg, str) else None)
+        nxt = signin.passwordless_sign_in(user, nxt_arg if isinstance(nxt_arg, str) else None)
     body = {"user": user.to_dict(), "redirect": nxt}
     if get_bool(data, "tokens", default=False):
         membership.password_change_gate(user, None)

@@ -5,8 +5,6 @@ against the JSON routes in mfa_api.py."""
 
 from __future__ import annotations
 
-import time
-
 from flask import (
     flash,
     g,
@@ -14,77 +12,22 @@ from flask import (
     redirect,
     render_template,
     request,
-    session,
     url_for,
 )
-from flask_login import login_user
 
-from portal.accounts import factors, mfa, passkeys, stepup
+from portal.accounts import factors, mfa, passkeys, signin, stepup
 from portal.accounts.api import auth_limit
 from portal.accounts.models import User
-from portal.accounts.views import _home, bp
+from portal.accounts.views import bp
 from portal.errors import PortalError
 from portal.extensions import db, limiter
 from portal.web import admin_required, error_json, is_htmx, login_required, safe_next, wants_json
-
-PENDING_TTL = 300  # seconds between the password and the second factor
-
-
-def finish_sign_in(user: User, remember: bool, nxt: str | None, status: int = 303):
-    """The first factor passed (password or OAuth): sign in now, or ask for the second one.
-    Returns the redirect."""
-    if factors.has_factor(user):
-        session["mfa_pending"] = {
-            "uid": user.id,
-            "ver": user.token_version,
-            "at": int(time.time()),
-            "remember": bool(remember),
-            "next": nxt or "",
-        }
-        return redirect(url_for("accounts.login_mfa"), status)
-    login_user(user, remember=remember)
-    session.permanent = True
-    if factors.needs_enrolment(user):
-        flash("This portal requires a second factor: set one up now.", "error")
-        return redirect(url_for("accounts.profile_mfa"), status)
-    return redirect(safe_next(nxt, _home()), status)
-
-
-def complete_mfa_sign_in(user: User, pending: dict) -> str:
-    """The second factor passed for a half-signed-in user: sign the browser in. Returns where
-    to go next."""
-    session.pop("mfa_pending", None)
-    login_user(user, remember=pending["remember"])
-    session.permanent = True
-    stepup.mark_fresh()
-    return safe_next(pending["next"], _home())
-
-
-def passwordless_sign_in(user: User, nxt: str | None = None) -> str:
-    """A passkey alone (discoverable, user verified) signed this browser in."""
-    session.pop("mfa_pending", None)
-    login_user(user)
-    session.permanent = True
-    stepup.mark_fresh()
-    return safe_next(nxt, _home())
-
-
-def pending_user() -> tuple[User | None, dict]:
-    pending = session.get("mfa_pending")
-    if not isinstance(pending, dict) or time.time() - pending.get("at", 0) > PENDING_TTL:
-        session.pop("mfa_pending", None)
-        return None, {}
-    user = db.session.get(User, pending.get("uid"))
-    if user is None or not user.is_active or user.token_version != pending.get("ver"):
-        session.pop("mfa_pending", None)
-        return None, {}
-    return user, pending
 
 
 @bp.route("/login/mfa", methods=["GET", "POST"])
 @limiter.limit(auth_limit, methods=["POST"])
 def login_mfa():
-    user, pending = pending_user()
+    user, pending = signin.pending_user()
     if user is None:
         flash("Sign in again: the second step expired.", "error")
         return redirect(url_for("accounts.login"))
@@ -94,7 +37,7 @@ def login_mfa():
         except PortalError as err:
             errors = {"code": err.message}
             return _login_mfa_page(user, errors), (429 if err.status == 429 else 401)
-        return redirect(complete_mfa_sign_in(user, pending), 303)
+        return redirect(signin.complete_mfa_sign_in(user, pending), 303)
     return _login_mfa_page(user, {})
 
 
@@ -258,7 +201,7 @@ def _step_up_prompt(err: stepup.StepUpRequired):
         resp.headers["HX-Reswap"] = "none"
         return resp
     if is_htmx():
-        back = request.headers.get("HX-Current-URL") or request.referrer or _home()
+        back = request.headers.get("HX-Current-URL") or request.referrer or signin.home_url()
         resp = redirect(url_for("accounts.step_up", next=back))
         resp.status_code = 401
         resp.headers["HX-Redirect"] = url_for("accounts.step_up", next=back)
@@ -310,7 +253,7 @@ def step_up():
             ), 401
         if _wants_json_answer():
             return "", 204  # fresh now: the dialog sends the request it stood in for again
-        return redirect(safe_next(nxt, _home()), 303)
+        return redirect(safe_next(nxt, signin.home_url()), 303)
     return render_template(
         "accounts/step_up.html",
         action=url_for("accounts.step_up"),

@@ -21,20 +21,27 @@ from flask import (
 from flask_login import current_user, login_user, logout_user
 
 from portal import signals
-from portal.accounts import avatars, factors, identities, membership, oauth, settings, tokens
+from portal.accounts import (
+    avatars,
+    factors,
+    identities,
+    membership,
+    mfa,
+    oauth,
+    settings,
+    signin,
+    tokens,
+)
 from portal.accounts import users as user_services
 from portal.accounts.api import auth_limit
 from portal.accounts.models import User
+from portal.accounts.signin import home_url
 from portal.accounts.stepup import StepUpRequired
 from portal.errors import PortalError
 from portal.extensions import db, limiter
 from portal.web import admin_required, is_htmx, login_required, safe_next
 
 bp = Blueprint("accounts", __name__)
-
-
-def _home() -> str:
-    return url_for("dashboard.index")
 
 
 def _form_error(template: str, err: PortalError, status: int | None = None, **ctx):
@@ -48,7 +55,7 @@ def _form_error(template: str, err: PortalError, status: int | None = None, **ct
 @limiter.limit(auth_limit, methods=["POST"])
 def login():
     if current_user.is_authenticated:
-        return redirect(safe_next(request.args.get("next"), _home()))
+        return redirect(safe_next(request.args.get("next"), home_url()))
     first_run = user_services.user_count() == 0
     ctx = {
         "providers": oauth.providers(),
@@ -63,7 +70,7 @@ def login():
         except PortalError as err:
             err.field = "password"
             return _form_error("accounts/login.html", err, 401, **ctx)
-        return mfa_views.finish_sign_in(
+        return signin.finish_sign_in(
             user, bool(request.form.get("remember")), request.args.get("next")
         )
     return render_template("accounts/login.html", errors={}, form={}, **ctx)
@@ -73,7 +80,7 @@ def login():
 @limiter.limit(auth_limit, methods=["POST"])
 def signup():
     if current_user.is_authenticated:
-        return redirect(_home())
+        return redirect(home_url())
     is_open = settings.signup_open() or user_services.user_count() == 0
     ctx = {
         "providers": oauth.providers(),
@@ -109,7 +116,7 @@ def signup():
             else "Welcome! Your account is ready.",
             "success",
         )
-        return redirect(_home(), 303)
+        return redirect(home_url(), 303)
     return render_template("accounts/signup.html", errors={}, form={}, **ctx)
 
 
@@ -184,7 +191,7 @@ def oauth_callback(name: str):
         flash(err.message, "error")
         return redirect(url_for("accounts.profile" if intent == "link" else "accounts.login"))
     db.commit_now("the account must exist before its id goes into the session cookie")
-    return mfa_views.finish_sign_in(user, False, nxt, status=302)
+    return signin.finish_sign_in(user, False, nxt, status=302)
 
 
 # ---------------------------------------------------------------- profile
@@ -328,7 +335,7 @@ def admin_user_action(user_id: int, action: str):
         elif action == "demote":
             user_services.set_role(g.user, user, "user")
         elif action == "mfa-reset":
-            mfa_views.mfa.reset_factors(g.user, user)
+            mfa.reset_factors(g.user, user)
         else:
             abort(404)
     except StepUpRequired:  # a page asks for the code (accounts/mfa_views.py)
