@@ -40,7 +40,15 @@ def mkdir(user, machine: Machine, path, *, parents: bool = False) -> dict:
                 start = "/" if path.startswith("/") else sftp.normalize(".")
                 # `..` is taken lexically here, as in the path field of the drawer
                 full = posixpath.normpath(posixpath.join(start, path))
-                make_folders(sftp, "/", [p for p in full.split("/") if p], made)
+                # Up to the deepest folder that exists (one stat when only the last is
+                # missing), then down again making the rest.
+                base, missing = full, []
+                while (there := exists(sftp, base)) is None and base != "/":
+                    missing.insert(0, posixpath.basename(base))
+                    base = posixpath.dirname(base)
+                if there is not None and not statmod.S_ISDIR(there.st_mode or 0):
+                    raise Conflict(f"{base} is not a folder")
+                make_folders(sftp, base, missing, made)
             else:
                 parent = sftp.normalize(posixpath.dirname(path.rstrip("/")) or ".")
                 full = posixpath.join(parent, posixpath.basename(path.rstrip("/")))
