@@ -43,17 +43,17 @@ function readAll(reader) {
   });
 }
 
-// A dropped entry (file or folder, walked recursively) into out as {file, rel}; a folder
-// with nothing in it into out.folders as its rel (no file carries it to the machine).
-async function walkEntry(entry, prefix, out, failed) {
+// A dropped entry (file or folder, walked recursively) into found.items as {file, rel}; a
+// folder with nothing in it into found.folders as its rel (no file carries it to the machine).
+async function walkEntry(entry, prefix, found, failed) {
   const rel = prefix ? prefix + "/" + entry.name : entry.name;
   try {
     if (entry.isFile) {
-      out.push({ file: await new Promise(function (res, rej) { entry.file(res, rej); }), rel: rel });
+      found.items.push({ file: await new Promise(function (res, rej) { entry.file(res, rej); }), rel: rel });
     } else if (entry.isDirectory) {
       const children = await readAll(entry.createReader());
-      if (!children.length) out.folders.push(rel);
-      for (let i = 0; i < children.length; i++) await walkEntry(children[i], rel, out, failed);
+      if (!children.length) found.folders.push(rel);
+      for (let i = 0; i < children.length; i++) await walkEntry(children[i], rel, found, failed);
     }
   } catch (e) {
     failed.push(rel);
@@ -342,29 +342,28 @@ export class FilesDrawer {
           .filter(function (it) { return it.kind === "file"; })
           .map(function (it) { return it.webkitGetAsEntry ? it.webkitGetAsEntry() : null; });
         const start = this.box.hidden ? this.toggle(true) : Promise.resolve();
-        start.then(() => this.droppedItems(files, entries)).then((items) => {
+        start.then(() => this.droppedItems(files, entries)).then((found) => {
           const folder = this.path;
-          const started = items.length ? this.uploadFiles(items, folder) : Promise.resolve();
-          if (items.folders && items.folders.length) {
-            started.then(() => this.makeFolders(items.folders, folder));
-          }
+          const started = found.items.length ? this.uploadFiles(found.items, folder) : Promise.resolve();
+          if (found.folders.length) started.then(() => this.makeFolders(found.folders, folder));
         });
       });
     });
   }
 
-  // Dropped files as they are; with a folder among them, every file in it with its path
-  // (and its empty folders as .folders).
+  // {items, folders}: the dropped files as they are; with a folder among them, every file
+  // in it with its path, and its empty folders.
   async droppedItems(files, entries) {
-    if (entries.length !== files.length || !entries.some(function (en) { return en && en.isDirectory; })) return files;
-    const out = [], failed = [];
-    out.folders = [];
+    if (entries.length !== files.length || !entries.some(function (en) { return en && en.isDirectory; })) {
+      return { items: files, folders: [] };
+    }
+    const found = { items: [], folders: [] }, failed = [];
     for (let i = 0; i < entries.length; i++) {
-      if (entries[i]) await walkEntry(entries[i], "", out, failed);
-      else out.push(asItem(files[i]));
+      if (entries[i]) await walkEntry(entries[i], "", found, failed);
+      else found.items.push(asItem(files[i]));
     }
     if (failed.length) this.say("Could not read " + failed.map(shownName).join(", ") + ": not uploaded", true);
-    return out;
+    return found;
   }
 
   showDrop(on) {
