@@ -171,8 +171,8 @@ class PortalServer:
             "HOST": "127.0.0.1",
             "PORT": str(self.port),
             "PORTAL_WORKERS": str(workers),
-            # several workers are measured pinned one to a CPU (opt-in in the product;
-            # BENCH_PIN_WORKERS=0 measures them unpinned)
+            # workers are measured pinned one to a CPU (the product's default for one
+            # worker, opt-in for several; BENCH_PIN_WORKERS=0 measures them unpinned)
             "PORTAL_PIN_WORKERS": os.environ.get("BENCH_PIN_WORKERS", "1"),
         }
         if workers > 1:  # several workers share terminal events through Redis

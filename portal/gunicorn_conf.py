@@ -116,15 +116,25 @@ def child_exit(server, worker):
     multiprocess.mark_process_dead(worker.pid)
 
 
-# Workers pinned one to a CPU (PORTAL_PIN_WORKERS=1, opt-in, with two workers or more).
-# Unpinned, each worker's ~1,000 threads ran on every CPU: a thread woken for the GIL (or for
-# its socket) waited for a CPU the other worker held, and the GIL went back and forth between
-# CPUs. 500 terminals at ~1370 keys/s, two workers, five pairs on a shared 2-vCPU host: p99
-# 57-738 ms pinned vs 310-1422 unpinned, 0.49-0.70 ms of server CPU per key vs 0.87-1.45
-# (docs/benchmarks.md). One worker is never pinned: it would lose the other CPUs. Opt-in: in
-# a burst of 500 opens pinned workers split the connections unevenly (up to 480 vs 1,560
-# threads) and twice hit the pool's connection limit; and CPUs are the host's to share.
-PIN_WORKERS = os.environ.get("PORTAL_PIN_WORKERS", "0") == "1" and workers > 1
+# Workers pinned one to a CPU each (docs/terminal.md, "Worker model"). Unpinned, a worker's
+# ~1,000 threads ran on every CPU: a thread woken for the GIL (or for its socket) waited for
+# a CPU another process held, the GIL went back and forth between CPUs, and on a VM a thread
+# woken on another, idle vCPU starts 50-70 us later. One process serialises its Python on the
+# GIL anyway, so a single worker loses nothing by keeping to one CPU: side by side on 2 vCPUs
+# (2026-12-07) one worker pinned against unpinned measured echo p50 +0.33 vs +0.50 ms over raw
+# ssh, `cat` 87 vs 59 MB/s, 500 terminals at ~1400 keys/s p99 25 vs 193 ms at 47 vs 85 % CPU.
+# PORTAL_PIN_WORKERS: "auto" (the default) pins a single worker and leaves several to the
+# scheduler (pinned, a burst of 500 opens split unevenly between them: up to 480 vs 1,560
+# threads, and twice hit the pool's connection limit); "1" pins every worker; "0" none (a
+# host whose CPUs are shared with other busy, pinned work).
+PIN_MODE = os.environ.get("PORTAL_PIN_WORKERS", "auto").strip().lower() or "auto"
+if PIN_MODE not in ("auto", "0", "1"):
+    print(
+        f"PORTAL_PIN_WORKERS={PIN_MODE!r} ignored: expected auto, 1 or 0; using auto",
+        file=sys.stderr,
+    )
+    PIN_MODE = "auto"
+PIN_WORKERS = PIN_MODE == "1" or (PIN_MODE == "auto" and workers == 1)
 _cpu_of_worker: dict[int, int] = {}  # worker age -> CPU (kept in the arbiter, copied by fork)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import uuid
+from pathlib import Path
 
 import pytest
 import requests
@@ -135,8 +136,8 @@ def _cpus(pid: int) -> set[int]:
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
 def test_two_workers_run_on_a_cpu_each_and_a_replacement_takes_the_free_one(start_gunicorn):
     """With PORTAL_PIN_WORKERS=1 workers are pinned one to a CPU (docs/terminal.md "Worker
-    model"); a worker that dies is replaced on the CPU it left, not beside the survivor. A
-    single worker keeps every CPU, and without the setting no worker is pinned."""
+    model"); a worker that dies is replaced on the CPU it left, not beside the survivor.
+    By default (auto) several workers are left to the scheduler."""
     mine = os.sched_getaffinity(0)
     _base, proc, _log = start_gunicorn(workers=2, redis=True, env={"PORTAL_PIN_WORKERS": "1"})
     first = workers_of(proc.pid)
@@ -155,9 +156,35 @@ def test_two_workers_run_on_a_cpu_each_and_a_replacement_takes_the_free_one(star
     (new,) = [w for w in now if w != first[0]]
     assert now[new] == pinned[1]
 
-    _base, single, _log = start_gunicorn(workers=1, env={"PORTAL_PIN_WORKERS": "1"})
-    (worker,) = workers_of(single.pid)
-    assert _cpus(worker) == mine
-
     _base, default, _log = start_gunicorn(workers=2, redis=True)
     assert [_cpus(w) for w in workers_of(default.pid)] == [mine, mine]
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_a_single_worker_keeps_to_one_cpu_unless_told_not_to(start_gunicorn):
+    """One worker serialises its Python on the GIL: by default it is pinned to one CPU (its
+    threads stop chasing the GIL across CPUs; docs/terminal.md "Worker model"), and a worker
+    that dies is replaced on the same CPU. PORTAL_PIN_WORKERS=0 leaves it every CPU; a value
+    that means nothing is reported and treated as the default."""
+    mine = os.sched_getaffinity(0)
+    _base, single, _log = start_gunicorn(workers=1)
+    (worker,) = workers_of(single.pid)
+    cpus = _cpus(worker)
+    assert len(cpus) == 1 and cpus <= mine
+    assert _cpus(single.pid) == mine  # the arbiter itself is not pinned
+    os.kill(worker, signal.SIGKILL)
+    assert wait_for(
+        lambda: len(w := workers_of(single.pid)) == 1 and worker not in w,
+        timeout=30,
+        interval=0.2,
+    )
+    (again,) = workers_of(single.pid)
+    assert _cpus(again) == cpus
+
+    _base, unpinned, _log = start_gunicorn(workers=1, env={"PORTAL_PIN_WORKERS": "0"})
+    assert [_cpus(w) for w in workers_of(unpinned.pid)] == [mine]
+
+    _base, odd, log_path = start_gunicorn(workers=1, env={"PORTAL_PIN_WORKERS": "yes"})
+    (w,) = workers_of(odd.pid)
+    assert len(_cpus(w)) == 1
+    assert "PORTAL_PIN_WORKERS='yes' ignored" in Path(log_path).read_text()
