@@ -166,7 +166,8 @@ def main() -> int:
     if why:
         print(f"trace_echo_sched: {why}", file=sys.stderr)
         return 2
-    saved = {n: (TRACEFS / n).read_text().strip() for n in ("tracing_on", "buffer_size_kb")}
+    # buffer_size_kb reads "N (expanded: M)" until the buffer is first used: keep the number only
+    saved = {n: (TRACEFS / n).read_text().split()[0] for n in ("tracing_on", "buffer_size_kb")}
     clock = re.search(r"\[(\w+)\]", (TRACEFS / "trace_clock").read_text())
     sshd = SshdServer(ensure_test_user(), name="sched").start()
     portal = bt.PortalServer(sshd)
