@@ -310,3 +310,75 @@ def test_the_new_tab_button_stays_in_view_and_clickable(
     p.wait_for_function("() => portalTerminals.tabs.length === 4")
     assert p.evaluate("document.documentElement.scrollWidth") <= width
     assert p.js_errors == []
+
+
+VIEW = "[data-action=view]"
+HIT = """(sel) => {
+  const el = document.querySelector(sel), b = el.getBoundingClientRect();
+  return el.contains(document.elementFromPoint(b.x + b.width / 2, b.y + b.height / 2));
+}"""
+
+
+def visible_and_on_top(p, selector: str, width: int) -> dict:
+    b = box(p, selector)
+    assert b["x"] >= 0 and b["x"] + b["width"] <= width + 0.5, (selector, b)
+    assert p.evaluate(HIT, selector), f"something covers {selector}"
+    return b
+
+
+@pytest.mark.parametrize("viewer,width", [("phone", 375), ("page", 1280)])
+def test_a_tab_s_name_and_close_button_are_not_under_the_new_tab_button(
+    term_setup,  # noqa: F811
+    request,
+    viewer,
+    width,
+):
+    """At 375 px the text-size and theme buttons fold into an "Aa" menu, so a tab's name and
+    its close button sit whole beside "+" (they were under it); the menu opens, changes the
+    text size, and closes on a tap elsewhere or Esc. At 1280 px those buttons stay in the
+    toolbar and there is no "Aa"."""
+    p = request.getfixturevalue(viewer)
+    user, machine, base = term_setup
+    open_terminal(p, base, user, machine)
+    label = visible_and_on_top(p, ".term-tab.active .term-tab-label", width)
+    assert p.evaluate(
+        "(e) => e.scrollWidth <= e.clientWidth",
+        p.locator(".term-tab.active .term-tab-label").element_handle(),
+    ), "the tab's name is cut"
+    close = visible_and_on_top(p, ".term-tab.active .term-tab-close", width)
+    add = box(p, ADD)
+    assert label["x"] + label["width"] <= close["x"] + 0.5 <= add["x"], (label, close, add)
+    for n in (2, 3):  # a new tab is scrolled into view clear of "+" too
+        (p.tap if viewer == "phone" else p.click)(ADD)
+        p.wait_for_function(f"() => portalTerminals.tabs.length === {n}")
+        last = n - 1
+        p.wait_for_function(
+            f"() => document.querySelectorAll('.term-tab')[{last}].classList.contains('active')"
+        )
+        visible_and_on_top(p, ".term-tab.active .term-tab-close", width)
+        visible_and_on_top(p, ".term-tab.active .term-tab-label", width)
+    font = active(p, "t.term.options.fontSize")
+    if width > 640:
+        assert not p.locator(VIEW).is_visible()
+        p.click("[data-action=font-inc]")
+        p.wait_for_function(f"() => portalTerminals.active().term.options.fontSize === {font + 1}")
+        assert p.js_errors == []
+        return
+    assert not p.locator("[data-action=font-inc]").is_visible()
+    assert not p.locator("[data-action=theme]").is_visible()
+    p.tap(VIEW)
+    assert p.get_attribute(VIEW, "aria-expanded") == "true"
+    for sel in ("[data-action=font-dec]", "[data-action=font-inc]", "[data-action=theme]"):
+        visible_and_on_top(p, sel, width)
+    shot(p, "terminal-view-menu-375.png")
+    p.tap("[data-action=font-inc]")
+    p.wait_for_function(f"() => portalTerminals.active().term.options.fontSize === {font + 1}")
+    assert p.locator("[data-role=font-size]").inner_text() == f"{font + 1}px"
+    p.locator(".xterm-screen >> visible=true").tap()  # a tap on the terminal closes the menu
+    assert not p.locator("[data-action=font-inc]").is_visible()
+    assert p.get_attribute(VIEW, "aria-expanded") == "false"
+    p.tap(VIEW)
+    assert p.locator("[data-action=theme]").is_visible()
+    p.keyboard.press("Escape")
+    assert not p.locator("[data-action=theme]").is_visible()
+    assert p.js_errors == []

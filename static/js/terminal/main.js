@@ -68,6 +68,7 @@ class App {
         case "empty-new": this.newTab({}); break;
         case "pick-machine": this.strip.toggleMenu(); return;
         case "site-nav": this.toggleSiteNav(); return;
+        case "view": this.toggleView(); return;
         default: return;
       }
       // Back to typing after a toolbar click (not on phones: that would pop the keyboard up).
@@ -85,7 +86,19 @@ class App {
         }
       });
     }
+    // The phone's "Aa" menu closes on a tap anywhere else, or Esc.
+    document.addEventListener("pointerdown", (e) => {
+      if (!this.viewOpen()) return;
+      if (e.target.closest && e.target.closest("[data-role=view], [data-action=view]")) return;
+      this.toggleView(false);
+    }, true);
     document.addEventListener("keydown", (e) => {
+      if (e.key === "Escape" && this.viewOpen()) {
+        this.toggleView(false);
+        const btn = this.root.querySelector("[data-action=view]");
+        if (btn) btn.focus();
+        return;
+      }
       if (e.key !== "Escape" || !document.body.classList.contains("term-nav-open")) return;
       if (!e.target.closest || !e.target.closest(".topbar")) return;
       this.toggleSiteNav(false);
@@ -107,6 +120,22 @@ class App {
       const first = document.querySelector(".topbar .nav a");
       if (first && !this.touchLike) first.focus();
     }
+  }
+
+  // Phones: text size and theme fold into the toolbar's "Aa" menu (terminal.css), so the tab
+  // strip keeps room for a whole tab and its close button beside "+".
+  viewOpen() {
+    const view = this.root.querySelector("[data-role=view]");
+    return !!view && view.classList.contains("open");
+  }
+
+  toggleView(open) {
+    const view = this.root.querySelector("[data-role=view]");
+    const btn = this.root.querySelector("[data-action=view]");
+    if (!view || !btn) return;
+    if (open === undefined) open = !view.classList.contains("open");
+    view.classList.toggle("open", open);
+    btn.setAttribute("aria-expanded", open ? "true" : "false");
   }
 
   wakeAll() {
