@@ -1,4 +1,4 @@
-"""Pure parts of the terminal: the command-line reconstruction, the ring buffer, the recorder."""
+"""Pure parts of the terminal: the ring buffer, the recorder, the echo check's escape stripping."""
 
 from __future__ import annotations
 
@@ -8,48 +8,8 @@ import time
 
 import pytest
 
-from portal.terminal.linelog import LineTracker
 from portal.terminal.recorder import Recorder, prune
 from portal.terminal.ring import RingBuffer
-
-
-@pytest.mark.parametrize(
-    "typed, lines",
-    [
-        (b"ls -la\r", ["ls -la"]),
-        (b"ls -lx\x7fa\r", ["ls -la"]),
-        (b"ls\x08\x08pwd\r", ["pwd"]),
-        (b"rm -rf /\x03echo hi\r", ["echo hi"]),
-        (b"junk\x15uptime\r", ["uptime"]),
-        (b"echo a b\x17c\r", ["echo a c"]),
-        (b"echo one\r\necho two\r", ["echo one", "echo two"]),
-        (b"echo one\necho two\n", ["echo one", "echo two"]),
-        (b"ls\x1b[Dx\x1b[C\r", ["lsx"]),  # cursor keys skipped (position not modelled)
-        (b"\x1b[Aecho hist\r", ["echo hist"]),  # history recall itself is invisible
-        (b"\x1bOA\x1b]0;title\x07top\r", ["top"]),
-        (b"\x1b[200~line one\nline two\x1b[201~\r", ["line one", "line two"]),
-        (b"\x1b[200~a\x7fb\x1b[201~\r", ["ab"]),
-        (b"   \r\r\r", []),
-        ("echo h\u00e9llo \u2603\r".encode(), ["echo h\u00e9llo \u2603"]),
-    ],
-)
-def test_line_tracker(typed, lines):
-    assert LineTracker().feed(typed) == lines
-
-
-def test_line_tracker_across_chunks_and_split_utf8():
-    t = LineTracker()
-    data = "echo \u00e9t\u00e9\r".encode()
-    out = []
-    for i in range(len(data)):
-        out += t.feed(data[i : i + 1])
-    assert out == ["echo \u00e9t\u00e9"]
-    assert t.feed(b"\x1b[") == [] and t.feed(b"A") == [] and t.feed(b"x\r") == ["x"]
-
-
-def test_line_tracker_is_bounded():
-    t = LineTracker()
-    assert len(t.feed(b"a" * 100_000 + b"\r")[0]) == 4096
 
 
 def test_ring_buffer_keeps_the_tail():
@@ -133,111 +93,15 @@ def test_prune_cli(app, tmp_path):
     assert not os.path.exists(path)
 
 
-class _Clock:
-    def __init__(self):
-        self.now = 100.0
+def test_strip_escapes_keeps_the_text_across_chunks():
+    """The echo check compares typed text with output stripped of escape sequences (CSI,
+    OSC strings, charset designations), an escape split between two reads included."""
+    from portal.terminal.screen import strip_escapes
 
-    def __call__(self):
-        return self.now
-
-
-def test_echo_gate_logs_echoed_lines_only():
-    from portal.terminal.linelog import HIDDEN, EchoGate
-
-    clock = _Clock()
-    g = EchoGate(clock)
-    # typed and echoed key by key (readline redraws with escapes in between)
-    assert g.feed(b"ls") == [] and g.output(b"l\x1b[0ms") == []
-    assert g.feed(b"\r") == ["ls"]
-    # the whole line in one frame: logged once its echo arrives
-    g.output(b"\r\nfile\r\n$ ")
-    assert g.feed(b"echo abX\x7fc\r") == []
-    assert g.output(b"echo abX\x08\x1b[K") == []
-    assert g.output(b"c\r\nabc\r\n$ ") == ["echo abc"]
-    # no echo at all (read -s): hidden once other output came and the user types again
-    g.output(b"Enter it> ")
-    assert g.feed(b"s3cret\r") == []
-    assert g.output(b"\r\n$ ") == []
-    assert g.feed(b"w") == [HIDDEN]
-    assert g.output(b"w") == [] and g.feed(b"ho\r") == []
-    assert g.output(b"ho\r\n") == ["who"]
-    # ... or after ECHO_WAIT when nothing else happens
-    g.feed(b"hunter2\r")
-    clock.now += 5
-    assert g.expire() == [HIDDEN]
-    # typed right after a password prompt: hidden even if echoed (asterisks or not)
-    g.output(b"[sudo] password for bob: ")
-    assert g.feed(b"pw") == [] and g.output(b"pw") == []
-    assert g.feed(b"\r") == [HIDDEN]
-    g.output(b"\r\nEnter PIN:\x1b[0m ")
-    g.feed(b"1234")
-    g.output(b"1234")
-    assert g.feed(b"\r") == [HIDDEN]
-    # order is kept: an echoed line after a pending one waits for it
-    g.output(b"\r\n$ ")
-    assert g.feed(b"secret\recho ok\r") == []
-    assert g.output(b"echo ok\r\n") == []
-    clock.now += 5
-    assert g.expire() == [HIDDEN, "echo ok"]
-    # a session that ends settles what is left as hidden
-    g.feed(b"left\r")
-    assert g.expire(final=True) == [HIDDEN]
-
-
-def test_echo_gate_gives_up_under_a_flood():
-    from portal.terminal.linelog import HIDDEN, SCAN_MAX, EchoGate
-
-    g = EchoGate(_Clock())
-    g.feed(b"ab")  # typed while a flood of blank lines scrolls by
-    for _ in range(SCAN_MAX // 4096 + 2):
-        g.output(b"\n" * 4096)
-    assert not g._waiting()  # the flood is no longer scanned byte by byte
-    g.output(b"ab")
-    assert g.feed(b"\r") == [HIDDEN]
-
-
-def test_echo_gate_checks_noted_bytes_in_noting_order():
-    """The bridge notes bytes as they cross it and checks them after they went out: the
-    verdicts are the same as checking on the spot, including the password-prompt guard."""
-    from portal.terminal.linelog import HIDDEN, EchoGate
-
-    g = EchoGate(_Clock())
-    g.note_input(b"ls")
-    g.note_output(b"ls")
-    g.note_input(b"\r")
-    assert g.drain() == ["ls"]
-    g.note_output(b"\r\n[sudo] password for bob: ")
-    g.note_input(b"pw\r")  # typed after the prompt was noted, checked later: still hidden
-    g.note_output(b"pw")
-    assert g.drain() == [HIDDEN]
-    assert g.drain() == []  # nothing left
-
-
-def test_echo_gate_drain_never_strands_a_noted_event():
-    """A thread that finds another one draining leaves its bytes to it; the drainer picks
-    them up before it lets go, so no line waits for the next keystroke to be checked."""
-    import threading
-
-    from portal.terminal.linelog import EchoGate
-
-    emitted: list[str] = []
-    late: list[list[str]] = []
-
-    def emit(lines):
-        emitted.extend(lines)
-        if lines == ["one"]:  # while this thread drains, another notes and tries to drain
-            t = threading.Thread(target=lambda: (g.note_input(b"\r"), late.append(g.drain())))
-            t.start()
-            t.join()
-
-    g = EchoGate(_Clock(), emit=emit)
-    g.note_input(b"one\r")
-    g.note_input(b"two")
-    g.note_output(b"one")  # "one" is logged here; the other thread's Enter comes next
-    g.note_output(b"two")
-    g.drain()
-    assert late == [[]]  # the other thread left its Enter to the drainer ...
-    assert emitted == ["one", "two"]  # ... which checked it before returning
+    text, state = strip_escapes(b"a\x1b[0mb\x1b]0;title\x07c\x1b(Bd\x1b", 0)
+    assert (text, state) == (b"abcd", 1)
+    text, state = strip_escapes(b"[Ke\x1b]2;t\x1b\\f", state)
+    assert (text, state) == (b"ef", 0)
 
 
 @pytest.mark.parametrize(

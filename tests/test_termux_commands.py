@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-from portal.terminal.linelog import HIDDEN
+from portal.terminal.screen import HIDDEN
 from portal.terminal.screenlog import ScreenLog
 from tests.fixtures.terminal import wait_for
 
@@ -201,7 +201,7 @@ def test_a_command_whose_echo_never_completes_is_hidden_after_a_flood():
     """A command still waiting for its echo after FLOOD_KEEP bytes of output is logged as
     hidden, and the rest of the flood is not fed byte by byte."""
     from portal.terminal import screenlog
-    from portal.terminal.linelog import HIDDEN
+    from portal.terminal.screen import HIDDEN
 
     out: list[str] = []
     g = ScreenLog(lambda lines: out.extend(t for t, _at in lines), 80, 24)

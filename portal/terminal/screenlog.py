@@ -29,62 +29,14 @@ from collections import Counter, deque
 
 import pyte
 
-from portal.terminal.linelog import HIDDEN, PASSWORD_PROMPT, _strip_escapes
+from portal.terminal.screen import HIDDEN, PASSWORD_PROMPT, Screen, strip_escapes
 
 log = logging.getLogger(__name__)
 
 MAX_LINE = 4096
 FLOOD_KEEP = 32 * 1024  # a batch of output over this is a flood: only its tail is fed
 HOLD = 0.5  # seconds a captured line waits for a continuation prompt
-ALT_MODES = (47, 1047, 1049)
 _OSC133 = re.compile(rb"\x1b\]133;([A-Za-z])[^\x07\x1b]{0,200}(?:\x07|\x1b\\)")
-
-
-class _Screen(pyte.Screen):
-    """pyte's screen plus the alternate screen (pyte 0.8.2 ignores modes 47/1047/1049) and
-    a count of lines scrolled off the top (the prompt's row moves with them)."""
-
-    def __init__(self, columns: int, lines: int) -> None:
-        super().__init__(columns, lines)
-        self.alt = False
-        self.scrolled = 0
-        self._saved = None
-
-    def set_mode(self, *modes, **kwargs) -> None:
-        if kwargs.get("private") and any(m in ALT_MODES for m in modes) and not self.alt:
-            self.alt = True
-            self.save_cursor()
-            self._saved = {y: dict(line) for y, line in self.buffer.items()}
-            self.erase_in_display(2)
-        super().set_mode(*modes, **kwargs)
-
-    def reset_mode(self, *modes, **kwargs) -> None:
-        if kwargs.get("private") and any(m in ALT_MODES for m in modes) and self.alt:
-            self.alt = False
-            self.erase_in_display(2)
-            for y, line in (self._saved or {}).items():
-                self.buffer[y].update(line)
-            self._saved = None
-            self.restore_cursor()
-        super().reset_mode(*modes, **kwargs)
-
-    def select_graphic_rendition(self, *attrs, **kwargs) -> None:
-        # pyte 0.8.2 hands `CSI > ... m` (xterm's modifyOtherKeys, vim sends it) here with
-        # `private=True`, which its own method does not take: not a rendition, ignored.
-        if not kwargs.get("private"):
-            super().select_graphic_rendition(*attrs)
-
-    def index(self) -> None:
-        top, bottom = self.margins or (0, self.lines - 1)
-        if self.cursor.y == bottom and not self.alt:
-            self.scrolled += 1
-        super().index()
-
-    def row(self, y: int) -> str:
-        if y < 0 or y >= self.lines:
-            return ""
-        line = self.buffer[y]
-        return "".join(line[x].data for x in range(self.columns))
 
 
 class _Pending:
@@ -115,16 +67,16 @@ class _Pending:
 
 
 class ScreenLog:
-    """The command lines of one session. Same face as `linelog.EchoGate`: `note_input`,
-    `note_output`, `drain()`, `expire(final)`; lines go to `emit(lines)` as (text, when)
-    pairs, `when` the clock's time of the Enter that ran it."""
+    """The command lines of one session (`LiveSession.lines`): `note_input`, `note_output`,
+    `drain()`, `expire(final)`; lines go to `emit(lines)` as (text, when) pairs, `when` the
+    clock's time of the Enter that ran it."""
 
     def __init__(self, emit, cols: int = 80, rows: int = 24, clock=time.monotonic) -> None:
         self._emit = emit
         self._clock = clock
         self._events: deque[tuple[bool, bytes]] = deque()
         self._lock = threading.Lock()  # one feeder at a time
-        self.screen = _Screen(max(cols, 2), max(rows, 2))
+        self.screen = Screen(max(cols, 2), max(rows, 2))
         self._stream = pyte.ByteStream(self.screen)
         self._size = (cols, rows)
         # input state
@@ -357,7 +309,7 @@ class ScreenLog:
         p = self._armed[0]
         if p.matched >= len(p.want):
             return
-        text, self._esc_out = _strip_escapes(seg, self._esc_out)
+        text, self._esc_out = strip_escapes(seg, self._esc_out)
         want, m = p.want, p.matched
         for b in text:
             if b == want[m]:
