@@ -9,7 +9,6 @@ from urllib.parse import urlsplit
 
 from flask import (
     Response,
-    flash,
     g,
     jsonify,
     make_response,
@@ -28,7 +27,6 @@ from portal.accounts.tokens import user_from_token
 from portal.errors import (
     AccessDenied,
     AuthenticationRequired,
-    NotFound,
     PortalError,
     ValidationError,
 )
@@ -363,13 +361,3 @@ def render_error(status: int, message: str):
         resp.headers["HX-Reswap"] = "none"
         return resp
     return render_template("error.html", status=status, message=message), status
-
-
-def flash_error(err: PortalError) -> None:
-    flash(err.message, "error")
-
-
-def not_found_if_none(obj, what: str = "not found"):
-    if obj is None:
-        raise NotFound(what)
-    return obj

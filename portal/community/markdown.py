@@ -77,7 +77,3 @@ _cleaner = nh3.Cleaner(
 def render(source: str) -> str:
     """Sanitised HTML for a Markdown body. Safe to mark |safe in templates."""
     return _cleaner.clean(_md.render(source or ""))
-
-
-def sanitize(html: str) -> str:
-    return _cleaner.clean(html or "")

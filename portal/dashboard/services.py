@@ -44,15 +44,6 @@ class Scope:
     def key(self):
         return "all" if self.all else ("user", self.user.id, tuple(self.ids))
 
-    def filter_logs(self, stmt):
-        if self.all:
-            return stmt
-        return (
-            stmt.where(CommandLog.machine_id.in_(self.ids))
-            if self.ids
-            else stmt.where(literal(False))
-        )
-
     def filter_machines(self, stmt):
         if self.all:
             return stmt

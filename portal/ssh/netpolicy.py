@@ -83,9 +83,6 @@ class TargetPolicy:
             return "outside the allowed networks"
         return None
 
-    def permits(self, addr, *, via_gateway: bool = False) -> bool:
-        return self.refusal(addr, via_gateway=via_gateway) is None
-
 
 def parse_networks(raw: str) -> tuple[Network, ...]:
     """Comma-separated CIDRs (or single addresses); ValueError on a bad entry."""

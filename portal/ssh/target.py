@@ -140,17 +140,3 @@ class Target:
         )
 
     __str__ = __repr__
-
-    def with_host_keys(self, host_keys) -> Target:
-        """A copy of this target with other pinned host keys (e.g. after a trust step)."""
-        return Target(
-            host=self.host,
-            port=self.port,
-            username=self.username,
-            password=self.password,
-            pkey=self.pkey,
-            host_keys=tuple(host_keys),
-            gateway=self.gateway,
-            connect_timeout=self.connect_timeout,
-            allowed=self.allowed,
-        )

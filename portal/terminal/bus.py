@@ -87,9 +87,6 @@ class LocalBus:
         self._lock = threading.Lock()
 
     # output ------------------------------------------------------------
-    def wants_output(self, sid: str) -> bool:
-        return self._subs.has(sid)
-
     def publish_output(self, sid: str, data: bytes) -> None:
         metrics.BUS_MESSAGES.labels("output").inc()
         self._subs.deliver(sid, "o", None, data)
@@ -279,9 +276,6 @@ class RedisBus(LocalBus):
                     self._subs.deliver(sid, kind, None, data[1:])
             elif channel.startswith(relay_prefix) and isinstance(data, bytes):
                 self._deliver_relay(channel[len(relay_prefix) :], data)
-
-    def wants_output(self, sid: str) -> bool:
-        return True  # watchers may sit in another process
 
     def _publish_out(self, sid: str, data: bytes) -> None:
         metrics.BUS_MESSAGES.labels("output").inc()

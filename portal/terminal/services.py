@@ -117,21 +117,6 @@ def list_live(user) -> list[TerminalSession]:
     return _visible(user, rows)
 
 
-def list_for_user(user, limit: int = 100) -> list[TerminalSession]:
-    """The caller's own sessions (live first, then recent), plus live ones they may see."""
-    own = db.session.scalars(
-        select(TerminalSession)
-        .where(TerminalSession.user_id == user.id)
-        .order_by(TerminalSession.started_at.desc())
-        .limit(limit)
-    ).all()
-    seen = {r.id for r in own}
-    others = [r for r in list_live(user) if r.id not in seen]
-    rows = list(own) + others
-    rows.sort(key=lambda r: (r.status == "closed", -r.started_at.timestamp()))
-    return rows
-
-
 def list_for_machine(user, agent_id: str, live_only: bool = False, limit: int = 200):
     machine = get_machine(user, agent_id)
     machine_access.require(user, machine, "view_sessions")
