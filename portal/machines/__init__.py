@@ -7,7 +7,8 @@ def _shquote(value) -> str:
 
 
 def register(app) -> None:
-    from portal.machines import api, cli, edit_views, views  # noqa: F401 - edit_views adds routes to views.bp
+    # edit_views and broadcast_views add their routes to views.bp
+    from portal.machines import api, broadcast_views, cli, edit_views, views  # noqa: F401
 
     app.register_blueprint(views.bp)
     app.register_blueprint(api.bp)
