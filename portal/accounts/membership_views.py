@@ -22,7 +22,7 @@ from portal.accounts.membership_api import invite_url
 from portal.accounts.models import User
 from portal.accounts.signin import home_url
 from portal.accounts.stepup import StepUpRequired
-from portal.accounts.views import _users_table, bp
+from portal.accounts.views import bp, users_table
 from portal.errors import PortalError
 from portal.extensions import db, limiter
 from portal.web import admin_required, error_json, is_htmx, login_required
@@ -187,7 +187,7 @@ def _admin_card(template: str, status: int = 200, **ctx):
     """A card of the Users page after a POST: the card alone (HTMX) or the whole page."""
     if is_htmx():
         return render_template(template, **ctx), status
-    return _users_table(status, page=ctx)
+    return users_table(status, page=ctx)
 
 
 def _invites_partial(status: int = 200, **ctx):
@@ -247,5 +247,5 @@ def admin_user_reset_password(user_id: int):
     except StepUpRequired:  # a page asks for the code (accounts/mfa_views.py)
         raise
     except PortalError as err:
-        return _users_table(err.status, err.message)
-    return _users_table(reset_user=user, reset_password=temporary)
+        return users_table(err.status, err.message)
+    return users_table(reset_user=user, reset_password=temporary)

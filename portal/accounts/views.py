@@ -291,7 +291,7 @@ def avatar(filename: str):
 # ---------------------------------------------------------------- admin: users
 
 
-def _users_table(status: int = 200, error: str | None = None, page: dict | None = None, **extra):
+def users_table(status: int = 200, error: str | None = None, page: dict | None = None, **extra):
     """The users table (HTMX) or the whole Users page; `page` fills the page's other parts
     (invites, "create a user"), `extra` the table's (a reset password shown once)."""
     q = (request.values.get("q") or "").strip()[: user_services.USER_SEARCH_MAX]
@@ -316,7 +316,7 @@ def _users_table(status: int = 200, error: str | None = None, page: dict | None 
 @bp.get("/admin/users")
 @admin_required
 def admin_users():
-    return _users_table()
+    return users_table()
 
 
 @bp.post("/admin/users/<int:user_id>/<action>")
@@ -341,8 +341,8 @@ def admin_user_action(user_id: int, action: str):
     except StepUpRequired:  # a page asks for the code (accounts/mfa_views.py)
         raise
     except PortalError as err:
-        return _users_table(err.status, err.message)
-    return _users_table()
+        return users_table(err.status, err.message)
+    return users_table()
 
 
 @bp.post("/admin/signup")

@@ -18,7 +18,7 @@ from portal.audit import webhook
 from portal.audit.models import AuditEvent
 from portal.errors import AccessDenied, NotFound, ValidationError
 from portal.extensions import db
-from portal.machines.logs import _parse_time
+from portal.machines.logs import parse_time
 from portal.validation import get_int, get_str
 
 MAX_ID = 2**31 - 1
@@ -74,7 +74,7 @@ def _filters(stmt, args):
     result = get_str(args, "result", required=False, max_len=200)
     if result:
         stmt = stmt.where(AuditEvent.result == result.strip())
-    since, until = _parse_time(args, "since"), _parse_time(args, "until")
+    since, until = parse_time(args, "since"), parse_time(args, "until")
     if since:
         stmt = stmt.where(AuditEvent.at >= since)
     if until:

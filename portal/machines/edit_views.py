@@ -11,7 +11,7 @@ from portal.machines import access as machine_access
 from portal.machines import editing, inventory
 from portal.machines.api import machine_limit
 from portal.machines.models import AUTH_METHODS
-from portal.machines.views import _error_status, bp
+from portal.machines.views import bp, error_status
 from portal.web import login_required
 
 #: What the page may post; a field missing from the form stays as it is.
@@ -107,7 +107,7 @@ def edit(agent_id: str):
     except PortalError as err:
         if err.status == 403:
             raise
-        return again({err.field or "_form": err.message}, _error_status(err))
+        return again({err.field or "_form": err.message}, error_status(err))
     if before == _snapshot(machine):
         flash("Saved.", "success")
     elif machine.status == "online":
@@ -132,7 +132,7 @@ def edit_scan(agent_id: str):
     except PortalError as err:
         if err.status in (403, 404):
             raise
-        error, status = err.message, _error_status(err)
+        error, status = err.message, error_status(err)
     return render_template(
         "machines/_edit_hostkey.html", m=machine, keys=keys, error=error, ack=False
     ), status

@@ -16,12 +16,12 @@ from portal import signals
 from portal.accounts import stepup
 from portal.errors import PortalError, Unprocessable, ValidationError
 from portal.machines.access import can, require
-from portal.machines.inventory import _credentials, _gateway, flush_named, verify
+from portal.machines.inventory import clean_credentials, flush_named, resolve_gateway, verify
 from portal.machines.models import AUTH_METHODS, Machine
 from portal.machines.naming import clean_name, require_free_name
 from portal.machines.targets import (
-    _fingerprints,
     check_allowed_target,
+    clean_fingerprints,
     clean_host,
     clean_username,
     ensure_machine_key,
@@ -85,7 +85,7 @@ def _parse(user, machine: Machine, data: dict) -> tuple[dict, dict[str, PortalEr
         if port is not _FAIL and port != machine.port:
             changes["port"] = port
     if "gateway" in data or "gateway_agent_id" in data:
-        gw = attempt("gateway", lambda: _gateway(user, data, machine))
+        gw = attempt("gateway", lambda: resolve_gateway(user, data, machine))
         if gw is not _FAIL and (gw.id if gw else None) != machine.gateway_id:
             changes["gateway"] = gw
     if "username" in data:
@@ -105,7 +105,7 @@ def _parse(user, machine: Machine, data: dict) -> tuple[dict, dict[str, PortalEr
         if method is not _FAIL:
             if method != machine.auth_method or _secret_given(data, method):
                 field = SECRET_FIELD.get(method, "auth_method")
-                secret = attempt(field, lambda: _credentials(data, method))
+                secret = attempt(field, lambda: clean_credentials(data, method))
                 if secret is not _FAIL:
                     changes["auth"] = (method, secret)
             elif method == "key" and data.get("passphrase"):
@@ -164,7 +164,7 @@ def edit_field_errors(user, machine: Machine, data: dict) -> dict[str, str]:
 
 def _pin_new_address(user, host: str, port: int, gw, given) -> list[str]:
     """The key lines a fresh scan of the new address presents with the given fingerprints."""
-    wanted = _fingerprints(given)
+    wanted = clean_fingerprints(given)
     by_fp = {fp: line for line, fp in scan_keys(host, port, gw, user)}
     missing = [fp for fp in wanted if fp not in by_fp]
     if missing:
@@ -184,7 +184,7 @@ def scan_new_address(user, machine: Machine, data: dict) -> list[tuple[str, str]
         raise Unprocessable(f"{machine.name} has not been enrolled yet")
     host = clean_host(data)
     port = get_int(data, "port", default=22, min_value=1, max_value=65535)
-    gw = _gateway(user, data, machine)
+    gw = resolve_gateway(user, data, machine)
     check_allowed_target(host, port, via_gateway=gw is not None)
     return scan_keys(host, port, gw, user)
 

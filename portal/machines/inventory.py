@@ -147,7 +147,7 @@ def field_errors(user, data: dict) -> dict[str, str]:
         ("host", lambda: clean_host(data)),
         ("port", lambda: get_int(data, "port", default=22, min_value=1, max_value=65535)),
         ("username", lambda: clean_username(data)),
-        ("gateway", lambda: _gateway(user, data)),
+        ("gateway", lambda: resolve_gateway(user, data)),
     ]
     for field, check in checks:
         try:
@@ -160,7 +160,7 @@ def field_errors(user, data: dict) -> dict[str, str]:
         errors.setdefault("auth_method", err.message)
         return errors
     try:
-        _credentials(data, method)
+        clean_credentials(data, method)
     except PortalError as err:
         errors.setdefault(
             err.field or ("private_key" if method == "key" else "password"), err.message
@@ -191,12 +191,12 @@ def scan_host_keys(user, data: dict) -> list[tuple[str, str]]:
     require_add_machines(user)
     host = clean_host(data)
     port = get_int(data, "port", default=22, min_value=1, max_value=65535)
-    gateway = _gateway(user, data)
+    gateway = resolve_gateway(user, data)
     check_allowed_target(host, port, via_gateway=gateway is not None)
     return scan_keys(host, port, gateway, user)
 
 
-def _gateway(user, data: dict, machine: Machine | None = None) -> Machine | None:
+def resolve_gateway(user, data: dict, machine: Machine | None = None) -> Machine | None:
     ref = data.get("gateway") or data.get("gateway_agent_id")
     if ref in (None, "", "none"):
         return None
@@ -225,7 +225,7 @@ def _gateway(user, data: dict, machine: Machine | None = None) -> Machine | None
 SECRET_MAX = 1024  # an SSH password or key passphrase (the pages' maxlength too)
 
 
-def _credentials(data: dict, auth_method: str) -> dict:
+def clean_credentials(data: dict, auth_method: str) -> dict:
     if auth_method == "key":
         text = data.get("private_key")
         if not isinstance(text, str) or not text.strip():
@@ -303,8 +303,8 @@ def create_machine(user, data: dict) -> tuple[Machine, str | None]:
     port = get_int(data, "port", default=22, min_value=1, max_value=65535)
     username = clean_username(data)
     auth_method = get_choice(data, "auth_method", AUTH_METHODS, label="auth_method")
-    gateway = _gateway(user, data)
-    secret = _credentials(data, auth_method)
+    gateway = resolve_gateway(user, data)
+    secret = clean_credentials(data, auth_method)
     check_allowed_target(host, port, via_gateway=gateway is not None)
     lines = _resolve_host_keys(data, host, port, gateway, user)
     machine = Machine(

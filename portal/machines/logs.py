@@ -80,7 +80,7 @@ def _page(rows, limit):
 TIME_MAX = 40  # an ISO 8601 time as typed in a filter
 
 
-def _parse_time(args, key: str) -> dt.datetime | None:
+def parse_time(args, key: str) -> dt.datetime | None:
     raw = get_str(args, key, required=False, max_len=TIME_MAX)
     if not raw:
         return None
@@ -122,7 +122,7 @@ def _log_filters(stmt, args):
         else:
             code = get_int(args, "exit_code", min_value=-1, max_value=255)
             stmt = stmt.where(CommandLog.exit_code == code)
-    since, until = _parse_time(args, "since"), _parse_time(args, "until")
+    since, until = parse_time(args, "since"), parse_time(args, "until")
     if since:
         stmt = stmt.where(CommandLog.created_at >= since)
     if until:
@@ -159,7 +159,7 @@ def _time_hint(stmt, order_col, args):
     """since/until as id bounds too, so the full-text index skips rows outside the range
     instead of checking each one. Ids grow with created_at (both set at insert); the
     10-minute margin keeps the bound safe, and the exact created_at filter stays."""
-    until, since = _parse_time(args, "until"), _parse_time(args, "since")
+    until, since = parse_time(args, "until"), parse_time(args, "since")
     if until is not None:
         after = db.session.scalar(
             select(CommandLog.id)

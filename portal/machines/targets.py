@@ -258,7 +258,7 @@ def scan_machine_host_keys(user, machine: Machine) -> list[tuple[str, str]]:
     return scan_keys(machine.host, machine.port, machine.gateway, user)
 
 
-def _fingerprints(value) -> list[str]:
+def clean_fingerprints(value) -> list[str]:
     """`host_key` of a re-pin: one or more SHA256 fingerprints (a string, space/comma/line
     separated, or a list); nothing else, so only a freshly scanned key can be pinned."""
     if isinstance(value, str):
@@ -288,7 +288,7 @@ def retrust_host_key(user, machine: Machine, data: dict, *, acknowledged: bool =
         raise ValidationError(
             "tick the box to confirm you checked the new fingerprint", field="host_key_ack"
         )
-    wanted = _fingerprints(data.get("host_key"))
+    wanted = clean_fingerprints(data.get("host_key"))
     check_machine_target(machine)
     scanned = scan_keys(machine.host, machine.port, machine.gateway, user)
     by_fp = {fp: line for line, fp in scanned}

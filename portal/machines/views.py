@@ -29,7 +29,7 @@ from portal.web import is_htmx, login_required
 bp = Blueprint("machines", __name__)
 
 
-def _error_status(err: PortalError) -> int:
+def error_status(err: PortalError) -> int:
     """The status of a page or partial re-rendered with the error next to the field. 4xx:
     htmx swaps these (base.html, htmx-config responseHandling) and the request boundary
     rolls back. A 5xx (the machine is unreachable) answers 200 so the message still shows
@@ -136,7 +136,7 @@ def new():
         machine, _ = inventory.create_machine(g.user, data)
     except PortalError as err:
         errors = {err.field or "_form": err.message}
-        return again(errors, _error_status(err))
+        return again(errors, error_status(err))
     if machine.status == "online":
         flash(f"{machine.name} added and reachable.", "success")
     elif machine.auth_method == "portal_key":
@@ -175,7 +175,7 @@ def enroll():
     try:
         machine, token = inventory.create_machine(g.user, data)
     except PortalError as err:
-        status = _error_status(err)
+        status = error_status(err)
         errors = {err.field or "_form": err.message}
         ctx = _new_ctx(errors=errors, form=data, mode="enroll")
         return render_template("machines/new.html", **ctx), status
@@ -229,7 +229,7 @@ def run(agent_id: str):
     except PortalError as err:
         error = err
     # A failed run's log and status are recorded by the service in their own transaction.
-    status = 200 if error is None else _error_status(error)
+    status = 200 if error is None else error_status(error)
     recent = machine_logs.recent_commands(g.user, machine)
     resp = make_response(
         render_template(
@@ -295,7 +295,7 @@ def access(agent_id: str):
     except StepUpRequired:  # a page asks for the code (accounts/mfa_views.py)
         raise
     except PortalError as err:
-        error, message, status = err.message, None, _error_status(err)
+        error, message, status = err.message, None, error_status(err)
     html = render_template(
         "machines/_access.html",
         m=machine,
@@ -314,7 +314,7 @@ def hostkey_scan(agent_id: str):
     try:
         keys = targets.scan_machine_host_keys(g.user, machine)
     except PortalError as err:
-        error, status = err.message, _error_status(err)
+        error, status = err.message, error_status(err)
     html = render_template(
         "machines/_hostkey_retrust.html",
         m=machine,
@@ -354,7 +354,7 @@ def hostkey_trust(agent_id: str):
             acknowledged=bool(request.form.get("host_key_ack")),
         )
     except PortalError as err:
-        status = _error_status(err)
+        status = error_status(err)
         html = render_template(
             "machines/_hostkey_retrust.html", m=machine, keys=[], error=err.message
         )

@@ -305,14 +305,14 @@ def handshake(
             raise unreachable(host, port, "timed out during the SSH handshake")
         if not transport.is_active():
             exc = transport.get_exception()
-            raise unreachable(host, port, _handshake_reason(exc))
+            raise unreachable(host, port, handshake_reason(exc))
     except BaseException:
         transport.close()
         raise
     return transport
 
 
-def _handshake_reason(exc: BaseException | None) -> str:
+def handshake_reason(exc: BaseException | None) -> str:
     """A fixed description of a failed handshake (never the exception's or server's text)."""
     if exc is None:
         return HANDSHAKE_FAILED

@@ -37,7 +37,7 @@ from paramiko.auth_strategy import (
 
 from portal.errors import PortalError
 from portal.ssh.connect import (
-    _handshake_reason,
+    handshake_reason,
     new_transport,
     open_socket,
     preferred_key_types,
@@ -285,7 +285,7 @@ class PinnedConnection(fabric.Connection):
             # start_client() returns at its timeout with the transport still negotiating
             timed_out = transport is not None and transport.is_active()
             self._abort(sock)
-            reason = "timed out during the SSH handshake" if timed_out else _handshake_reason(exc)
+            reason = "timed out during the SSH handshake" if timed_out else handshake_reason(exc)
             raise unreachable(target.host, target.port, reason) from None
         except BaseException:
             self._abort(sock)
