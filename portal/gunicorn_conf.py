@@ -122,8 +122,9 @@ def child_exit(server, worker):
 # woken on another, idle vCPU starts 50-70 us later. One process serialises its Python on the
 # GIL anyway, so a single worker loses little by keeping to one CPU (what runs without the
 # GIL, hashing and encrypting large buffers, shares that CPU; file transfers measured no
-# slower). Side by side on 2 vCPUs (2026-12-07) one worker pinned against unpinned measured echo p50 +0.33 vs +0.50 ms over raw
-# ssh, `cat` 87 vs 59 MB/s, 500 terminals at ~1400 keys/s p99 25 vs 193 ms at 47 vs 85 % CPU.
+# slower). Side by side on 2 vCPUs (2026-12-07) one worker pinned against unpinned measured
+# echo p50 +0.33 vs +0.50 ms over raw ssh, `cat` 87 vs 59 MB/s, 500 terminals at ~1400
+# keys/s p99 25 vs 193 ms at 47 vs 85 % CPU.
 # PORTAL_PIN_WORKERS: "auto" (the default) pins a single worker and leaves several to the
 # scheduler (pinned, a burst of 500 opens split unevenly between them: up to 480 vs 1,560
 # threads, and twice hit the pool's connection limit); "1" pins every worker; "0" none (a
