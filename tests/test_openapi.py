@@ -28,8 +28,8 @@ def test_every_json_route_has_a_spec_entry_and_back(app):
     described = {(rule, method) for rule, methods in PATHS.items() for method in methods}
     missing = sorted(served - described)
     stale = sorted(described - served)
-    assert not missing, f"JSON routes without an entry in portal/openapi/paths.py: {missing}"
-    assert not stale, f"entries in portal/openapi/paths.py with no such route: {stale}"
+    assert not missing, f"JSON routes without an entry in portal/openapi/paths/: {missing}"
+    assert not stale, f"entries in portal/openapi/paths/ with no such route: {stale}"
 
 
 def test_document_is_served_and_well_formed(client):

@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 document of the JSON API, built from small per-feature tables.
 
-Each feature's operations live in `portal/openapi/paths.py` as `PATHS[<flask rule>][<method>]`
-built with `op(...)`. `tests/test_openapi.py` walks `app.url_map` and fails when a JSON route has
+Each feature's operations live in `portal/openapi/paths/<feature>.py` as
+`PATHS[<flask rule>][<method>]` built with `op(...)`. `tests/test_openapi.py` walks `app.url_map` and fails when a JSON route has
 no entry here or an entry names a route that does not exist: see docs/openapi.md.
 """
 
@@ -160,7 +160,7 @@ def _path_params(rule: str) -> list[dict]:
 
 
 def build(version: str, table: dict[str, dict[str, dict]]) -> dict:
-    """The document for `table` (`portal/openapi/paths.py`'s PATHS)."""
+    """The document for `table` (`portal.openapi.paths.PATHS`, all features' tables)."""
     paths: dict[str, Any] = {}
     for rule, methods in table.items():
         item: dict[str, Any] = {}
