@@ -104,6 +104,25 @@ def test_strip_escapes_keeps_the_text_across_chunks():
     assert (text, state) == (b"ef", 0)
 
 
+def test_screen_text_joins_wrapped_rows_and_finds_where_typing_starts():
+    """The command log reads a command as the screen shows it: a row filled to the right
+    margin continues on the next, a short row ends the line; and the typed text is found
+    after the prompt, not inside it."""
+    import pyte
+
+    from portal.terminal.screen import Screen, echo_start
+
+    screen = Screen(10, 4)
+    stream = pyte.ByteStream(screen)
+    stream.feed(b"$ echo abcdefghij\r\nls  \r\n")
+    assert screen.text(0, 2, 2) == ["echo abcdefghij", "ls"]
+    assert screen.text(0, 0, 0) == ["$ echo abc"]  # row 0 alone, column 0 on
+    assert echo_start("$ echo hi", 2, "echo") == 2
+    assert echo_start("$ ec", 0, "ec") == 2  # a short start counts after a space
+    assert echo_start("[ec]$ ", 0, "ec") == 0  # not inside the prompt: where typing began
+    assert echo_start("$ ", 2, "ls") == 2  # not shown: where typing began
+
+
 @pytest.mark.parametrize(
     ("env", "expected"),
     [

@@ -1,6 +1,6 @@
 """The screen the command log reads (screenlog.py): a pyte terminal that also knows the
 alternate screen and counts lines scrolled off the top; output without escape sequences (the
-echo check); and what the log writes for input the terminal did not show."""
+echo check); where a typed line starts on a row; and what the log writes for input the terminal did not show."""
 
 from __future__ import annotations
 
@@ -60,6 +60,36 @@ class Screen(pyte.Screen):
             return ""
         line = self.buffer[y]
         return "".join(line[x].data for x in range(self.columns))
+
+    def text(self, y0: int, x0: int, y1: int) -> list[str]:
+        """The text from row `y0`, column `x0` to the end of row `y1` as lines: a row filled
+        to the right margin wraps into the next one (joined), blank lines are dropped."""
+        rows = [self.row(y)[x0 if y == y0 else 0 :] for y in range(y0, max(y1, y0) + 1)]
+        lines: list[str] = []
+        cur = ""
+        for i, r in enumerate(rows):
+            full = len(r.rstrip()) == len(r) and r and (i > 0 or x0 + len(r) == self.columns)
+            cur += r if full else r.rstrip()
+            if not full:
+                lines.append(cur)
+                cur = ""
+        if cur:
+            lines.append(cur)
+        return [ln.strip() for ln in lines if ln.strip()]
+
+
+def echo_start(row: str, x0: int, head: str) -> int:
+    """Where the longest start of `head` (the typed line up to a Tab) shows in `row` at or
+    after `x0`; `x0` if it does not. A start shorter than three characters counts only
+    right after a space (the end of a prompt), so a short command is not found inside
+    the prompt drawn after the first key."""
+    for k in range(min(len(head), 40), 0, -1):
+        i = row.find(head[:k], x0)
+        if i < 0:
+            continue
+        if k >= 3 or i == x0 or row[i - 1] == " ":
+            return i
+    return x0
 
 
 def strip_escapes(data: bytes, state: int) -> tuple[bytes, int]:

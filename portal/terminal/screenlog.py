@@ -15,7 +15,7 @@ typed characters are not all on the screen, or typed right after a password prom
 logged as `HIDDEN`.
 
 Nothing here runs on the keystroke path: the bridge appends to a queue (`note_input`,
-`note_output`) and asks for a drain; one thread per process (`_Worker`) feeds the emulators
+`note_output`) and asks for a drain; one thread per process (screenfeed.py) feeds the emulators
 in batches. Of a flood of output only the tail is fed, once it pauses or a key comes.
 """
 
@@ -29,7 +29,8 @@ from collections import Counter, deque
 
 import pyte
 
-from portal.terminal.screen import HIDDEN, PASSWORD_PROMPT, Screen, strip_escapes
+from portal.terminal.screen import HIDDEN, PASSWORD_PROMPT, Screen, echo_start, strip_escapes
+from portal.terminal.screenfeed import WORKER
 
 log = logging.getLogger(__name__)
 
@@ -358,28 +359,14 @@ class ScreenLog:
         elif p.typed and 0 <= y0 < s.lines:
             # The first keys may come before the shell has drawn (all of) its prompt: the
             # command starts where the typed text shows, at or after where typing began.
-            x0 = self._echo_start(s.row(y0), x0, p.typed.split("\t")[0].lstrip())
+            x0 = echo_start(s.row(y0), x0, p.typed.split("\t")[0].lstrip())
             if x0 > 0:
                 self._last_prompt = s.row(y0)[:x0]
         elif x0 > 0 and 0 <= y0 < s.lines:
             self._last_prompt = s.row(y0)[:x0]
         if y0 < 0:
             y0, x0 = 0, 0
-        rows = []
-        for y in range(y0, max(y1, y0) + 1):
-            rows.append(s.row(y)[x0 if y == y0 else 0 :])
-        # rows filled to the right margin wrap into the next one
-        lines: list[str] = []
-        cur = ""
-        for i, r in enumerate(rows):
-            full = len(r.rstrip()) == len(r) and r and (i > 0 or x0 + len(r) == s.columns)
-            cur += r if full else r.rstrip()
-            if not full:
-                lines.append(cur)
-                cur = ""
-        if cur:
-            lines.append(cur)
-        lines = [ln.strip()[:MAX_LINE] for ln in lines if ln.strip()]
+        lines = [ln[:MAX_LINE] for ln in s.text(y0, x0, y1)]
         text = "\n".join(lines)
         if p.typed:
             if PASSWORD_PROMPT.search(p.prompt) or not text:
@@ -402,20 +389,6 @@ class ScreenLog:
         self._held_at = self._clock()
         self._held_enter = p.at
 
-    @staticmethod
-    def _echo_start(row: str, x0: int, head: str) -> int:
-        """Where the longest start of `head` (the typed line up to a Tab) shows in `row` at or
-        after `x0`; `x0` if it does not. A start shorter than three characters counts only
-        right after a space (the end of a prompt), so a short command is not found inside
-        the prompt drawn after the first key."""
-        for k in range(min(len(head), 40), 0, -1):
-            i = row.find(head[:k], x0)
-            if i < 0:
-                continue
-            if k >= 3 or i == x0 or row[i - 1] == " ":
-                return i
-        return x0
-
     def _log(self, lines: list[str], at: float) -> None:
         if self._held is not None:
             self._flush()
@@ -425,44 +398,3 @@ class ScreenLog:
         held, self._held = self._held, None
         if held:
             self._emit([(line, self._held_enter) for line in held])
-
-
-class _Worker:
-    """One thread per process feeds the sessions' emulators, a batch every `PERIOD`."""
-
-    PERIOD = 0.02
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._dirty: set[ScreenLog] = set()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def mark(self, gate: ScreenLog) -> None:
-        if gate.dirty:
-            return
-        with self._lock:
-            gate.dirty = True
-            self._dirty.add(gate)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="screenlog", daemon=True)
-                self._thread.start()
-        self._wake.set()
-
-    def _run(self) -> None:
-        while True:
-            self._wake.wait()
-            time.sleep(self.PERIOD)  # batch what arrives meanwhile
-            with self._lock:
-                self._wake.clear()
-                gates, self._dirty = self._dirty, set()
-                for g in gates:
-                    g.dirty = False
-            for g in gates:
-                try:
-                    g.process()
-                except Exception:
-                    log.exception("command log: feeding the screen failed")
-
-
-WORKER = _Worker()
