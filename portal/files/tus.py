@@ -21,12 +21,9 @@ import hashlib
 import io
 import logging
 import posixpath
-import queue
 import secrets
 import stat as statmod
-import threading
 import time
-from collections import OrderedDict
 
 import paramiko
 from flask import current_app
@@ -36,7 +33,7 @@ from portal import signals
 from portal.db import utcnow
 from portal.errors import Conflict, NotFound, PortalError, TooLarge, ValidationError
 from portal.extensions import db
-from portal.files import paths, remote, services
+from portal.files import paths, remote, services, tus_stream
 from portal.files.models import CONFLICTS, FileUpload
 from portal.machines.access import require
 from portal.machines.models import Machine
@@ -48,30 +45,6 @@ log = logging.getLogger(__name__)
 VERSION = "1.0.0"
 OCTETS = "application/offset+octet-stream"  # the body type of every tus write
 WRITE_BLOCK = 1 << 20  # read from the HTTP body at a time (1.2x the rate of 256 KiB)
-SEND_QUEUE = 4  # blocks read ahead of the sender: at most ~6 MiB in memory per upload
-DIGESTS_MAX = 256  # uploads whose running SHA-256 this process keeps
-
-# upload id -> (offset the digest covers, running sha256), for PATCHes served by this process
-_digests: OrderedDict[str, tuple[int, object]] = OrderedDict()
-_digests_lock = threading.Lock()
-
-
-def _take_digest(upload_id: str, offset: int):
-    """The running digest of [0, offset) if this process hashed all of it, else None."""
-    if offset == 0:
-        return hashlib.sha256()
-    with _digests_lock:
-        held = _digests.pop(upload_id, None)
-    return held[1] if held and held[0] == offset else None
-
-
-def _keep_digest(upload_id: str, offset: int, digest) -> None:
-    if digest is None:
-        return
-    with _digests_lock:
-        _digests[upload_id] = (offset, digest)
-        while len(_digests) > DIGESTS_MAX:
-            _digests.popitem(last=False)
 
 
 class UnsupportedMediaType(PortalError):
@@ -253,56 +226,6 @@ def _final_name(sftp, upload: FileUpload) -> str | None:
     raise Conflict("too many copies of that name")
 
 
-def _channel_writer(chan: paramiko.Channel):
-    """`chan.sendall` given a memoryview: paramiko's `sendall` sends one packet at a time and
-    slices off the rest, which copies what is left of a bytes block after every 32 KiB packet
-    (a 1 MiB block copied 16 times over); slices of a memoryview copy nothing."""
-
-    def write(block: bytes) -> None:
-        chan.sendall(memoryview(block))
-
-    return write
-
-
-class _Sender:
-    """Writes an upload's blocks to the machine on a thread of its own, so that reading the
-    next block from the HTTP body (and hashing it) overlaps encrypting and sending this one.
-    Socket reads and writes and SHA-256 run without the GIL; interleaved runs of
-    bench/bench_files.py's upload measured 149 MB/s this way against 136 MB/s for one thread
-    doing each step in turn (and 113 MB/s with 256 KiB blocks and bytes to `sendall`)."""
-
-    def __init__(self, write):
-        self._write = write
-        self._queue: queue.Queue[bytes | None] = queue.Queue(SEND_QUEUE)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="upload-send", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while (block := self._queue.get()) is not None:
-            if self._error is None:  # after a failure the rest is dropped
-                try:
-                    self._write(block)
-                except BaseException as exc:  # handed to the request's thread
-                    self._error = exc
-
-    def put(self, block: bytes) -> None:
-        if self._error is not None:
-            raise self._error
-        self._queue.put(block)
-
-    def finish(self) -> None:
-        """Wait until every block is written; raise what writing raised."""
-        self.stop()
-        if self._error is not None:
-            raise self._error
-
-    def stop(self) -> None:
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
-
-
 def append(user, machine: Machine, upload_id: str, offset_header, content_type, stream) -> dict:
     """PATCH: append the body at Upload-Offset; returns {offset, done, path?}."""
     upload = get(user, machine, upload_id)
@@ -320,7 +243,7 @@ def append(user, machine: Machine, upload_id: str, offset_header, content_type, 
     began = time.monotonic()
     pos = offset
     done_path = None
-    digest = _take_digest(uid, offset)
+    digest = tus_stream.take_digest(uid, offset)
     with remote.sftp_session(user, machine, "write_files") as sftp:
         try:
             try:
@@ -341,7 +264,9 @@ def append(user, machine: Machine, upload_id: str, offset_header, content_type, 
                 if chan is None:  # no shell on the machine: pipelined SFTP writes
                     f.set_pipelined(True)
                     f.seek(offset)
-                sender = _Sender(f.write if chan is None else _channel_writer(chan))
+                sender = tus_stream.Sender(
+                    f.write if chan is None else tus_stream.channel_writer(chan)
+                )
                 try:
                     while pos < length:
                         block = stream.read(min(WRITE_BLOCK, length - pos))
@@ -406,7 +331,7 @@ def append(user, machine: Machine, upload_id: str, offset_header, content_type, 
             s.close()
         return {"offset": pos, "done": True, "path": done_path}
     _save_offset(uid, pos)
-    _keep_digest(uid, pos, digest)
+    tus_stream.keep_digest(uid, pos, digest)
     return {"offset": pos, "done": False}
 
 
@@ -414,7 +339,7 @@ def terminate(user, machine: Machine, upload_id: str) -> None:
     """DELETE: drop the temporary file and the upload."""
     upload = get(user, machine, upload_id)
     temp, uid = upload.temp_path, upload.id
-    _take_digest(uid, -1)  # forget its running digest
+    tus_stream.take_digest(uid, -1)  # forget its running digest
     with remote.sftp_session(user, machine, "write_files") as sftp:
         try:
             sftp.remove(temp)
