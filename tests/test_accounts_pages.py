@@ -198,6 +198,11 @@ def test_no_inline_script_in_pages(client, make_user, login):
         assert " onclick=" not in html and " onload=" not in html
 
 
+def _row(html: str, user_id: int) -> str:
+    start = html.index(f'<tr id="user-{user_id}">')
+    return html[start : html.index("</tr>", start)]
+
+
 def test_admin_deactivates_reactivates_promotes_and_last_admin_is_kept(client, make_user, login):
     boss = make_user("boss", role="admin")
     worker = make_user("worker")
@@ -212,9 +217,17 @@ def test_admin_deactivates_reactivates_promotes_and_last_admin_is_kept(client, m
     assert (
         client.post("/api/login", json={"login": "worker", "password": PASSWORD}).status_code == 200
     )
+    # The only admin's row offers neither demote nor deactivate; the service refuses both anyway.
+    row = _row(client.get("/admin/users").get_data(as_text=True), boss.id)
+    assert "only admin" in row and "/demote" not in row and "/deactivate" not in row
+    assert "/deactivate" in _row(client.get("/admin/users").get_data(as_text=True), worker.id)
     refused = client.post(f"/admin/users/{boss.id}/demote", headers=h)
     assert refused.status_code == 409 and "last admin" in refused.get_data(as_text=True)
+    refused = client.post(f"/admin/users/{boss.id}/deactivate", headers=h)
+    assert refused.status_code == 409 and "last admin" in refused.get_data(as_text=True)
     client.post(f"/admin/users/{worker.id}/promote", headers=h)
+    row = _row(client.get("/admin/users").get_data(as_text=True), boss.id)
+    assert "only admin" not in row and "/demote" in row and "/deactivate" in row
     assert client.post(f"/admin/users/{boss.id}/demote", headers=h).status_code == 200
     assert client.get("/admin/users").status_code == 403  # boss is no longer an admin
 

@@ -206,13 +206,13 @@ def change_password(user: User, current_password, new_password) -> None:
     revoke_all_tokens(user)
 
 
-def admin_count() -> int:
-    return (
-        db.session.scalar(
-            select(func.count(User.id)).where(User.role == "admin", User.active.is_(True))
-        )
-        or 0
-    )
+def sole_admin_id() -> int | None:
+    """The id of the only active admin when there is exactly one: they can be neither
+    demoted nor deactivated (the portal would have no admin left)."""
+    ids = db.session.scalars(
+        select(User.id).where(User.role == "admin", User.active.is_(True)).limit(2)
+    ).all()
+    return ids[0] if len(ids) == 1 else None
 
 
 def set_role(actor: User, user: User, role: str) -> None:
@@ -221,7 +221,7 @@ def set_role(actor: User, user: User, role: str) -> None:
     stepup.require(actor, "user.role")
     if role not in {"admin", "user"}:
         raise ValidationError("role must be admin or user", field="role")
-    if user.role == "admin" and role != "admin" and user.active and admin_count() <= 1:
+    if user.role == "admin" and role != "admin" and user.id == sole_admin_id():
         raise Conflict("the last admin cannot be demoted")
     demoted = user.role == "admin" and role != "admin"
     changed = user.role != role
@@ -237,7 +237,7 @@ def set_active(actor: User, user: User, active: bool) -> None:
     if not actor.is_admin:
         raise AccessDenied("only admins can deactivate users")
     stepup.require(actor, "user.active")
-    if not active and user.is_admin and user.active and admin_count() <= 1:
+    if not active and user.is_admin and user.id == sole_admin_id():
         raise Conflict("the last admin cannot be deactivated")
     if not active and user.active:
         user.active = False

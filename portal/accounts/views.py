@@ -303,6 +303,7 @@ def users_table(status: int = 200, error: str | None = None, page: dict | None =
         "error": error,
         "signup_open": settings.signup_open(),
         "mfa_required": factors.required_for_everyone(),
+        "sole_admin_id": user_services.sole_admin_id(),  # offered neither demote nor deactivate
         **extra,
     }
     if is_htmx() and request.headers.get("HX-Target") == "users-table":
