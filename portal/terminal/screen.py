@@ -1,6 +1,7 @@
 """The screen the command log reads (screenlog.py): a pyte terminal that also knows the
-alternate screen and counts lines scrolled off the top; output without escape sequences (the
-echo check); where a typed line starts on a row; and what the log writes for input the terminal did not show."""
+alternate screen, counts lines scrolled off the top and reads wrapped rows back as lines;
+where a typed line starts on a row; output without escape sequences (the echo check); and
+what the log writes for input the terminal did not show."""
 
 from __future__ import annotations
 
