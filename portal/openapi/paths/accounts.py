@@ -5,6 +5,9 @@ from __future__ import annotations
 from portal.openapi.paths.common import PASSKEY, RATE, TOKENS, WEBAUTHN_OPTIONS, A, U
 from portal.openapi.spec import OBJ, PAGE, B, I, S, arr, obj, op, q
 
+# Proof it is still the user before a factor goes: the password, or a `reauth` passkey assertion.
+REAUTH = obj({"password": S, "passkey": OBJ})
+
 PATHS: dict[str, dict[str, dict]] = {
     # ---------------------------------------------------------------- authentication
     "/api/signup": {
@@ -127,7 +130,7 @@ PATHS: dict[str, dict[str, dict]] = {
         "DELETE": op(
             "Remove the authenticator app (password again, or a `reauth` passkey assertion)",
             U,
-            body=obj({"password": S, "passkey": OBJ}),
+            body=REAUTH,
             errors=(400,) + RATE,
         ),
     },
@@ -143,7 +146,7 @@ PATHS: dict[str, dict[str, dict]] = {
         "POST": op(
             "New recovery codes (the old ones die; password or a `reauth` passkey assertion)",
             U,
-            body=obj({"password": S, "passkey": OBJ}),
+            body=REAUTH,
             errors=(400, 409) + RATE,
         )
     },
@@ -194,7 +197,7 @@ PATHS: dict[str, dict[str, dict]] = {
         "DELETE": op(
             "Remove a passkey (the password again, or a `reauth` passkey assertion)",
             U,
-            body=obj({"password": S, "passkey": OBJ}),
+            body=REAUTH,
             errors=(404,) + RATE,
         ),
     },
